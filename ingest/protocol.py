@@ -1,0 +1,279 @@
+"""The sensor message protocol: topic shape, payload forms, units and every reason a message is refused.
+
+Topic: ``{prefix}/{network}/{sensor_id}`` where the prefix defaults to ``lifeline/v1`` and network is one of
+drainage, water, gas, rain. Payload (UTF-8 JSON object), either one reading::
+
+    {"ts": "2026-11-25T08:00:00+08:00", "value": 1.23, "unit": "m", "seq": 17, "quality": "good"}
+
+or a batch (``sensor`` per item is optional; without it the topic's sensor is meant)::
+
+    {"unit": "kPa", "readings": [{"ts": 1764028800000, "value": 310.5}, {"sensor": "W-P-002", "ts": ..., ...}]}
+
+See ``docs/protocol.md``. Nothing here raises on bad input: every refusal becomes a :class:`DeadLetter`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from twin.errors import PayloadError
+from twin.readings import QUALITY_BAD, QUALITY_CODES, Reading
+from twin.sensors import Network, Sensor, is_known_unit, unit_factor
+from twin.store.dead_letter import DeadLetter, digest_of
+
+DEFAULT_PREFIX = "lifeline/v1"
+_NETWORKS = frozenset(n.value for n in Network)
+_MIN_EPOCH_MS = -62_135_596_800_000 + 86_400_000  # just after 0001-01-01, the datetime range's floor
+_MAX_EPOCH_MS = 253_402_300_799_000 - 86_400_000  # just before 9999-12-31
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadLimits:
+    """Limits on what one message may carry. Each is configurable through the settings.
+
+    Attributes:
+        max_payload_bytes: larger messages are refused whole (``oversized``).
+        max_batch_items: a batch with more readings is refused whole (``batch_too_long``).
+        max_id_chars: longest sensor id, unit or quality string accepted.
+        max_future_s: a reading more than this ahead of the ingest clock is refused (``ts_in_future``), seconds.
+        max_age_s: a reading older than this is refused (``ts_too_old``), seconds.
+        dead_letter_max_raw_bytes: at most this many raw bytes are kept in ``dead_letter`` (the size is kept too).
+    """
+
+    max_payload_bytes: int = 256 * 1024
+    max_batch_items: int = 5_000
+    max_id_chars: int = 64
+    max_future_s: float = 300.0
+    max_age_s: float = 30 * 86_400.0
+    dead_letter_max_raw_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """A parsed sensor topic."""
+
+    network: Network
+    sensor_id: str
+
+
+@dataclass(slots=True)
+class Decoded:
+    """What one message yielded: accepted readings and refused parts."""
+
+    readings: list[Reading] = field(default_factory=list)
+    rejected: list[DeadLetter] = field(default_factory=list)
+
+
+def parse_topic(topic: str, *, prefix: str = DEFAULT_PREFIX) -> Topic:
+    """Parse ``{prefix}/{network}/{sensor_id}``.
+
+    Raises:
+        PayloadError: reason ``topic_shape`` or ``unknown_network``.
+
+    Example:
+        >>> parse_topic("lifeline/v1/water/W-P-001")
+        Topic(network=<Network.WATER: 'water'>, sensor_id='W-P-001')
+    """
+    head = prefix + "/"
+    if not topic.startswith(head):
+        raise PayloadError("topic_shape", f"topic {topic[:200]!r} does not start with {head!r}")
+    parts = topic[len(head):].split("/")
+    if len(parts) != 2 or not all(parts):
+        raise PayloadError("topic_shape", f"topic {topic[:200]!r} is not {prefix}/{{network}}/{{sensor_id}}")
+    if parts[0] not in _NETWORKS:
+        raise PayloadError("unknown_network", f"network {parts[0][:64]!r} is not one of {sorted(_NETWORKS)}")
+    return Topic(Network(parts[0]), parts[1])
+
+
+def parse_ts(raw: object) -> datetime:
+    """Parse an ISO 8601 timestamp with offset, or epoch milliseconds, to an aware UTC datetime.
+
+    Raises:
+        PayloadError: reason ``wrong_type`` or ``bad_timestamp``.
+    """
+    if isinstance(raw, bool):
+        raise PayloadError("wrong_type", "'ts' must be an ISO 8601 string or epoch milliseconds, not a boolean")
+    if isinstance(raw, int | float):
+        if not math.isfinite(raw) or not _MIN_EPOCH_MS <= raw <= _MAX_EPOCH_MS:
+            raise PayloadError("bad_timestamp", f"epoch milliseconds {raw!r} out of range")
+        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=raw)
+    if isinstance(raw, str):
+        if len(raw) > 40:
+            raise PayloadError("bad_timestamp", "'ts' string longer than 40 characters")
+        try:
+            ts = datetime.fromisoformat(raw)
+        except ValueError as exc:
+            raise PayloadError("bad_timestamp", f"'ts' {raw!r} is not ISO 8601") from exc
+        if ts.tzinfo is None:
+            raise PayloadError("bad_timestamp", f"'ts' {raw!r} has no UTC offset")
+        return ts.astimezone(UTC)
+    raise PayloadError("wrong_type", f"'ts' must be an ISO 8601 string or epoch milliseconds, not {_kind(raw)}")
+
+
+def _kind(value: object) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )
+
+
+class PayloadDecoder:
+    """Turn MQTT messages into readings and dead letters.
+
+    Args:
+        sensors: the known sensors by id (a reading of any other id is refused as ``unknown_sensor``).
+        prefix: the topic prefix.
+        limits: size, length and time limits.
+        clock: returns the current UTC time; ingest passes its own so tests can move it.
+    """
+
+    def __init__(
+        self,
+        *,
+        sensors: Mapping[str, Sensor],
+        prefix: str = DEFAULT_PREFIX,
+        limits: PayloadLimits | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.sensors = sensors
+        self.prefix = prefix
+        self.limits = limits or PayloadLimits()
+        self._clock = clock
+
+    def decode(self, topic: str, payload: bytes) -> Decoded:
+        """Decode one message; never raises for bad input."""
+        out = Decoded()
+        size = len(payload)
+        if size > self.limits.max_payload_bytes:
+            out.rejected.append(self._reject(topic, payload, "oversized",
+                                             f"{size} bytes > limit {self.limits.max_payload_bytes}"))
+            return out
+        try:
+            parsed = parse_topic(topic, prefix=self.prefix)
+        except PayloadError as exc:
+            out.rejected.append(self._reject(topic, payload, exc.reason, exc.detail))
+            return out
+        try:
+            doc = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            doc = _lenient_json(payload)
+            if doc is _NOT_JSON:
+                out.rejected.append(self._reject(topic, payload, "not_json", str(exc)[:300]))
+                return out
+        if not isinstance(doc, dict):
+            out.rejected.append(self._reject(topic, payload, "not_object", f"payload is {_kind(doc)}, not an object"))
+            return out
+        now = self._clock()
+        if "readings" not in doc:
+            try:
+                out.readings.append(self._item(doc, parsed, None, now))
+            except PayloadError as exc:
+                out.rejected.append(self._reject(topic, payload, exc.reason, exc.detail))
+            return out
+        items = doc["readings"]
+        if not isinstance(items, list):
+            out.rejected.append(self._reject(topic, payload, "wrong_type", f"'readings' is {_kind(items)}, not an array"))
+        elif not items:
+            out.rejected.append(self._reject(topic, payload, "empty_batch", "'readings' is empty"))
+        elif len(items) > self.limits.max_batch_items:
+            out.rejected.append(self._reject(
+                topic, payload, "batch_too_long", f"{len(items)} readings > limit {self.limits.max_batch_items}"))
+        else:
+            digest = digest_of(topic, payload)
+            for index, item in enumerate(items):
+                try:
+                    out.readings.append(self._item(item, parsed, doc, now))
+                except PayloadError as exc:
+                    raw = _encode_item(item)
+                    out.rejected.append(self._letter(topic, raw, len(raw), digest, index, exc.reason, exc.detail))
+        return out
+
+    def _item(self, item: object, topic: Topic, batch: dict[str, Any] | None, now: datetime) -> Reading:
+        if not isinstance(item, dict):
+            raise PayloadError("not_object", f"reading is {_kind(item)}, not an object")
+        sensor_id = item.get("sensor", topic.sensor_id) if batch is not None else topic.sensor_id
+        if not isinstance(sensor_id, str) or not sensor_id:
+            raise PayloadError("wrong_type", "'sensor' must be a non-empty string")
+        if len(sensor_id) > self.limits.max_id_chars:
+            raise PayloadError("too_long", f"sensor id longer than {self.limits.max_id_chars} characters")
+        sensor = self.sensors.get(sensor_id)
+        if sensor is None:
+            raise PayloadError("unknown_sensor", f"sensor {sensor_id!r} is not in the twin")
+        if sensor.network is not topic.network:
+            raise PayloadError("network_mismatch",
+                               f"sensor {sensor_id!r} is on network {sensor.network.value!r}, topic says "
+                               f"{topic.network.value!r}")
+        if "value" not in item:
+            raise PayloadError("missing_field", "'value' is missing")
+        value = item["value"]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise PayloadError("wrong_type", f"'value' must be a number, not {_kind(value)}")
+        if not math.isfinite(value):
+            raise PayloadError("non_finite", f"'value' is {value!r}")
+        unit = item.get("unit", batch.get("unit") if batch is not None else None)
+        if unit is None:
+            raise PayloadError("missing_field", "'unit' is missing")
+        if not isinstance(unit, str):
+            raise PayloadError("wrong_type", f"'unit' must be a string, not {_kind(unit)}")
+        factor = unit_factor(sensor.quantity, unit[: self.limits.max_id_chars])
+        if factor is None:
+            reason = "unit_mismatch" if is_known_unit(unit[: self.limits.max_id_chars]) else "unknown_unit"
+            raise PayloadError(reason, f"unit {unit[:64]!r} is not accepted for {sensor.quantity.value} "
+                                       f"(sensor {sensor_id!r})")
+        if "ts" not in item:
+            raise PayloadError("missing_field", "'ts' is missing")
+        ts = parse_ts(item["ts"])
+        ahead = (ts - now).total_seconds()
+        if ahead > self.limits.max_future_s:
+            raise PayloadError("ts_in_future", f"'ts' {ts.isoformat()} is {ahead:.0f} s ahead of the ingest clock "
+                                               f"(limit {self.limits.max_future_s:.0f} s)")
+        if -ahead > self.limits.max_age_s:
+            raise PayloadError("ts_too_old", f"'ts' {ts.isoformat()} is older than {self.limits.max_age_s:.0f} s")
+        quality = _quality(item.get("quality", 0))
+        seq = item.get("seq")
+        if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 0 or seq >= 2**63):
+            raise PayloadError("wrong_type", "'seq' must be a non-negative integer")
+        canonical = float(value) * factor
+        if not math.isfinite(canonical):
+            raise PayloadError("non_finite", f"'value' {value!r} {unit} overflows in {sensor.unit}")
+        if not sensor.valid_min <= canonical <= sensor.valid_max:
+            quality = QUALITY_BAD
+        return Reading(sensor_id, ts, canonical, quality, seq)
+
+    def _reject(self, topic: str, payload: bytes, reason: str, detail: str) -> DeadLetter:
+        return self._letter(topic, payload, len(payload), digest_of(topic, payload), -1, reason, detail)
+
+    def _letter(self, topic: str, raw: bytes, size: int, digest: bytes, index: int, reason: str,
+                detail: str) -> DeadLetter:
+        return DeadLetter(topic=topic[:1024], raw=raw[: self.limits.dead_letter_max_raw_bytes], raw_size=size,
+                          digest=digest, item_index=index, reason=reason, detail=detail)
+
+
+def _quality(raw: object) -> int:
+    if isinstance(raw, str) and raw in QUALITY_CODES:
+        return QUALITY_CODES[raw]
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw in (0, 1, 2):
+        return raw
+    raise PayloadError("bad_quality", f"'quality' must be one of {list(QUALITY_CODES)} or 0, 1, 2")
+
+
+_NOT_JSON = object()
+
+
+def _lenient_json(payload: bytes) -> Any:
+    """Parse JSON that strict parsers refuse only for NaN/Infinity literals, so those get a precise reason."""
+    try:
+        text = payload.decode("utf-8")
+        return json.loads(text)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return _NOT_JSON
+
+
+def _encode_item(item: object) -> bytes:
+    return json.dumps(item, ensure_ascii=False, allow_nan=True, default=str).encode("utf-8")

@@ -1,0 +1,391 @@
+"""The ingest service: MQTT in, validated batches into PostgreSQL, detectors run, alerts out.
+
+Delivery contract: messages are subscribed at QoS 1 in a persistent session and acknowledged only after the
+batch that holds them is committed (paho's manual acks). A crash before the commit, or between the commit and the
+acks, makes the broker deliver the message again; the write is idempotent on ``(sensor_id, ts)``, so every
+reading is stored exactly once. While the database is down the batch is retried with backoff and nothing is
+acknowledged, so the broker keeps the messages (bounded by ``receive_maximum`` in flight to us).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import paho.mqtt.client as mqtt
+import psycopg
+
+from ingest.protocol import Decoded, PayloadDecoder, PayloadLimits
+from models.thresholds import ThresholdDetector, state_from_active
+from twin.alerts import AlertChange
+from twin.mqtt import MqttConfig, connect, make_client
+from twin.store.alerts import active_alerts, apply_change
+from twin.store.db import DictConnection
+from twin.store.db import connect as db_connect
+from twin.store.dead_letter import store_dead_letters
+from twin.store.readings import ReadingStore
+from twin.store.schema import StorageMode, current_mode
+from twin.store.sensors import load_registry
+
+log = logging.getLogger(__name__)
+
+INITIAL_DELAY = 0.5
+"""Seconds before the first retry of a failed database write."""
+DELAY_BACKOFF = 2.0
+DELAY_JITTER = 0.1
+MAX_DELAY = 10.0
+
+
+@dataclass(slots=True)
+class IngestStats:
+    """Counters since start; read them for health checks and logs."""
+
+    messages: int = 0
+    readings_stored: int = 0
+    readings_duplicate: int = 0
+    dead_letters: int = 0
+    alert_events: int = 0
+    batches: int = 0
+    db_errors: int = 0
+    last_commit: datetime | None = None
+    database_ok: bool = True
+    broker_connected: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class _Message:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    generation: int
+
+
+@dataclass(slots=True)
+class _Batch:
+    messages: list[_Message] = field(default_factory=list)
+    decoded: Decoded = field(default_factory=Decoded)
+
+
+class IngestService:
+    """Consume sensor messages from MQTT into the store.
+
+    Args:
+        conninfo: PostgreSQL connection string.
+        schema: the store's schema (already migrated).
+        mqtt_config: broker and session settings.
+        prefix: topic prefix; the service subscribes to ``{prefix}/#`` (minus ``{prefix}/alerts/#``).
+        limits: payload limits.
+        batch_max: readings per write at most.
+        flush_interval_s: how long a partial batch may wait for more messages, seconds.
+        registry_refresh_s: how often the sensor list is re-read from the store, seconds.
+        failpoint: ``"crash_after_commit"`` ends the process right after a commit, before the acks (fault tests).
+        clock: current UTC time (tests move it).
+
+    Example:
+        >>> svc = IngestService(conninfo="postgresql://127.0.0.1/test", schema="lifeline",   # doctest: +SKIP
+        ...                     mqtt_config=MqttConfig())
+        >>> svc.start(); svc.wait_ready(10); ...; svc.stop()                                   # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        *,
+        conninfo: str,
+        schema: str,
+        mqtt_config: MqttConfig,
+        prefix: str = "lifeline/v1",
+        limits: PayloadLimits | None = None,
+        batch_max: int = 5000,
+        flush_interval_s: float = 0.05,
+        registry_refresh_s: float = 10.0,
+        failpoint: str | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.conninfo = conninfo
+        self.schema = schema
+        self.mqtt_config = mqtt_config
+        self.prefix = prefix.rstrip("/")
+        self.limits = limits or PayloadLimits()
+        self.batch_max = batch_max
+        self.flush_interval_s = flush_interval_s
+        self.registry_refresh_s = registry_refresh_s
+        self.failpoint = failpoint
+        self.clock = clock
+        self.stats = IngestStats()
+        self._queue: queue.SimpleQueue[_Message] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._subscribed = threading.Event()
+        self._generation = 0
+        self._conn: DictConnection | None = None
+        self._store: ReadingStore | None = None
+        self._mode: StorageMode | None = None
+        self._decoder: PayloadDecoder | None = None
+        self._detector: ThresholdDetector | None = None
+        self._registry_loaded_at = 0.0
+        self._client: mqtt.Client | None = None
+        self._worker: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect to the database (waiting for it), load sensors and detector state, then subscribe."""
+        self._connect_db_until_ready()
+        client = make_client(self.mqtt_config, persistent=True)
+        client.manual_ack_set(True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
+        connect(client, self.mqtt_config, persistent=True)
+        client.loop_start()
+        self._worker = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
+        self._worker.start()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until the subscription is in place; return False on timeout."""
+        return self._subscribed.wait(timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Write what is queued, then disconnect. Messages not yet written stay with the broker."""
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.join(timeout)
+        if self._client is not None:
+            self._client.disconnect()
+            self._client.loop_stop()
+        if self._conn is not None:
+            self._conn.close()
+        log.info("ingest stopped: %s", self.stats.as_dict())
+
+    def run_forever(self) -> None:
+        """Start and block until :meth:`stop` is called from another thread or KeyboardInterrupt."""
+        self.start()
+        try:
+            while not self._stop.wait(30.0):
+                log.info("ingest: %s", self.stats.as_dict())
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
+    # -- MQTT callbacks (paho's network thread) ---------------------------------------------------------------
+
+    @property
+    def subscription(self) -> str:
+        topic = f"{self.prefix}/#"
+        group = self.mqtt_config.shared_group
+        return f"$share/{group}/{topic}" if group else topic
+
+    def _on_connect(self, client: mqtt.Client, _u: object, _f: object, reason: Any, _p: object = None) -> None:
+        if reason.is_failure:
+            log.error("broker %s refused the connection: %s", self.mqtt_config.url, reason)
+            return
+        self._generation += 1
+        self.stats.broker_connected = True
+        # Subscribe on every connect: a broker that lost our session must learn the subscription again.
+        client.subscribe(self.subscription, qos=1)
+        log.info("connected to %s, subscribed to %s", self.mqtt_config.url, self.subscription)
+        self._subscribed.set()
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, reason: Any, _p: object = None) -> None:
+        self.stats.broker_connected = False
+        if not self._stop.is_set():
+            log.warning("disconnected from %s (%s); reconnecting", self.mqtt_config.url, reason)
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        topic = msg._topic.decode("utf-8", "replace")  # noqa: SLF001 - .topic raises on invalid UTF-8
+        if topic.startswith(self.prefix + "/alerts/"):
+            # Our own output (and other workers'): not sensor data.
+            if msg.qos:
+                self._client.ack(msg.mid, msg.qos)  # type: ignore[union-attr]
+            return
+        self._queue.put(_Message(topic, msg.payload, msg.mid, msg.qos, self._generation))
+
+    # -- the writer thread ------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            batch = self._collect()
+            if batch is None:
+                return
+            if batch.messages:
+                self._write_with_retry(batch)
+            elif time.monotonic() - self._registry_loaded_at > self.registry_refresh_s:
+                self._refresh_registry_safely()
+
+    def _collect(self) -> _Batch | None:
+        """Gather messages until batch_max readings or flush_interval after the first; None once stopping."""
+        try:
+            first = self._queue.get(timeout=0.2)
+        except queue.Empty:
+            if self._stop.is_set():
+                return None
+            return _Batch()
+        if time.monotonic() - self._registry_loaded_at > self.registry_refresh_s:
+            self._refresh_registry_safely()
+        batch = _Batch()
+        self._add(batch, first)
+        deadline = time.monotonic() + self.flush_interval_s
+        while len(batch.decoded.readings) < self.batch_max:
+            remaining = deadline - time.monotonic()
+            try:
+                msg = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            self._add(batch, msg)
+        return batch
+
+    def _add(self, batch: _Batch, msg: _Message) -> None:
+        assert self._decoder is not None  # noqa: S101 - set by start()
+        decoded = self._decoder.decode(msg.topic, msg.payload)
+        batch.messages.append(msg)
+        batch.decoded.readings.extend(decoded.readings)
+        batch.decoded.rejected.extend(decoded.rejected)
+
+    def _write_with_retry(self, batch: _Batch) -> None:
+        delay = INITIAL_DELAY
+        while True:
+            try:
+                changes = self._write(batch)
+                break
+            except psycopg.Error as exc:
+                self.stats.db_errors += 1
+                self.stats.database_ok = False
+                log.error("database write failed (%s); %d messages kept unacknowledged, retrying in %.1f s",
+                          str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                          len(batch.messages), delay)
+                time.sleep(delay * (1 + random.uniform(-DELAY_JITTER, DELAY_JITTER)))  # noqa: S311
+                delay = min(delay * DELAY_BACKOFF, MAX_DELAY)
+                self._reconnect_db()
+        if self.failpoint == "crash_after_commit":
+            log.critical("failpoint crash_after_commit: exiting before acknowledging %d messages",
+                         len(batch.messages))
+            os._exit(70)
+        self._ack(batch)
+        self._publish_alerts(changes)
+
+    def _write(self, batch: _Batch) -> list[tuple[int, AlertChange]]:
+        conn, store, detector = self._conn, self._store, self._detector
+        if conn is None or store is None or detector is None:
+            raise psycopg.OperationalError("no database connection")
+        readings = batch.decoded.readings
+        detection = detector.evaluate(readings)
+        published: list[tuple[int, AlertChange]] = []
+        with conn.transaction():
+            inserted = store.write([(r.sensor_id, r.ts, r.value, r.quality) for r in readings])
+            store_dead_letters(conn, batch.decoded.rejected)
+            for change in detection.changes:
+                event_id = apply_change(conn, change, schema=self.schema)
+                if event_id is not None:
+                    published.append((event_id, change))
+        detector.commit(detection)
+        stats = self.stats
+        stats.database_ok = True
+        stats.batches += 1
+        stats.messages += len(batch.messages)
+        stats.readings_stored += inserted
+        stats.readings_duplicate += len(readings) - inserted
+        stats.dead_letters += len(batch.decoded.rejected)
+        stats.alert_events += len(published)
+        stats.last_commit = datetime.now(UTC)
+        if len(readings) != inserted:
+            log.info("batch: %d readings stored, %d duplicates ignored", inserted, len(readings) - inserted)
+        for letter in batch.decoded.rejected[:5]:
+            log.warning("dead letter from %s: %s (%s)", letter.topic[:120], letter.reason, letter.detail[:200])
+        return published
+
+    def _ack(self, batch: _Batch) -> None:
+        client = self._client
+        assert client is not None  # noqa: S101
+        for msg in batch.messages:
+            # A message from an earlier connection is redelivered on this one; acking its old id could
+            # acknowledge an unrelated message, so leave it to the redelivery.
+            if msg.qos and msg.generation == self._generation:
+                client.ack(msg.mid, msg.qos)
+
+    def _publish_alerts(self, changes: list[tuple[int, AlertChange]]) -> None:
+        client = self._client
+        assert client is not None  # noqa: S101
+        for event_id, change in changes:
+            topic = f"{self.prefix}/alerts/{change.network}/{change.sensor_id or change.kind}"
+            payload = orjson.dumps({
+                "event_id": event_id, "event": change.event, "cause_key": change.cause_key, "kind": change.kind,
+                "sensor_id": change.sensor_id, "network": change.network, "district": change.district,
+                "grade": change.grade, "ts": change.ts.isoformat(), "value": change.value,
+                "threshold": change.threshold, "message": change.message, "message_en": change.message_en,
+            })
+            client.publish(topic, payload, qos=1)
+
+    # -- database connection ----------------------------------------------------------------------------------
+
+    def _connect_db_until_ready(self) -> None:
+        delay = INITIAL_DELAY
+        while True:
+            try:
+                self._open_db()
+                return
+            except psycopg.OperationalError as exc:
+                if self._stop.is_set():
+                    raise
+                log.error("database not reachable (%s); retrying in %.1f s", str(exc).strip()[:200], delay)
+                time.sleep(delay)
+                delay = min(delay * DELAY_BACKOFF, MAX_DELAY)
+
+    def _open_db(self) -> None:
+        conn = db_connect(self.conninfo, schema=self.schema, autocommit=True)
+        mode = current_mode(conn, schema=self.schema)
+        if mode is None:
+            conn.close()
+            raise psycopg.OperationalError(f"schema {self.schema!r} is not migrated; run 'lifeline db migrate'")
+        self._conn, self._mode = conn, mode
+        self._store = ReadingStore(conn, mode=mode)
+        self._load_registry()
+
+    def _reconnect_db(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg.Error:
+                pass
+            self._conn = None
+        try:
+            self._open_db()
+        except psycopg.Error as exc:
+            log.error("database reconnect failed: %s", str(exc).strip()[:200])
+
+    def _load_registry(self) -> None:
+        conn = self._conn
+        assert conn is not None  # noqa: S101
+        registry = load_registry(conn)
+        if self._detector is None:
+            rows = conn.execute("SELECT sensor_id, ts FROM sensor_latest").fetchall()
+            state = state_from_active(active_alerts(conn), {r["sensor_id"]: r["ts"] for r in rows})
+            self._detector = ThresholdDetector(registry, state)
+        else:
+            self._detector.update_sensors(registry)
+        if self._decoder is None:
+            self._decoder = PayloadDecoder(sensors=registry, prefix=self.prefix, limits=self.limits, clock=self.clock)
+        else:
+            self._decoder.sensors = registry
+        self._registry_loaded_at = time.monotonic()
+        log.debug("loaded %d sensors", len(registry))
+
+    def _refresh_registry_safely(self) -> None:
+        try:
+            self._load_registry()
+        except (psycopg.Error, AssertionError) as exc:
+            self._registry_loaded_at = time.monotonic()
+            log.warning("could not refresh the sensor list: %s", exc)

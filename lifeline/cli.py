@@ -1,0 +1,185 @@
+"""The ``lifeline`` command."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lifeline.logs import setup_logging
+from lifeline.settings import Settings
+from twin.errors import LifelineError
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj
+    return settings
+
+
+def _need(value: str | None, name: str) -> str:
+    if not value:
+        raise click.UsageError(f"set LIFELINE_{name} (or run 'lifeline demo', which starts embedded servers)")
+    return value
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lifeline-twin")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Lifeline Twin: digital twin and IoT monitor for a city's drainage, water and gas lifelines.
+
+    Settings come from the environment (LIFELINE_DATABASE_URL, LIFELINE_MQTT_URL, …); see the README.
+    """
+    try:
+        settings = Settings()
+    except Exception as exc:  # pydantic's ValidationError names every bad variable
+        raise click.ClickException(f"bad settings: {exc}") from exc
+    setup_logging(settings.log_level)
+    ctx.obj = settings
+
+
+@cli.command()
+@click.option("--port", type=int, default=None, help="HTTP port of the page (default: LIFELINE_HTTP_PORT, 8080).")
+@click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between demo stream ticks.")
+@click.pass_context
+def demo(ctx: click.Context, port: int | None, interval: float) -> None:
+    """Run the whole product on one machine with a synthetic stream; Ctrl-C stops everything.
+
+    Without LIFELINE_DATABASE_URL / LIFELINE_MQTT_URL an embedded PostgreSQL and MQTT broker are started.
+    """
+    from lifeline.demo import run_demo
+
+    settings = _settings(ctx)
+    if port is not None:
+        settings = settings.model_copy(update={"http_port": port})
+    try:
+        run_demo(settings, interval_s=interval)
+    except LifelineError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@cli.group()
+def db() -> None:
+    """The database schema."""
+
+
+@db.command("migrate")
+@click.pass_context
+def db_migrate(ctx: click.Context) -> None:
+    """Create the schema or bring it up to date (TimescaleDB when the server has it)."""
+    from twin.store.db import connect
+    from twin.store.schema import migrate
+
+    s = _settings(ctx)
+    with connect(_need(s.database_url, "DATABASE_URL"), schema=s.db_schema, autocommit=True) as conn:
+        mode = migrate(conn, schema=s.db_schema, mode=s.storage_mode)
+    click.echo(f"schema {s.db_schema}: up to date ({mode.value})")
+
+
+@cli.group()
+def sensors() -> None:
+    """The sensors the twin knows."""
+
+
+@sensors.command("load")
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--demo", "with_demo", is_flag=True, help="Load the built-in demo sensors.")
+@click.pass_context
+def sensors_load(ctx: click.Context, files: tuple[Path, ...], with_demo: bool) -> None:
+    """Load sensors from TOML FILES ([[sensor]] tables) and/or the demo set; existing ids are updated."""
+    from twin.demo import demo_sensors
+    from twin.sensors import Sensor, load_sensors_file
+    from twin.store.db import connect
+    from twin.store.sensors import upsert_sensors
+
+    s = _settings(ctx)
+    found: list[Sensor] = demo_sensors() if with_demo else []
+    try:
+        for path in files:
+            found.extend(load_sensors_file(path))
+    except LifelineError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not found:
+        raise click.UsageError("name one or more files, or --demo")
+    with connect(_need(s.database_url, "DATABASE_URL"), schema=s.db_schema, autocommit=True) as conn:
+        n = upsert_sensors(conn, found)
+    click.echo(f"{n} sensors loaded into schema {s.db_schema}")
+
+
+@cli.command()
+@click.pass_context
+def ingest(ctx: click.Context) -> None:
+    """Consume sensor messages from MQTT into the database until SIGINT/SIGTERM."""
+    from ingest.service import IngestService
+
+    s = _settings(ctx)
+    svc = IngestService(
+        conninfo=_need(s.database_url, "DATABASE_URL"),
+        schema=s.db_schema,
+        mqtt_config=s.mqtt_config(_need(s.mqtt_url, "MQTT_URL")),
+        prefix=s.topic_prefix,
+        limits=s.payload_limits(),
+        batch_max=s.ingest_batch_max,
+        flush_interval_s=s.ingest_flush_interval_s,
+        failpoint=s.ingest_failpoint,
+    )
+    _stop_on_signals(svc.stop)
+    svc.run_forever()
+
+
+@cli.command()
+@click.option("--host", default=None, help="Bind address (default: LIFELINE_HTTP_HOST).")
+@click.option("--port", type=int, default=None, help="Port (default: LIFELINE_HTTP_PORT).")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Serve the API, the alert websockets and the operations page."""
+    import uvicorn
+
+    from viewer.app import create_app
+
+    s = _settings(ctx)
+    app = create_app(conninfo=_need(s.database_url, "DATABASE_URL"), schema=s.db_schema)
+    uvicorn.run(app, host=host or s.http_host, port=port or s.http_port, log_level=s.log_level.lower())
+
+
+@cli.group()
+def simulate() -> None:
+    """Publish simulated sensor streams over MQTT."""
+
+
+@simulate.command("demo-stream")
+@click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between ticks.")
+@click.option("--count", type=int, default=None, help="Stop after this many ticks (default: run until Ctrl-C).")
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.pass_context
+def simulate_demo_stream(ctx: click.Context, interval: float, count: int | None, seed: int) -> None:
+    """Publish the demo sensors' synthetic stream (a storm crossing the alarm limits, every 90 ticks)."""
+    from simulators.demo_stream import run_demo_stream
+    from twin.demo import demo_sensors
+
+    s = _settings(ctx)
+    stop = threading.Event()
+    _stop_on_signals(stop.set)
+    n = run_demo_stream(sensors=demo_sensors(), mqtt_config=s.mqtt_config(_need(s.mqtt_url, "MQTT_URL")),
+                        prefix=s.topic_prefix, interval_s=interval, stop=stop, seed=seed, count=count)
+    click.echo(f"published {n} messages")
+
+
+def _stop_on_signals(stop: Any) -> None:
+    def handler(_sig: int, _frame: object) -> None:
+        stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def main() -> None:
+    """Entry point of the ``lifeline`` console script."""
+    try:
+        cli(standalone_mode=True)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,90 @@
+"""The one settings object, read once from the environment (prefix ``LIFELINE_``) by the entry point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from twin.mqtt import MqttConfig
+from ingest.protocol import DEFAULT_PREFIX, PayloadLimits
+from twin.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """Every setting of Lifeline Twin; each can be set as ``LIFELINE_<NAME>`` in the environment or a ``.env`` file."""
+
+    model_config = SettingsConfigDict(env_prefix="LIFELINE_", env_file=".env", extra="ignore")
+
+    database_url: str | None = Field(None, description="PostgreSQL URL; unset: the demo starts an embedded server")
+    mqtt_url: str | None = Field(None, description="mqtt://[user:password@]host[:port]; unset: the demo starts a broker")
+    db_schema: str = Field("lifeline", description="PostgreSQL schema holding every table")
+    storage_mode: Literal["auto", "timescaledb", "postgresql"] = "auto"
+    topic_prefix: str = DEFAULT_PREFIX
+
+    mqtt_protocol: Literal["5", "3.1.1"] = "5"
+    mqtt_client_id: str = "lifeline-ingest"
+    mqtt_shared_group: str | None = Field(None, description="share the subscription: $share/<group>/...")
+    mqtt_receive_maximum: int = Field(1000, ge=1, le=65535, description="unacknowledged QoS 1 messages in flight")
+    mqtt_session_expiry_s: int = Field(7 * 86400, ge=0)
+
+    ingest_batch_max: int = Field(5000, ge=1, description="readings per database write at most")
+    ingest_flush_interval_s: float = Field(0.05, gt=0, description="longest wait before a partial batch is written")
+    ingest_failpoint: str | None = Field(None, description="fault tests only: 'crash_after_commit'")
+
+    max_payload_bytes: int = Field(256 * 1024, ge=64)
+    max_batch_items: int = Field(5000, ge=1)
+    max_future_s: float = Field(300.0, ge=0)
+    max_age_s: float = Field(30 * 86400.0, gt=0)
+    dead_letter_max_raw_bytes: int = Field(1024 * 1024, ge=0)
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8080, ge=0, le=65535)
+    data_dir: Path = Field(Path.home() / ".local" / "share" / "lifeline-twin", description="embedded servers' data")
+    log_level: str = "INFO"
+
+    def payload_limits(self) -> PayloadLimits:
+        return PayloadLimits(
+            max_payload_bytes=self.max_payload_bytes,
+            max_batch_items=self.max_batch_items,
+            max_future_s=self.max_future_s,
+            max_age_s=self.max_age_s,
+            dead_letter_max_raw_bytes=self.dead_letter_max_raw_bytes,
+        )
+
+    def mqtt_config(self, url: str | None = None) -> MqttConfig:
+        """Return the broker connection described by *url* (default: ``mqtt_url``) and the MQTT settings."""
+        return mqtt_config_from_url(
+            url or self.mqtt_url or "mqtt://127.0.0.1:1883",
+            client_id=self.mqtt_client_id,
+            protocol=self.mqtt_protocol,
+            receive_maximum=self.mqtt_receive_maximum,
+            session_expiry_s=self.mqtt_session_expiry_s,
+            shared_group=self.mqtt_shared_group,
+        )
+
+
+def mqtt_config_from_url(url: str, **kwargs: object) -> MqttConfig:
+    """Parse ``mqtt://[user:password@]host[:port]`` (or ``mqtts://``) into a :class:`MqttConfig`.
+
+    Raises:
+        ConfigError: the URL's scheme or port is not usable.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts", "tcp"):
+        raise ConfigError(f"MQTT URL {parts.scheme}://… must use mqtt:// or mqtts://")
+    try:
+        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+    except ValueError as exc:
+        raise ConfigError(f"MQTT URL has a bad port: {exc}") from exc
+    return MqttConfig(
+        host=parts.hostname or "127.0.0.1",
+        port=port,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        tls=parts.scheme == "mqtts",
+        **kwargs,  # type: ignore[arg-type]
+    )

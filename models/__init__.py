@@ -1,0 +1,1 @@
+"""Pure computation on the twin: detectors and grading. No I/O here: readings in, conclusions out."""

@@ -1,0 +1,67 @@
+"""The threshold detector: grades, escalation, hysteresis, duplicates and restart state."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from models.thresholds import ThresholdDetector, state_from_active
+from twin.demo import demo_sensors
+from twin.readings import Reading
+from twin.sensors import SensorRegistry
+
+T0 = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
+SENSORS = SensorRegistry(demo_sensors())
+
+
+def _levels(*values: float, sensor: str = "D-L-001", start: int = 0) -> list[Reading]:
+    return [Reading(sensor, T0 + timedelta(minutes=start + i), v, 0) for i, v in enumerate(values)]
+
+
+def _run(det: ThresholdDetector, readings: list[Reading]) -> list[tuple[str, int]]:
+    result = det.evaluate(readings)
+    det.commit(result)
+    return [(c.event, c.grade) for c in result.changes]
+
+
+def test_rising_level_raises_then_escalates_then_clears() -> None:
+    det = ThresholdDetector(SENSORS)
+    # limits for D-L-001: IV 0.8, III 1.2, II 1.6, I 2.0 m
+    assert _run(det, _levels(0.3, 0.85, 0.9, 1.3, 2.1, 1.0, 0.5)) == [
+        ("raised", 4), ("updated", 3), ("updated", 1), ("updated", 4), ("cleared", 4)]
+
+
+def test_value_hovering_at_a_limit_does_not_flap() -> None:
+    det = ThresholdDetector(SENSORS)
+    assert _run(det, _levels(0.81, 0.79, 0.80, 0.795, 0.81)) == [("raised", 4)]
+
+
+def test_low_limits_grade_falling_pressure() -> None:
+    det = ThresholdDetector(SENSORS)
+    readings = _levels(300.0, 210.0, 90.0, sensor="W-P-003")
+    changes = det.evaluate(readings).changes
+    assert [(c.event, c.grade, c.cause_key) for c in changes] == [
+        ("raised", 4, "threshold:W-P-003:low"), ("updated", 1, "threshold:W-P-003:low")]
+    assert "低于" in changes[0].message and "below" in changes[0].message_en
+
+
+def test_evaluate_does_not_change_state_until_commit() -> None:
+    det = ThresholdDetector(SENSORS)
+    first = det.evaluate(_levels(1.0))
+    again = det.evaluate(_levels(1.0))
+    assert [c.event for c in first.changes] == [c.event for c in again.changes] == ["raised"]
+
+
+def test_duplicates_late_and_bad_readings_change_nothing() -> None:
+    det = ThresholdDetector(SENSORS)
+    assert _run(det, _levels(0.3, start=10)) == []
+    assert _run(det, _levels(5.0, start=5)) == []            # older than what was seen
+    assert _run(det, _levels(0.3, start=10)) == []           # the same again
+    bad = [Reading("D-L-001", T0 + timedelta(minutes=20), 5.0, 2)]
+    assert _run(det, bad) == []
+
+
+def test_state_restored_from_active_alerts_does_not_raise_twice() -> None:
+    state = state_from_active([{"cause_key": "threshold:D-L-001:high", "grade": 3}], {"D-L-001": T0})
+    det = ThresholdDetector(SENSORS, state)
+    assert _run(det, _levels(1.3, start=1)) == []
+    assert _run(det, _levels(0.2, start=2)) == [("cleared", 3)]

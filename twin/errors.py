@@ -1,0 +1,36 @@
+"""The project's typed errors.
+
+Every error the project raises on purpose derives from :class:`LifelineError` and, where it resembles a builtin,
+from that builtin too, so callers can catch either.
+"""
+
+from __future__ import annotations
+
+
+class LifelineError(Exception):
+    """Base of every error Lifeline Twin raises on purpose."""
+
+
+class UnknownSensorError(LifelineError, KeyError):
+    """A sensor id that the twin does not hold."""
+
+
+class PayloadError(LifelineError, ValueError):
+    """A message or reading that cannot be accepted; ``reason`` is a stable machine-readable code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class ConfigError(LifelineError, ValueError):
+    """A configuration value or a definition file that cannot be used."""
+
+
+class SchemaError(LifelineError, RuntimeError):
+    """The database schema cannot be brought to the version this code needs."""
+
+
+class ServiceError(LifelineError, RuntimeError):
+    """An embedded or external service could not be started or reached."""

@@ -1,0 +1,118 @@
+"""Alerts and their event log in the store.
+
+An alert is one cause (``cause_key``, e.g. ``threshold:D-L-001:high``) that is *active* while the cause lasts; at most
+one active alert exists per cause. Every change is appended to ``alert_events``, whose ids only grow: a websocket
+client that remembers the last event id it saw can resume from there without gaps or repeats.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from twin.alerts import AlertChange
+from twin.store.db import alerts_channel
+
+
+_ALERT_COLUMNS = """a.id, a.cause_key, a.kind, a.sensor_id, a.network, a.district, a.grade, a.active, a.state,
+    a.raised_at, a.updated_at, a.cleared_at, a.value, a.threshold, a.peak_value, a.message, a.message_en"""
+
+
+def apply_change(conn: psycopg.Connection[Any], change: AlertChange, *, schema: str) -> int | None:
+    """Record *change* in ``alerts`` and ``alert_events`` and announce it; return the event id.
+
+    A ``raised`` change for a cause that is already active updates that alert instead (so a restart that
+    re-detects the same exceedance does not duplicate it). ``updated`` and ``cleared`` for a cause with no
+    active alert do nothing and return None. The NOTIFY is delivered when the caller's transaction commits.
+    """
+    cur = conn.cursor(row_factory=dict_row)
+    if change.event == "cleared":
+        cur.execute(
+            """UPDATE alerts SET active = false, cleared_at = %s, updated_at = %s, value = %s
+               WHERE cause_key = %s AND active RETURNING id, grade""",
+            (change.ts, change.ts, change.value, change.cause_key),
+        )
+    else:
+        cur.execute(
+            """UPDATE alerts SET grade = %s, updated_at = %s, value = %s, threshold = %s, message = %s,
+                   message_en = %s,
+                   peak_value = CASE WHEN peak_value IS NULL OR abs(%s - threshold) > abs(peak_value - threshold)
+                                     THEN %s ELSE peak_value END
+               WHERE cause_key = %s AND active RETURNING id, grade""",
+            (change.grade, change.ts, change.value, change.threshold, change.message, change.message_en,
+             change.value, change.value, change.cause_key),
+        )
+    row = cur.fetchone()
+    event = change.event
+    if row is None:
+        if change.event != "raised":
+            return None
+        cur.execute(
+            """INSERT INTO alerts (cause_key, kind, sensor_id, network, district, grade, raised_at, updated_at,
+                                   value, threshold, peak_value, message, message_en)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id, grade""",
+            (change.cause_key, change.kind, change.sensor_id, change.network, change.district, change.grade,
+             change.ts, change.ts, change.value, change.threshold, change.value, change.message,
+             change.message_en),
+        )
+        row = cur.fetchone()
+        assert row is not None  # noqa: S101 - INSERT … RETURNING always returns the row
+    elif event == "raised":
+        event = "updated"
+    cur.execute(
+        "INSERT INTO alert_events (alert_id, event, ts, grade, value) VALUES (%s, %s, %s, %s, %s) RETURNING id",
+        (row["id"], event, change.ts, row["grade"], change.value),
+    )
+    ev = cur.fetchone()
+    assert ev is not None  # noqa: S101
+    cur.execute("SELECT pg_notify(%s, %s)", (alerts_channel(schema), str(ev["id"])))
+    return int(ev["id"])
+
+
+def active_alerts(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+    """Return every active alert (the detectors' state to restore after a restart)."""
+    cur = conn.cursor(row_factory=dict_row)
+    cur.execute(f"SELECT {_ALERT_COLUMNS} FROM alerts a WHERE a.active ORDER BY a.id")  # noqa: S608
+    return cur.fetchall()
+
+
+def list_alerts(
+    conn: psycopg.Connection[Any],
+    *,
+    active: bool | None = None,
+    network: str | None = None,
+    max_grade: int | None = None,
+    limit: int = 200,
+) -> list[dict[str, Any]]:
+    """Return alerts, newest first, optionally only active ones, of one network, or of grade *max_grade* or worse."""
+    cur = conn.cursor(row_factory=dict_row)
+    cur.execute(
+        f"""SELECT {_ALERT_COLUMNS} FROM alerts a
+            WHERE (%(active)s::boolean IS NULL OR a.active = %(active)s)
+              AND (%(network)s::text IS NULL OR a.network = %(network)s)
+              AND (%(max_grade)s::int IS NULL OR a.grade <= %(max_grade)s)
+            ORDER BY a.updated_at DESC, a.id DESC LIMIT %(limit)s""",  # noqa: S608
+        {"active": active, "network": network, "max_grade": max_grade, "limit": limit},
+    )
+    return cur.fetchall()
+
+
+def events_after(conn: psycopg.Connection[Any], *, after_id: int, limit: int = 1000) -> list[dict[str, Any]]:
+    """Return alert events with id greater than *after_id*, oldest first, each with its alert's current row."""
+    cur = conn.cursor(row_factory=dict_row)
+    cur.execute(
+        f"""SELECT e.id AS event_id, e.event, e.ts AS event_ts, e.grade AS event_grade, e.value AS event_value,
+                   {_ALERT_COLUMNS}
+            FROM alert_events e JOIN alerts a ON a.id = e.alert_id
+            WHERE e.id > %s ORDER BY e.id LIMIT %s""",  # noqa: S608
+        (after_id, limit),
+    )
+    return cur.fetchall()
+
+
+def last_event_id(conn: psycopg.Connection[Any]) -> int:
+    """Return the id of the newest alert event, or 0."""
+    row = conn.execute("SELECT coalesce(max(id), 0) FROM alert_events").fetchone()
+    return int(next(iter(row.values())) if isinstance(row, dict) else row[0]) if row else 0  # type: ignore[index]

@@ -1,0 +1,312 @@
+"""Versioned schema migrations for the store, on TimescaleDB or on plain PostgreSQL ≥ 15.
+
+With the ``timescaledb`` extension available, ``readings`` is a hypertable and ``readings_1m`` / ``readings_1h``
+are continuous aggregates with refresh, compression and retention policies. Without it, ``readings`` is a plain
+table with a BRIN index on ``ts`` and the same two rollups are tables the writer keeps up to date in the same
+transaction as the readings (see :mod:`twin.store.readings`). Both modes expose the same columns, so every query
+runs unchanged on either.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import psycopg
+from psycopg import sql
+
+from twin.errors import SchemaError
+from twin.store.db import check_schema_name
+
+log = logging.getLogger(__name__)
+
+
+class StorageMode(enum.StrEnum):
+    """How readings are stored: ``timescaledb`` (hypertable + continuous aggregates) or ``postgresql``."""
+
+    TIMESCALEDB = "timescaledb"
+    POSTGRESQL = "postgresql"
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    """How long data is kept and when raw chunks are compressed (TimescaleDB only), as intervals."""
+
+    raw_retention: timedelta = timedelta(days=400)
+    compress_after: timedelta = timedelta(days=7)
+
+
+Migration = Callable[[psycopg.Connection[object], StorageMode, RetentionPolicy], None]
+
+
+def _v1_core(conn: psycopg.Connection[object], mode: StorageMode, policy: RetentionPolicy) -> None:
+    conn.execute(
+        """
+        CREATE TABLE sensors (
+            sensor_id   text PRIMARY KEY,
+            network     text NOT NULL CHECK (network IN ('drainage', 'water', 'gas', 'rain')),
+            quantity    text NOT NULL,
+            unit        text NOT NULL,
+            name        text NOT NULL,
+            asset_id    text,
+            district    text NOT NULL DEFAULT '',
+            x_m         double precision NOT NULL DEFAULT 0,
+            y_m         double precision NOT NULL DEFAULT 0,
+            valid_min   double precision,
+            valid_max   double precision,
+            interval_s  double precision NOT NULL DEFAULT 60,
+            limits      jsonb NOT NULL DEFAULT '[]',
+            updated_at  timestamptz NOT NULL DEFAULT now()
+        )"""
+    )
+    conn.execute(
+        """
+        CREATE TABLE readings (
+            ts          timestamptz NOT NULL,
+            sensor_id   text NOT NULL,
+            value       double precision NOT NULL,
+            quality     smallint NOT NULL DEFAULT 0,
+            PRIMARY KEY (sensor_id, ts)
+        )"""
+    )
+    conn.execute(
+        """
+        CREATE TABLE sensor_latest (
+            sensor_id   text PRIMARY KEY,
+            ts          timestamptz NOT NULL,
+            value       double precision NOT NULL,
+            quality     smallint NOT NULL,
+            received_at timestamptz NOT NULL DEFAULT now()
+        )"""
+    )
+    conn.execute(
+        """
+        CREATE TABLE alerts (
+            id          bigserial PRIMARY KEY,
+            cause_key   text NOT NULL,
+            kind        text NOT NULL,
+            sensor_id   text,
+            network     text NOT NULL,
+            district    text NOT NULL DEFAULT '',
+            grade       smallint NOT NULL CHECK (grade BETWEEN 1 AND 4),
+            active      boolean NOT NULL DEFAULT true,
+            state       text NOT NULL DEFAULT 'raised',
+            raised_at   timestamptz NOT NULL,
+            updated_at  timestamptz NOT NULL,
+            cleared_at  timestamptz,
+            value       double precision,
+            threshold   double precision,
+            peak_value  double precision,
+            message     text NOT NULL,
+            message_en  text NOT NULL
+        )"""
+    )
+    # One active alert per cause: a lasting exceedance updates its alert instead of raising new ones.
+    conn.execute("CREATE UNIQUE INDEX alerts_one_active_per_cause ON alerts (cause_key) WHERE active")
+    conn.execute("CREATE INDEX alerts_raised_at ON alerts (raised_at DESC)")
+    conn.execute(
+        """
+        CREATE TABLE alert_events (
+            id          bigserial PRIMARY KEY,
+            alert_id    bigint NOT NULL REFERENCES alerts (id),
+            event       text NOT NULL,
+            ts          timestamptz NOT NULL DEFAULT now(),
+            grade       smallint NOT NULL,
+            value       double precision,
+            actor       text NOT NULL DEFAULT 'system',
+            note        text NOT NULL DEFAULT ''
+        )"""
+    )
+    conn.execute("CREATE INDEX alert_events_alert ON alert_events (alert_id, id)")
+    conn.execute(
+        """
+        CREATE TABLE dead_letter (
+            id          bigserial PRIMARY KEY,
+            received_at timestamptz NOT NULL DEFAULT now(),
+            topic       text NOT NULL,
+            raw         bytea NOT NULL,
+            raw_size    integer NOT NULL,
+            digest      bytea NOT NULL,
+            item_index  integer NOT NULL DEFAULT -1,
+            reason      text NOT NULL,
+            detail      text NOT NULL,
+            UNIQUE (digest, item_index)
+        )"""
+    )
+    conn.execute("CREATE INDEX dead_letter_received_at ON dead_letter (received_at DESC)")
+    if mode is StorageMode.TIMESCALEDB:
+        _v1_timescaledb(conn, policy)
+    else:
+        _v1_postgresql(conn)
+
+
+_ROLLUPS = (("readings_1m", "1 minute"), ("readings_1h", "1 hour"))
+
+
+def _v1_postgresql(conn: psycopg.Connection[object]) -> None:
+    conn.execute("CREATE INDEX readings_ts_brin ON readings USING brin (ts) WITH (pages_per_range = 32)")
+    for table, _width in _ROLLUPS:
+        conn.execute(
+            sql.SQL(
+                """
+                CREATE TABLE {} (
+                    sensor_id   text NOT NULL,
+                    bucket      timestamptz NOT NULL,
+                    n           bigint NOT NULL,
+                    sum_value   double precision NOT NULL,
+                    min_value   double precision NOT NULL,
+                    max_value   double precision NOT NULL,
+                    PRIMARY KEY (sensor_id, bucket)
+                )"""
+            ).format(sql.Identifier(table))
+        )
+
+
+def _v1_timescaledb(conn: psycopg.Connection[object], policy: RetentionPolicy) -> None:
+    conn.execute("SELECT create_hypertable('readings', by_range('ts', INTERVAL '1 day'))")
+    for table, width in _ROLLUPS:
+        conn.execute(
+            sql.SQL(
+                """
+                CREATE MATERIALIZED VIEW {table}
+                WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
+                SELECT sensor_id, time_bucket(INTERVAL {width}, ts) AS bucket, count(*) AS n,
+                       sum(value) AS sum_value, min(value) AS min_value, max(value) AS max_value
+                FROM readings GROUP BY sensor_id, bucket WITH NO DATA"""
+            ).format(table=sql.Identifier(table), width=sql.Literal(width))
+        )
+    conn.execute(
+        "SELECT add_continuous_aggregate_policy('readings_1m', start_offset => INTERVAL '2 days',"
+        " end_offset => INTERVAL '1 minute', schedule_interval => INTERVAL '1 minute')"
+    )
+    conn.execute(
+        "SELECT add_continuous_aggregate_policy('readings_1h', start_offset => INTERVAL '3 days',"
+        " end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '30 minutes')"
+    )
+    conn.execute(
+        "ALTER TABLE readings SET (timescaledb.compress, timescaledb.compress_segmentby = 'sensor_id',"
+        " timescaledb.compress_orderby = 'ts DESC')"
+    )
+    conn.execute("SELECT add_compression_policy('readings', %s::interval)", (policy.compress_after,))
+    conn.execute("SELECT add_retention_policy('readings', %s::interval)", (policy.raw_retention,))
+
+
+MIGRATIONS: tuple[tuple[int, str, Migration], ...] = ((1, "sensors, readings, rollups, alerts, dead letter", _v1_core),)
+
+
+def timescaledb_available(conn: psycopg.Connection[object]) -> bool:
+    """Tell whether the server offers (or already has) the ``timescaledb`` extension."""
+    row = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
+    return row is not None
+
+
+def detect_mode(conn: psycopg.Connection[object], requested: str = "auto") -> StorageMode:
+    """Choose the storage mode: *requested* is ``auto``, ``timescaledb`` or ``postgresql``.
+
+    Raises:
+        SchemaError: ``timescaledb`` was requested and the server does not offer the extension.
+    """
+    available = timescaledb_available(conn)
+    if requested == "auto":
+        return StorageMode.TIMESCALEDB if available else StorageMode.POSTGRESQL
+    mode = StorageMode(requested)
+    if mode is StorageMode.TIMESCALEDB and not available:
+        raise SchemaError("storage mode 'timescaledb' requested, but the server has no timescaledb extension")
+    return mode
+
+
+def current_mode(conn: psycopg.Connection[object], *, schema: str) -> StorageMode | None:
+    """Return the mode *schema* was created in, or None if it has not been migrated."""
+    if not _has_migrations_table(conn, check_schema_name(schema)):
+        return None
+    query = sql.SQL("SELECT mode FROM {}.schema_migrations WHERE version = 1").format(sql.Identifier(schema))
+    row = conn.execute(query).fetchone()
+    return StorageMode(_first(row)) if row else None
+
+
+def _first(row: object) -> object:
+    """Return the first column of a tuple row or a dict row."""
+    if isinstance(row, dict):
+        return next(iter(row.values()))
+    return row[0]  # type: ignore[index]
+
+
+def _has_migrations_table(conn: psycopg.Connection[object], schema: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = 'schema_migrations'",
+        (schema,),
+    ).fetchone()
+    return row is not None
+
+
+def migrate(
+    conn: psycopg.Connection[object],
+    *,
+    schema: str,
+    mode: str = "auto",
+    policy: RetentionPolicy | None = None,
+) -> StorageMode:
+    """Create *schema* if needed and apply every migration it lacks, each in its own transaction.
+
+    Safe to run from several processes at once: an advisory lock serialises them.
+
+    Args:
+        conn: a connection (autocommit or not; transactions are managed here).
+        schema: the schema to create or bring up to date.
+        mode: ``auto`` (TimescaleDB when the server offers it), ``timescaledb`` or ``postgresql``.
+        policy: retention and compression intervals; defaults to :class:`RetentionPolicy()`.
+
+    Returns:
+        The storage mode the schema uses (for an existing schema, the mode it was created in).
+
+    Raises:
+        SchemaError: a migration failed (the message names it) or the requested mode is not available.
+    """
+    check_schema_name(schema)
+    policy = policy or RetentionPolicy()
+    if not conn.autocommit and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.commit()
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"lifeline-migrate:{schema}",))
+        existing = current_mode(conn, schema=schema)
+        chosen = existing or detect_mode(conn, mode)
+        if chosen is StorageMode.TIMESCALEDB:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL("SET LOCAL search_path TO {}, public").format(sql.Identifier(schema)))
+        conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version integer PRIMARY KEY, name text NOT NULL, mode text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        done = {int(_first(r)) for r in conn.execute("SELECT version FROM schema_migrations").fetchall()}  # type: ignore[call-overload]
+        for version, name, step in MIGRATIONS:
+            if version in done:
+                continue
+            try:
+                with conn.transaction():
+                    step(conn, chosen, policy)
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, name, mode) VALUES (%s, %s, %s)",
+                        (version, name, chosen.value),
+                    )
+            except psycopg.Error as exc:
+                raise SchemaError(f"migration {version} ({name}) failed in schema {schema!r}: {exc}") from exc
+            log.info("schema %s: applied migration %d (%s)", schema, version, name)
+    if existing is not None and existing is not detect_mode(conn, "auto") and mode == "auto":
+        log.warning("schema %s was created in %s mode; keeping it", schema, existing.value)
+    log.info(
+        "storage mode: %s (schema %s)%s",
+        chosen.value,
+        schema,
+        "" if chosen is StorageMode.TIMESCALEDB else " — plain PostgreSQL, rollups kept by the application",
+    )
+    return chosen
+
+
+def drop_schema(conn: psycopg.Connection[object], *, schema: str) -> None:
+    """Drop *schema* and everything in it (tests and ``lifeline db reset``)."""
+    conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(check_schema_name(schema))))

@@ -1,0 +1,88 @@
+"""The FastAPI application: REST API, websockets and the static operations page."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from twin.store.db import connect_kwargs
+from viewer.hub import AlertHub
+from viewer.routes import alerts, sensors
+
+log = logging.getLogger(__name__)
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def create_app(*, conninfo: str, schema: str, drill: bool = False) -> FastAPI:
+    """Build the viewer for the store at *conninfo* / *schema*.
+
+    Nothing connects until the app starts (its lifespan opens the pool and the alert hub).
+
+    Args:
+        conninfo: PostgreSQL connection string.
+        schema: the store's schema.
+        drill: mark everything the page shows as a drill (演练), e.g. in the demo.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool: ConnectionPool[Any] = ConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=8,
+            open=False,
+            kwargs={**connect_kwargs(schema), "autocommit": True, "row_factory": dict_row},
+            name="viewer",
+        )
+        pool.open(wait=True, timeout=30.0)
+        hub = AlertHub(conninfo=conninfo, schema=schema, pool=pool)
+        await hub.start()
+        app.state.pool = pool
+        app.state.hub = hub
+        try:
+            yield
+        finally:
+            await hub.stop()
+            pool.close()
+
+    app = FastAPI(
+        title="Lifeline Twin",
+        summary="城市生命线数字孪生与物联监测 · City lifeline digital twin and IoT monitor",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.include_router(sensors.router)
+    app.include_router(alerts.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/api/info", tags=["meta"], summary="What this server is and whether it is a drill")
+    def info() -> dict[str, Any]:
+        return {"name": "Lifeline Twin", "version": "0.1.0", "schema": schema, "drill": drill}
+
+    @app.get("/healthz", tags=["meta"], summary="Liveness and database reachability")
+    def healthz() -> JSONResponse:
+        pool: ConnectionPool[Any] = app.state.pool
+        hub: AlertHub = app.state.hub
+        try:
+            with pool.connection(timeout=2.0) as conn:
+                conn.execute("SELECT 1")
+            db_ok = True
+        except Exception:  # noqa: BLE001 - any failure means "not healthy"
+            db_ok = False
+        body = {"database": db_ok, "alert_listener": hub.listening.is_set(), "last_event_id": hub.last_id}
+        return JSONResponse(body, status_code=200 if db_ok else 503)
+
+    return app

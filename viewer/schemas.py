@@ -1,0 +1,85 @@
+"""HTTP and websocket schemas: a family per entity, as the API shows them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class LimitPublic(BaseModel):
+    grade: str = Field(description="I (red, most severe) to IV (blue)")
+    direction: str = Field(description="high: alarm at or above; low: alarm at or below")
+    threshold: float
+
+
+class SensorPublic(BaseModel):
+    sensor_id: str
+    network: str
+    quantity: str
+    unit: str = Field(description="canonical unit of every stored value of this sensor")
+    name: str
+    asset_id: str | None
+    district: str
+    x_m: float
+    y_m: float
+    valid_min: float | None
+    valid_max: float | None
+    interval_s: float
+    limits: list[LimitPublic]
+    latest_ts: datetime | None
+    latest_value: float | None
+    latest_quality: int | None
+
+
+class SeriesPointPublic(BaseModel):
+    ts: datetime = Field(description="reading time, or bucket start when a step is given")
+    value: float = Field(description="the reading, or the mean of the bucket")
+    min: float
+    max: float
+    n: int = Field(description="readings in the bucket")
+
+
+class SeriesPublic(BaseModel):
+    sensor_id: str
+    unit: str
+    source: str = Field(description="readings, readings_1m or readings_1h: the table that answered")
+    step_s: float | None
+    points: list[SeriesPointPublic]
+
+
+class AlertPublic(BaseModel):
+    id: int
+    cause_key: str
+    kind: str
+    sensor_id: str | None
+    network: str
+    district: str
+    grade: int = Field(ge=1, le=4, description="1 = I (red) … 4 = IV (blue)")
+    active: bool
+    state: str
+    raised_at: datetime
+    updated_at: datetime
+    cleared_at: datetime | None
+    value: float | None
+    threshold: float | None
+    peak_value: float | None
+    message: str
+    message_en: str
+
+
+class AlertEventPublic(BaseModel):
+    """One websocket message of type ``alert``: an event and its alert as it now stands."""
+
+    type: str = "alert"
+    event_id: int
+    event: str = Field(description="raised, updated or cleared")
+    event_ts: datetime
+    alert: AlertPublic
+
+
+def alert_event_from_row(row: dict[str, Any]) -> AlertEventPublic:
+    """Build the websocket message from a row of :func:`twin.store.alerts.events_after`."""
+    alert = AlertPublic.model_validate(row)
+    return AlertEventPublic(event_id=row["event_id"], event=row["event"], event_ts=row["event_ts"], alert=alert)

@@ -1,0 +1,271 @@
+"use strict";
+// Lifeline Twin operations page: sensors, live alerts over /ws/alerts, a chart per sensor. Chinese first.
+
+const I18N = {
+  zh: {
+    title: "吉安市城市生命线安全监测", subtitle: "一网统管 · 排水 · 供水 · 燃气", drill: "演练",
+    online: "传感器在线", rainNow: "当前雨强 mm/h", map: "监测点位", alerts: "实时预警", noAlerts: "暂无预警",
+    sensors: "传感器", chart: "曲线", colNetwork: "网络", colId: "编号", colName: "名称", colValue: "最新值",
+    colTime: "时间", colState: "状态", offline: "未连接", onlineConn: "实时连接",
+    g1: "Ⅰ级 红色", g2: "Ⅱ级 橙色", g3: "Ⅲ级 黄色", g4: "Ⅳ级 蓝色",
+    drainage: "排水", water: "供水", gas: "燃气", rain: "雨量",
+    raised: "新预警", updated: "更新", cleared: "已解除", ok: "正常", stale: "离线", bad: "数据异常",
+    alarm: "预警", noData: "无数据", lang: "EN",
+  },
+  en: {
+    title: "Ji'an City Lifeline Safety Monitor", subtitle: "One network runs the city · drainage · water · gas",
+    drill: "DRILL", online: "Sensors online", rainNow: "Rain now mm/h", map: "Sensor map", alerts: "Live alerts",
+    noAlerts: "No alerts", sensors: "Sensors", chart: "Chart", colNetwork: "Network", colId: "ID",
+    colName: "Name", colValue: "Latest", colTime: "Time", colState: "State", offline: "offline",
+    onlineConn: "live", g1: "Grade I red", g2: "Grade II orange", g3: "Grade III yellow", g4: "Grade IV blue",
+    drainage: "Drainage", water: "Water", gas: "Gas", rain: "Rain", raised: "raised", updated: "updated",
+    cleared: "cleared", ok: "normal", stale: "offline", bad: "bad data", alarm: "alarm", noData: "no data",
+    lang: "中文",
+  },
+};
+const GRADE_ROMAN = { 1: "Ⅰ", 2: "Ⅱ", 3: "Ⅲ", 4: "Ⅳ" };
+const NET_COLOUR = { drainage: "#26c6da", water: "#42a5f5", gas: "#ffb300", rain: "#9ccc65" };
+const GRADE_COLOUR = { 1: "#e53935", 2: "#fb8c00", 3: "#fdd835", 4: "#1e88e5" };
+
+const state = {
+  lang: localStorage.getItem("lifeline.lang") || "zh",
+  sensors: new Map(),
+  alerts: new Map(),   // alert id -> alert
+  lastEventId: null,
+  ws: null,
+  chartSensor: null,
+};
+
+const t = (key) => (I18N[state.lang] && I18N[state.lang][key]) || I18N.zh[key] || key;
+const $ = (sel) => document.querySelector(sel);
+const fmtTime = (iso) => iso ? new Date(iso).toLocaleString(state.lang === "zh" ? "zh-CN" : "en-GB",
+  { hour12: false, month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" }) : "–";
+
+function applyLang() {
+  document.documentElement.lang = state.lang === "zh" ? "zh-CN" : "en";
+  document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
+  $("#lang").textContent = t("lang");
+  setConn(state.ws && state.ws.readyState === WebSocket.OPEN);
+  renderSensors(); renderAlerts(); renderLegend();
+}
+
+function setConn(on) {
+  const el = $("#conn");
+  el.textContent = on ? t("onlineConn") : t("offline");
+  el.className = "conn " + (on ? "on" : "off");
+}
+
+async function getJSON(url) {
+  const res = await fetch(url);
+  if (!res.ok) throw new Error(url + " → HTTP " + res.status);
+  return res.json();
+}
+
+async function loadSensors() {
+  const rows = await getJSON("/api/sensors");
+  state.sensors = new Map(rows.map((s) => [s.sensor_id, s]));
+  renderSensors(); renderMap(); renderCards();
+}
+
+async function loadAlerts() {
+  const rows = await getJSON("/api/alerts?limit=200");
+  // Alerts already received over the websocket are newer than this snapshot: keep them.
+  for (const a of rows) if (!state.alerts.has(a.id)) state.alerts.set(a.id, a);
+  renderAlerts(); renderCards(); renderMap();
+}
+
+function activeGradeOf(sensorId) {
+  let worst = null;
+  for (const a of state.alerts.values()) {
+    if (a.active && a.sensor_id === sensorId && (worst === null || a.grade < worst)) worst = a.grade;
+  }
+  return worst;
+}
+
+function sensorState(s) {
+  if (!s.latest_ts) return "stale";
+  const ageS = (Date.now() - new Date(s.latest_ts).getTime()) / 1000;
+  if (ageS > Math.max(3 * s.interval_s, 180)) return "stale";
+  if (s.latest_quality === 2) return "bad";
+  return activeGradeOf(s.sensor_id) ? "alarm" : "ok";
+}
+
+function renderCards() {
+  const counts = { 1: 0, 2: 0, 3: 0, 4: 0 };
+  for (const a of state.alerts.values()) if (a.active) counts[a.grade] += 1;
+  for (const g of [1, 2, 3, 4]) $("#n-g" + g).textContent = counts[g];
+  const sensors = [...state.sensors.values()];
+  const online = sensors.filter((s) => sensorState(s) !== "stale").length;
+  $("#n-online").textContent = online + "/" + sensors.length;
+  const rain = sensors.filter((s) => s.network === "rain" && s.latest_value !== null);
+  $("#n-rain").textContent = rain.length ? Math.max(...rain.map((s) => s.latest_value)).toFixed(1) : "–";
+}
+
+function renderSensors() {
+  const tbody = $("#sensors tbody");
+  tbody.replaceChildren();
+  for (const s of state.sensors.values()) {
+    const tr = document.createElement("tr");
+    tr.dataset.sensor = s.sensor_id;
+    const st = sensorState(s);
+    const grade = activeGradeOf(s.sensor_id);
+    const value = s.latest_value === null ? t("noData") : s.latest_value.toFixed(2) + " " + s.unit;
+    const stateText = st === "alarm" ? GRADE_ROMAN[grade] + " " + t("alarm") : t(st);
+    tr.innerHTML = `<td><span class="net" style="background:${NET_COLOUR[s.network]}"></span>${t(s.network)}</td>
+      <td>${esc(s.sensor_id)}</td><td>${esc(s.name)}</td><td>${esc(value)}</td><td>${fmtTime(s.latest_ts)}</td>
+      <td class="state-${st === "alarm" ? "bad" : st}">${esc(stateText)}</td>`;
+    tr.addEventListener("click", () => openChart(s.sensor_id));
+    tbody.appendChild(tr);
+  }
+}
+
+function renderLegend() {
+  $("#legend").innerHTML = Object.entries(NET_COLOUR)
+    .map(([k, c]) => `<span><i style="background:${c}"></i>${t(k)}</span>`).join("");
+}
+
+function renderMap() {
+  const svg = $("#map");
+  const sensors = [...state.sensors.values()];
+  if (!sensors.length) return;
+  const xs = sensors.map((s) => s.x_m), ys = sensors.map((s) => s.y_m);
+  const minX = Math.min(...xs), maxX = Math.max(...xs), minY = Math.min(...ys), maxY = Math.max(...ys);
+  const sx = (x) => 60 + ((x - minX) / Math.max(maxX - minX, 1)) * 880;
+  const sy = (y) => 740 - ((y - minY) / Math.max(maxY - minY, 1)) * 680;
+  let html = '<rect x="0" y="0" width="1000" height="800" fill="#0d1d30"/>';
+  for (let i = 1; i < 10; i++) html += `<line x1="${i * 100}" y1="0" x2="${i * 100}" y2="800" stroke="#16304d"/>`;
+  for (let i = 1; i < 8; i++) html += `<line x1="0" y1="${i * 100}" x2="1000" y2="${i * 100}" stroke="#16304d"/>`;
+  for (const s of sensors) {
+    const g = activeGradeOf(s.sensor_id);
+    const x = sx(s.x_m).toFixed(1), y = sy(s.y_m).toFixed(1);
+    if (g) html += `<circle cx="${x}" cy="${y}" r="22" fill="none" stroke="${GRADE_COLOUR[g]}" stroke-width="4">
+      <animate attributeName="r" values="16;26;16" dur="1.5s" repeatCount="indefinite"/></circle>`;
+    html += `<circle cx="${x}" cy="${y}" r="9" fill="${NET_COLOUR[s.network]}" stroke="#0b1624" stroke-width="2"
+      data-sensor="${esc(s.sensor_id)}"><title>${esc(s.name)} (${esc(s.sensor_id)})</title></circle>`;
+    html += `<text x="${x}" y="${(+y + 26).toFixed(1)}" fill="#8aa3bd" font-size="16" text-anchor="middle">${esc(s.sensor_id)}</text>`;
+  }
+  svg.innerHTML = html;
+  svg.querySelectorAll("circle[data-sensor]").forEach((c) =>
+    c.addEventListener("click", () => openChart(c.dataset.sensor)));
+}
+
+function renderAlerts(flashId) {
+  const ul = $("#alerts");
+  const list = [...state.alerts.values()].sort((a, b) =>
+    (b.active - a.active) || (a.active ? a.grade - b.grade : 0) || (new Date(b.updated_at) - new Date(a.updated_at)));
+  ul.replaceChildren();
+  for (const a of list.slice(0, 100)) {
+    const li = document.createElement("li");
+    li.className = "g" + a.grade + (a.active ? "" : " cleared") + (a.id === flashId ? " flash" : "");
+    li.dataset.alertId = a.id;
+    const msg = state.lang === "zh" ? a.message : a.message_en;
+    li.innerHTML = `<div><span class="chip g${a.grade}">${GRADE_ROMAN[a.grade]}</span> ${esc(msg)}</div>
+      <div class="meta"><span>${t(a.network)}</span><span>${esc(a.district)}</span>
+      <span>${fmtTime(a.updated_at)}</span><span>${a.active ? "" : t("cleared")}</span></div>`;
+    ul.appendChild(li);
+  }
+  const active = list.filter((a) => a.active).length;
+  $("#alert-count").textContent = active;
+  $("#no-alerts").hidden = list.length > 0;
+}
+
+function beep(grade) {
+  try {
+    const ctx = new (window.AudioContext || window.webkitAudioContext)();
+    const osc = ctx.createOscillator();
+    osc.frequency.value = grade === 1 ? 880 : 660;
+    osc.connect(ctx.destination); osc.start(); osc.stop(ctx.currentTime + 0.4);
+  } catch (e) { /* sound is optional */ }
+}
+
+function connectAlerts() {
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  const query = state.lastEventId !== null ? "?after=" + state.lastEventId : "";
+  const ws = new WebSocket(`${proto}://${location.host}/ws/alerts${query}`);
+  state.ws = ws;
+  ws.onopen = () => setConn(true);
+  ws.onmessage = (ev) => {
+    const msg = JSON.parse(ev.data);
+    if (msg.type === "hello") {
+      if (state.lastEventId === null) state.lastEventId = msg.last_event_id;
+      return;
+    }
+    if (msg.type !== "alert") return;
+    state.lastEventId = Math.max(state.lastEventId || 0, msg.event_id);
+    state.alerts.set(msg.alert.id, msg.alert);
+    const s = state.sensors.get(msg.alert.sensor_id);
+    if (s && msg.event_value !== undefined) s.latest_value = msg.event_value;
+    renderAlerts(msg.event === "cleared" ? null : msg.alert.id);
+    renderCards(); renderMap(); renderSensors();
+    if (msg.event !== "cleared" && msg.alert.grade <= 2) beep(msg.alert.grade);
+    if (state.chartSensor === msg.alert.sensor_id) openChart(state.chartSensor);
+  };
+  ws.onclose = () => { setConn(false); setTimeout(connectAlerts, 2000); };
+}
+
+async function openChart(sensorId) {
+  const s = state.sensors.get(sensorId);
+  if (!s) return;
+  state.chartSensor = sensorId;
+  $("#chart-panel").hidden = false;
+  $("#chart-title").textContent = `${s.name} (${sensorId}) · ${s.unit}`;
+  const to = new Date(), from = new Date(to.getTime() - 3600 * 1000);
+  const series = await getJSON(`/api/sensors/${encodeURIComponent(sensorId)}/readings?from=${from.toISOString()}&to=${to.toISOString()}`);
+  drawChart(series.points, s);
+}
+
+function drawChart(points, s) {
+  const svg = $("#chart");
+  const W = 900, H = 260, L = 60, R = 20, T = 15, B = 30;
+  if (!points.length) { svg.innerHTML = `<text x="450" y="130" fill="#8aa3bd" text-anchor="middle">${t("noData")}</text>`; return; }
+  const ts = points.map((p) => new Date(p.ts).getTime());
+  const limits = s.limits.map((l) => l.threshold);
+  const vs = points.map((p) => p.value).concat(limits);
+  let lo = Math.min(...vs), hi = Math.max(...vs);
+  if (hi === lo) { hi += 1; lo -= 1; }
+  const pad = (hi - lo) * 0.08; lo -= pad; hi += pad;
+  const t0 = Math.min(...ts), t1 = Math.max(...ts, t0 + 1);
+  const x = (v) => L + ((v - t0) / (t1 - t0)) * (W - L - R);
+  const y = (v) => T + (1 - (v - lo) / (hi - lo)) * (H - T - B);
+  let html = "";
+  for (let i = 0; i <= 4; i++) {
+    const v = lo + ((hi - lo) * i) / 4;
+    html += `<line x1="${L}" x2="${W - R}" y1="${y(v)}" y2="${y(v)}" stroke="#16304d"/>
+      <text x="${L - 6}" y="${y(v) + 4}" fill="#8aa3bd" font-size="11" text-anchor="end">${v.toFixed(2)}</text>`;
+  }
+  for (const l of s.limits) {
+    const g = { I: 1, II: 2, III: 3, IV: 4 }[l.grade];
+    html += `<line x1="${L}" x2="${W - R}" y1="${y(l.threshold)}" y2="${y(l.threshold)}" stroke="${GRADE_COLOUR[g]}"
+      stroke-dasharray="6 4" opacity="0.8"/>`;
+  }
+  const path = points.map((p, i) => (i ? "L" : "M") + x(ts[i]).toFixed(1) + "," + y(p.value).toFixed(1)).join(" ");
+  html += `<path d="${path}" fill="none" stroke="${NET_COLOUR[s.network]}" stroke-width="2"/>`;
+  html += `<text x="${L}" y="${H - 8}" fill="#8aa3bd" font-size="11">${fmtTime(new Date(t0).toISOString())}</text>
+    <text x="${W - R}" y="${H - 8}" fill="#8aa3bd" font-size="11" text-anchor="end">${fmtTime(new Date(t1).toISOString())}</text>`;
+  svg.innerHTML = html;
+}
+
+function esc(text) {
+  return String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+}
+
+function tick() { $("#clock").textContent = new Date().toLocaleTimeString(state.lang === "zh" ? "zh-CN" : "en-GB", { hour12: false }); }
+
+async function main() {
+  $("#lang").addEventListener("click", () => {
+    state.lang = state.lang === "zh" ? "en" : "zh";
+    localStorage.setItem("lifeline.lang", state.lang);
+    applyLang();
+  });
+  $("#chart-close").addEventListener("click", () => { $("#chart-panel").hidden = true; state.chartSensor = null; });
+  applyLang();
+  const info = await getJSON("/api/info");
+  $("#drill").hidden = !info.drill;
+  await loadSensors();
+  connectAlerts();  // first, so nothing raised while the list loads is missed
+  await loadAlerts();
+  setInterval(tick, 1000); tick();
+  setInterval(() => loadSensors().catch(() => {}), 5000);
+}
+
+main().catch((err) => { console.error(err); setConn(false); });
