@@ -66,16 +66,22 @@ def _move_statement(mode: StorageMode) -> str:
 class ReadingStore:
     """Write batches of readings over one connection; the caller owns the transaction.
 
+    Args:
+        conn: the connection to write on.
+        mode: the schema's storage mode (rollups are written by this class only in ``postgresql`` mode).
+        use_copy: stage with binary COPY (fast); False stages with one ``INSERT … unnest`` instead.
+
     Example:
         >>> store = ReadingStore(conn, mode=StorageMode.POSTGRESQL)     # doctest: +SKIP
         >>> with conn.transaction():                                    # doctest: +SKIP
         ...     inserted = store.write([("D-L-001", ts, 0.42, 0)])
     """
 
-    def __init__(self, conn: psycopg.Connection[Any], *, mode: StorageMode) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], *, mode: StorageMode, use_copy: bool = True) -> None:
         self._conn = conn
         self._move = _move_statement(mode)
         self._staged = False
+        self._use_copy = use_copy
 
     def write(self, rows: Sequence[ReadingRow]) -> int:
         """Store *rows* idempotently and return how many were new (duplicates of stored rows are skipped)."""
@@ -85,10 +91,18 @@ class ReadingStore:
         if not self._staged:
             cur.execute(_STAGE + " ON COMMIT DELETE ROWS")
             self._staged = True
-        with cur.copy("COPY stage_readings (sensor_id, ts, value, quality) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(["text", "timestamptz", "float8", "int2"])
-            for row in rows:
-                copy.write_row(row)
+        if self._use_copy:
+            with cur.copy("COPY stage_readings (sensor_id, ts, value, quality) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["text", "timestamptz", "float8", "int2"])
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            # For servers without COPY FROM STDIN (some proxies, the WASM TimescaleDB used in tests).
+            cur.execute(
+                "INSERT INTO stage_readings SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::float8[],"
+                " %s::int2[])",
+                [list(col) for col in zip(*rows, strict=True)],
+            )
         cur.execute(self._move)
         result = cur.fetchone()
         cur.execute("TRUNCATE stage_readings")
