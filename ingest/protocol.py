@@ -84,7 +84,7 @@ def parse_topic(topic: str, *, prefix: str = DEFAULT_PREFIX) -> Topic:
     head = prefix + "/"
     if not topic.startswith(head):
         raise PayloadError("topic_shape", f"topic {topic[:200]!r} does not start with {head!r}")
-    parts = topic[len(head):].split("/")
+    parts = topic[len(head) :].split("/")
     if len(parts) != 2 or not all(parts):
         raise PayloadError("topic_shape", f"topic {topic[:200]!r} is not {prefix}/{{network}}/{{sensor_id}}")
     if parts[0] not in _NETWORKS:
@@ -151,8 +151,9 @@ class PayloadDecoder:
         out = Decoded()
         size = len(payload)
         if size > self.limits.max_payload_bytes:
-            out.rejected.append(self._reject(topic, payload, "oversized",
-                                             f"{size} bytes > limit {self.limits.max_payload_bytes}"))
+            out.rejected.append(
+                self._reject(topic, payload, "oversized", f"{size} bytes > limit {self.limits.max_payload_bytes}")
+            )
             return out
         try:
             parsed = parse_topic(topic, prefix=self.prefix)
@@ -178,12 +179,17 @@ class PayloadDecoder:
             return out
         items = doc["readings"]
         if not isinstance(items, list):
-            out.rejected.append(self._reject(topic, payload, "wrong_type", f"'readings' is {_kind(items)}, not an array"))
+            out.rejected.append(
+                self._reject(topic, payload, "wrong_type", f"'readings' is {_kind(items)}, not an array")
+            )
         elif not items:
             out.rejected.append(self._reject(topic, payload, "empty_batch", "'readings' is empty"))
         elif len(items) > self.limits.max_batch_items:
-            out.rejected.append(self._reject(
-                topic, payload, "batch_too_long", f"{len(items)} readings > limit {self.limits.max_batch_items}"))
+            out.rejected.append(
+                self._reject(
+                    topic, payload, "batch_too_long", f"{len(items)} readings > limit {self.limits.max_batch_items}"
+                )
+            )
         else:
             digest = digest_of(topic, payload)
             for index, item in enumerate(items):
@@ -206,9 +212,10 @@ class PayloadDecoder:
         if sensor is None:
             raise PayloadError("unknown_sensor", f"sensor {sensor_id!r} is not in the twin")
         if sensor.network is not topic.network:
-            raise PayloadError("network_mismatch",
-                               f"sensor {sensor_id!r} is on network {sensor.network.value!r}, topic says "
-                               f"{topic.network.value!r}")
+            raise PayloadError(
+                "network_mismatch",
+                f"sensor {sensor_id!r} is on network {sensor.network.value!r}, topic says {topic.network.value!r}",
+            )
         if "value" not in item:
             raise PayloadError("missing_field", "'value' is missing")
         value = item["value"]
@@ -224,15 +231,19 @@ class PayloadDecoder:
         factor = unit_factor(sensor.quantity, unit[: self.limits.max_id_chars])
         if factor is None:
             reason = "unit_mismatch" if is_known_unit(unit[: self.limits.max_id_chars]) else "unknown_unit"
-            raise PayloadError(reason, f"unit {unit[:64]!r} is not accepted for {sensor.quantity.value} "
-                                       f"(sensor {sensor_id!r})")
+            raise PayloadError(
+                reason, f"unit {unit[:64]!r} is not accepted for {sensor.quantity.value} (sensor {sensor_id!r})"
+            )
         if "ts" not in item:
             raise PayloadError("missing_field", "'ts' is missing")
         ts = parse_ts(item["ts"])
         ahead = (ts - now).total_seconds()
         if ahead > self.limits.max_future_s:
-            raise PayloadError("ts_in_future", f"'ts' {ts.isoformat()} is {ahead:.0f} s ahead of the ingest clock "
-                                               f"(limit {self.limits.max_future_s:.0f} s)")
+            raise PayloadError(
+                "ts_in_future",
+                f"'ts' {ts.isoformat()} is {ahead:.0f} s ahead of the ingest clock "
+                f"(limit {self.limits.max_future_s:.0f} s)",
+            )
         if -ahead > self.limits.max_age_s:
             raise PayloadError("ts_too_old", f"'ts' {ts.isoformat()} is older than {self.limits.max_age_s:.0f} s")
         quality = _quality(item.get("quality", 0))
@@ -249,10 +260,18 @@ class PayloadDecoder:
     def _reject(self, topic: str, payload: bytes, reason: str, detail: str) -> DeadLetter:
         return self._letter(topic, payload, len(payload), digest_of(topic, payload), -1, reason, detail)
 
-    def _letter(self, topic: str, raw: bytes, size: int, digest: bytes, index: int, reason: str,
-                detail: str) -> DeadLetter:
-        return DeadLetter(topic=topic[:1024], raw=raw[: self.limits.dead_letter_max_raw_bytes], raw_size=size,
-                          digest=digest, item_index=index, reason=reason, detail=detail)
+    def _letter(
+        self, topic: str, raw: bytes, size: int, digest: bytes, index: int, reason: str, detail: str
+    ) -> DeadLetter:
+        return DeadLetter(
+            topic=topic[:1024],
+            raw=raw[: self.limits.dead_letter_max_raw_bytes],
+            raw_size=size,
+            digest=digest,
+            item_index=index,
+            reason=reason,
+            detail=detail,
+        )
 
 
 def _quality(raw: object) -> int:

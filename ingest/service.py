@@ -9,6 +9,7 @@ acknowledged, so the broker keeps the messages (bounded by ``receive_maximum`` i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -61,7 +62,7 @@ class IngestStats:
     broker_connected: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,13 +207,13 @@ class IngestService:
             log.warning("disconnected from %s (%s); reconnecting", self.mqtt_config.url, reason)
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        topic = msg._topic.decode("utf-8", "replace")  # noqa: SLF001 - .topic raises on invalid UTF-8
+        topic = msg._topic.decode("utf-8", "replace")
         if topic.startswith(self.prefix + "/alerts/"):
             # Our own output (and other workers'): not sensor data.
             if msg.qos:
                 self._client.ack(msg.mid, msg.qos)  # type: ignore[union-attr]
             return
-        self._queue.put(_Message(topic, msg.payload, msg.mid, msg.qos, self._generation))
+        self._queue.put(_Message(topic, bytes(msg.payload), msg.mid, msg.qos, self._generation))
 
     # -- the writer thread ------------------------------------------------------------------------------------
 
@@ -249,7 +250,7 @@ class IngestService:
         return batch
 
     def _add(self, batch: _Batch, msg: _Message) -> None:
-        assert self._decoder is not None  # noqa: S101 - set by start()
+        assert self._decoder is not None
         decoded = self._decoder.decode(msg.topic, msg.payload)
         batch.messages.append(msg)
         batch.decoded.readings.extend(decoded.readings)
@@ -264,15 +265,17 @@ class IngestService:
             except psycopg.Error as exc:
                 self.stats.db_errors += 1
                 self.stats.database_ok = False
-                log.error("database write failed (%s); %d messages kept unacknowledged, retrying in %.1f s",
-                          str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
-                          len(batch.messages), delay)
-                time.sleep(delay * (1 + random.uniform(-DELAY_JITTER, DELAY_JITTER)))  # noqa: S311
+                log.error(
+                    "database write failed (%s); %d messages kept unacknowledged, retrying in %.1f s",
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                    len(batch.messages),
+                    delay,
+                )
+                time.sleep(delay * (1 + random.uniform(-DELAY_JITTER, DELAY_JITTER)))
                 delay = min(delay * DELAY_BACKOFF, MAX_DELAY)
                 self._reconnect_db()
         if self.failpoint == "crash_after_commit":
-            log.critical("failpoint crash_after_commit: exiting before acknowledging %d messages",
-                         len(batch.messages))
+            log.critical("failpoint crash_after_commit: exiting before acknowledging %d messages", len(batch.messages))
             os._exit(70)
         self._ack(batch)
         self._publish_alerts(changes)
@@ -309,7 +312,7 @@ class IngestService:
 
     def _ack(self, batch: _Batch) -> None:
         client = self._client
-        assert client is not None  # noqa: S101
+        assert client is not None
         for msg in batch.messages:
             # A message from an earlier connection is redelivered on this one; acking its old id could
             # acknowledge an unrelated message, so leave it to the redelivery.
@@ -318,15 +321,26 @@ class IngestService:
 
     def _publish_alerts(self, changes: list[tuple[int, AlertChange]]) -> None:
         client = self._client
-        assert client is not None  # noqa: S101
+        assert client is not None
         for event_id, change in changes:
             topic = f"{self.prefix}/alerts/{change.network}/{change.sensor_id or change.kind}"
-            payload = orjson.dumps({
-                "event_id": event_id, "event": change.event, "cause_key": change.cause_key, "kind": change.kind,
-                "sensor_id": change.sensor_id, "network": change.network, "district": change.district,
-                "grade": change.grade, "ts": change.ts.isoformat(), "value": change.value,
-                "threshold": change.threshold, "message": change.message, "message_en": change.message_en,
-            })
+            payload = orjson.dumps(
+                {
+                    "event_id": event_id,
+                    "event": change.event,
+                    "cause_key": change.cause_key,
+                    "kind": change.kind,
+                    "sensor_id": change.sensor_id,
+                    "network": change.network,
+                    "district": change.district,
+                    "grade": change.grade,
+                    "ts": change.ts.isoformat(),
+                    "value": change.value,
+                    "threshold": change.threshold,
+                    "message": change.message,
+                    "message_en": change.message_en,
+                }
+            )
             client.publish(topic, payload, qos=1)
 
     # -- database connection ----------------------------------------------------------------------------------
@@ -356,10 +370,8 @@ class IngestService:
 
     def _reconnect_db(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(psycopg.Error):
                 self._conn.close()
-            except psycopg.Error:
-                pass
             self._conn = None
         try:
             self._open_db()
@@ -368,7 +380,7 @@ class IngestService:
 
     def _load_registry(self) -> None:
         conn = self._conn
-        assert conn is not None  # noqa: S101
+        assert conn is not None
         registry = load_registry(conn)
         if self._detector is None:
             rows = conn.execute("SELECT sensor_id, ts FROM sensor_latest").fetchall()

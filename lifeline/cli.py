@@ -60,6 +60,8 @@ def demo(ctx: click.Context, port: int | None, interval: float) -> None:
         run_demo(settings, interval_s=interval)
     except LifelineError as exc:
         raise click.ClickException(str(exc)) from exc
+    except KeyboardInterrupt:
+        pass  # Ctrl-C or SIGTERM: everything was stopped on the way out
 
 
 @cli.group()
@@ -164,8 +166,15 @@ def simulate_demo_stream(ctx: click.Context, interval: float, count: int | None,
     s = _settings(ctx)
     stop = threading.Event()
     _stop_on_signals(stop.set)
-    n = run_demo_stream(sensors=demo_sensors(), mqtt_config=s.mqtt_config(_need(s.mqtt_url, "MQTT_URL")),
-                        prefix=s.topic_prefix, interval_s=interval, stop=stop, seed=seed, count=count)
+    n = run_demo_stream(
+        sensors=demo_sensors(),
+        mqtt_config=s.mqtt_config(_need(s.mqtt_url, "MQTT_URL")),
+        prefix=s.topic_prefix,
+        interval_s=interval,
+        stop=stop,
+        seed=seed,
+        count=count,
+    )
     click.echo(f"published {n} messages")
 
 

@@ -9,9 +9,9 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from twin.mqtt import MqttConfig
 from ingest.protocol import DEFAULT_PREFIX, PayloadLimits
 from twin.errors import ConfigError
+from twin.mqtt import MqttConfig
 
 
 class Settings(BaseSettings):
@@ -20,7 +20,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LIFELINE_", env_file=".env", extra="ignore")
 
     database_url: str | None = Field(None, description="PostgreSQL URL; unset: the demo starts an embedded server")
-    mqtt_url: str | None = Field(None, description="mqtt://[user:password@]host[:port]; unset: the demo starts a broker")
+    mqtt_url: str | None = Field(
+        None, description="mqtt://[user:password@]host[:port]; unset: the demo starts a broker"
+    )
     db_schema: str = Field("lifeline", description="PostgreSQL schema holding every table")
     storage_mode: Literal["auto", "timescaledb", "postgresql"] = "auto"
     topic_prefix: str = DEFAULT_PREFIX

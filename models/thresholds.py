@@ -99,8 +99,9 @@ class ThresholdDetector:
         self.sensors = sensors
 
 
-def state_from_active(active: Iterable[Mapping[str, object]],
-                      last_ts: Mapping[str, datetime] | None = None) -> dict[str, SensorState]:
+def state_from_active(
+    active: Iterable[Mapping[str, object]], last_ts: Mapping[str, datetime] | None = None
+) -> dict[str, SensorState]:
     """Rebuild detector state from stored active alerts and each sensor's newest stored reading time."""
     state: dict[str, SensorState] = {sid: SensorState(last_ts=ts) for sid, ts in (last_ts or {}).items()}
     for alert in active:
@@ -163,10 +164,14 @@ def _change(event: str, sensor: Sensor, direction: Direction, limit: AlarmLimit,
     else:
         verb_zh = "超过" if direction is Direction.HIGH else "低于"
         verb_en = "above" if direction is Direction.HIGH else "below"
-        zh = (f"{sensor.name}（{sensor.sensor_id}）{qty_zh} {reading.value:.2f} {unit}，{verb_zh}"
-              f"{limit.grade.label_zh}预警值 {limit.threshold:g} {unit}")
-        en = (f"{sensor.sensor_id} {sensor.quantity.value} {reading.value:.2f} {unit} {verb_en} the grade "
-              f"{limit.grade.name} limit {limit.threshold:g} {unit}")
+        zh = (
+            f"{sensor.name}（{sensor.sensor_id}）{qty_zh} {reading.value:.2f} {unit}，{verb_zh}"
+            f"{limit.grade.label_zh}预警值 {limit.threshold:g} {unit}"
+        )
+        en = (
+            f"{sensor.sensor_id} {sensor.quantity.value} {reading.value:.2f} {unit} {verb_en} the grade "
+            f"{limit.grade.name} limit {limit.threshold:g} {unit}"
+        )
     return AlertChange(
         event=event,
         cause_key=cause_key(sensor.sensor_id, direction),

@@ -74,8 +74,9 @@ def value_at(sensor: Sensor, tick: int, rng: random.Random) -> float:
     return _BASELINE[sensor.quantity]
 
 
-def demo_messages(sensors: Sequence[Sensor], *, tick: int, ts: datetime, seq: int, prefix: str,
-                  rng: random.Random) -> list[Message]:
+def demo_messages(
+    sensors: Sequence[Sensor], *, tick: int, ts: datetime, seq: int, prefix: str, rng: random.Random
+) -> list[Message]:
     """Return one message per sensor for *tick*, stamped *ts*."""
     out = []
     stamp = ts.isoformat(timespec="milliseconds")
@@ -103,6 +104,7 @@ def run_demo_stream(
     stop: threading.Event,
     seed: int = 7,
     count: int | None = None,
+    start_tick: int = 0,
 ) -> int:
     """Publish a tick every *interval_s* seconds (timestamps: now) until *stop* is set or *count* ticks are sent.
 
@@ -112,14 +114,14 @@ def run_demo_stream(
     rng = random.Random(seed)
     published = 0
     with Publisher(mqtt_config, client_id=f"lifeline-demo-stream-{seed}") as pub:
-        tick = 0
-        while not stop.is_set() and (count is None or tick < count):
+        tick = start_tick
+        while not stop.is_set() and (count is None or tick - start_tick < count):
             for msg in demo_messages(sensors, tick=tick, ts=datetime.now(UTC), seq=tick, prefix=prefix, rng=rng):
                 pub.publish(msg.topic, msg.payload)
                 published += 1
             pub.flush()
             tick += 1
-            if tick % 30 == 0:
+            if (tick - start_tick) % 30 == 0:
                 log.info("demo stream: %d ticks, %d messages", tick, published)
             stop.wait(interval_s)
     return published

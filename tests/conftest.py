@@ -84,10 +84,12 @@ def start_ingest(pg_url: str, schema: str, broker: MqttConfig, prefix: str) -> I
     client_id = f"ingest-{uuid.uuid4().hex[:8]}"
 
     def start(**kwargs: Any) -> IngestService:
-        config = MqttConfig(host=broker.host, port=broker.port, client_id=client_id,
-                            session_expiry_s=300, **kwargs.pop("mqtt", {}))
-        svc = IngestService(conninfo=pg_url, schema=schema, mqtt_config=config, prefix=prefix,
-                            registry_refresh_s=1.0, **kwargs)
+        config = MqttConfig(
+            host=broker.host, port=broker.port, client_id=client_id, session_expiry_s=300, **kwargs.pop("mqtt", {})
+        )
+        svc = IngestService(
+            conninfo=pg_url, schema=schema, mqtt_config=config, prefix=prefix, registry_refresh_s=1.0, **kwargs
+        )
         svc.start()
         assert svc.wait_ready(10), "ingest did not subscribe within 10 s"
         started.append(svc)
@@ -109,7 +111,9 @@ def viewer_url(pg_url: str, schema: str) -> Iterator[str]:
     """The viewer served by uvicorn in a thread on a free port."""
     port = free_port()
     app = create_app(conninfo=pg_url, schema=schema)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
@@ -121,8 +125,9 @@ def viewer_url(pg_url: str, schema: str) -> Iterator[str]:
     thread.join(10)
 
 
-def wait_for(predicate: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.05,
-             what: str = "condition") -> Any:
+def wait_for(
+    predicate: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"
+) -> Any:
     """Poll *predicate* until it returns something truthy; fail the test after *timeout* seconds."""
     deadline = time.monotonic() + timeout
     while True:

@@ -40,11 +40,14 @@ def test_malformed_messages_land_in_dead_letter_and_good_items_are_stored(
         ("gas/D-L-001", orjson.dumps(good), "network_mismatch"),
         ("drainage/D-L-001", b"[]", "not_object"),
     ]
-    batch = {"unit": "m", "readings": [
-        {"ts": (now - timedelta(seconds=3)).isoformat(), "value": 0.4},
-        {"ts": (now - timedelta(seconds=2)).isoformat(), "value": None},
-        {"ts": (now - timedelta(seconds=1)).isoformat(), "value": 0.5},
-    ]}
+    batch = {
+        "unit": "m",
+        "readings": [
+            {"ts": (now - timedelta(seconds=3)).isoformat(), "value": 0.4},
+            {"ts": (now - timedelta(seconds=2)).isoformat(), "value": None},
+            {"ts": (now - timedelta(seconds=1)).isoformat(), "value": 0.5},
+        ],
+    }
     with Publisher(broker, client_id=f"bad-{uuid.uuid4().hex[:6]}") as pub:
         for suffix, payload, _reason in cases:
             pub.publish(f"{prefix}/{suffix}", payload)
@@ -52,9 +55,12 @@ def test_malformed_messages_land_in_dead_letter_and_good_items_are_stored(
         pub.publish(f"{prefix}/drainage/D-L-004", orjson.dumps(good))  # and a good one after all that
 
     wait_for(lambda: svc.stats.messages == len(cases) + 2, what="all messages processed")
-    letters = db.execute("SELECT topic, raw, raw_size, item_index, reason, detail FROM dead_letter ORDER BY id").fetchall()
-    assert sorted((row["topic"].removeprefix(prefix + "/"), row["reason"]) for row in letters if row["item_index"] < 0) \
-        == sorted((suffix, reason) for suffix, _p, reason in cases)
+    letters = db.execute(
+        "SELECT topic, raw, raw_size, item_index, reason, detail FROM dead_letter ORDER BY id"
+    ).fetchall()
+    assert sorted(
+        (row["topic"].removeprefix(prefix + "/"), row["reason"]) for row in letters if row["item_index"] < 0
+    ) == sorted((suffix, reason) for suffix, _p, reason in cases)
     by_reason = {row["reason"]: row for row in letters}
     assert by_reason["not_json"]["raw"] == b"not json at all"
     assert by_reason["oversized"]["raw_size"] > 300_000
@@ -77,8 +83,8 @@ def test_sensor_added_while_running_is_accepted_after_refresh(
         pub.publish(f"{prefix}/rain/R-NEW", body)
         wait_for(lambda: svc.stats.dead_letters == 1, what="unknown sensor dead-lettered")
         upsert_sensors(db, [Sensor("R-NEW", Network.RAIN, Quantity.RAIN_RATE, "新雨量计")])
-        wait_for(lambda: "R-NEW" in (svc._decoder.sensors if svc._decoder else {}), timeout=5,  # noqa: SLF001
-                 what="registry refresh")
-        pub.publish(f"{prefix}/rain/R-NEW", orjson.dumps({"ts": datetime.now(UTC).isoformat(), "value": 2.0,
-                                                          "unit": "mm/h"}))
+        wait_for(lambda: "R-NEW" in (svc._decoder.sensors if svc._decoder else {}), timeout=5, what="registry refresh")
+        pub.publish(
+            f"{prefix}/rain/R-NEW", orjson.dumps({"ts": datetime.now(UTC).isoformat(), "value": 2.0, "unit": "mm/h"})
+        )
     wait_for(lambda: svc.stats.readings_stored == 1, what="reading of the new sensor stored")

@@ -46,8 +46,10 @@ def test_reading_flows_to_database_alert_and_websocket(
     assert ready.wait(10)
     now = datetime.now(UTC)
     with Publisher(broker, client_id=f"pub-{prefix[5:15]}") as pub:
-        pub.publish(f"{prefix}/drainage/D-L-001", orjson.dumps({"ts": (now - timedelta(seconds=2)).isoformat(),
-                                                                 "value": 0.4, "unit": "m"}))
+        pub.publish(
+            f"{prefix}/drainage/D-L-001",
+            orjson.dumps({"ts": (now - timedelta(seconds=2)).isoformat(), "value": 0.4, "unit": "m"}),
+        )
         pub.publish(f"{prefix}/drainage/D-L-001", orjson.dumps({"ts": now.isoformat(), "value": 172, "unit": "cm"}))
 
     wait_for(lambda: _count(db, "SELECT count(*) FROM readings WHERE sensor_id = 'D-L-001'") == 2, what="2 readings")
@@ -64,9 +66,10 @@ def test_reading_flows_to_database_alert_and_websocket(
     assert [a["id"] for a in api] == [alert["id"]]
     sensors = {s["sensor_id"]: s for s in httpx.get(f"{viewer_url}/api/sensors").json()}
     assert sensors["D-L-001"]["latest_value"] == pytest.approx(1.72)
-    series = httpx.get(f"{viewer_url}/api/sensors/D-L-001/readings",
-                       params={"from": (now - timedelta(minutes=5)).isoformat(),
-                               "to": (now + timedelta(minutes=1)).isoformat()}).json()
+    series = httpx.get(
+        f"{viewer_url}/api/sensors/D-L-001/readings",
+        params={"from": (now - timedelta(minutes=5)).isoformat(), "to": (now + timedelta(minutes=1)).isoformat()},
+    ).json()
     assert [p["value"] for p in series["points"]] == [pytest.approx(0.4), pytest.approx(1.72)]
 
 
@@ -85,8 +88,10 @@ def test_alert_is_published_on_the_alerts_topic(start_ingest: Any, broker: MqttC
     try:
         wait_for(lambda: sub.is_connected(), what="subscriber connected")
         with Publisher(broker, client_id=f"pub2-{prefix[5:15]}") as pub:
-            pub.publish(f"{prefix}/gas/G-M-002", orjson.dumps({"ts": datetime.now(UTC).isoformat(),
-                                                                "value": 2.5, "unit": "%vol"}))
+            pub.publish(
+                f"{prefix}/gas/G-M-002",
+                orjson.dumps({"ts": datetime.now(UTC).isoformat(), "value": 2.5, "unit": "%vol"}),
+            )
         msg = wait_for(lambda: got[0] if got else None, what="alert on MQTT")
     finally:
         sub.disconnect()
@@ -103,9 +108,10 @@ def test_websocket_resume_sends_missed_events_once(
     now = datetime.now(UTC)
     with Publisher(broker, client_id=f"pub3-{prefix[5:15]}") as pub:
         for i, level in enumerate((0.9, 1.3, 1.7, 0.2)):
-            pub.publish(f"{prefix}/drainage/D-L-003",
-                        orjson.dumps({"ts": (now - timedelta(seconds=10 - i)).isoformat(), "value": level,
-                                      "unit": "m"}))
+            pub.publish(
+                f"{prefix}/drainage/D-L-003",
+                orjson.dumps({"ts": (now - timedelta(seconds=10 - i)).isoformat(), "value": level, "unit": "m"}),
+            )
     wait_for(lambda: _count(db, "SELECT count(*) FROM alert_events") == 4, what="4 alert events")
     events = [r["id"] for r in db.execute("SELECT id FROM alert_events ORDER BY id").fetchall()]
     ws_url = viewer_url.replace("http", "ws") + f"/ws/alerts?after={events[1]}"

@@ -47,8 +47,13 @@ class _Proc:
 
     def __init__(self, env: dict[str, str]) -> None:
         self.lines: list[str] = []
-        self.proc = subprocess.Popen([sys.executable, "-m", "lifeline", "ingest"], env=env, text=True,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "lifeline", "ingest"],
+            env=env,
+            text=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -71,15 +76,23 @@ class _Proc:
 def test_crash_after_commit_before_ack_is_redelivered_and_stored_once(
     pg_url: str, schema: str, broker: MqttConfig, prefix: str, db: DictConnection
 ) -> None:
-    env = {**os.environ, "LIFELINE_DATABASE_URL": pg_url, "LIFELINE_MQTT_URL": broker.url,
-           "LIFELINE_DB_SCHEMA": schema, "LIFELINE_TOPIC_PREFIX": prefix,
-           "LIFELINE_MQTT_CLIENT_ID": f"ingest-crash-{uuid.uuid4().hex[:8]}", "LIFELINE_MQTT_SESSION_EXPIRY_S": "300"}
+    env = {
+        **os.environ,
+        "LIFELINE_DATABASE_URL": pg_url,
+        "LIFELINE_MQTT_URL": broker.url,
+        "LIFELINE_DB_SCHEMA": schema,
+        "LIFELINE_TOPIC_PREFIX": prefix,
+        "LIFELINE_MQTT_CLIENT_ID": f"ingest-crash-{uuid.uuid4().hex[:8]}",
+        "LIFELINE_MQTT_SESSION_EXPIRY_S": "300",
+    }
     first = _Proc({**env, "LIFELINE_INGEST_FAILPOINT": "crash_after_commit"})
     try:
         wait_for(lambda: first.saw("subscribed to"), timeout=20, what="first ingest subscribed")
         with Publisher(broker, client_id=f"crash-pub-{uuid.uuid4().hex[:6]}") as pub:
-            pub.publish(f"{prefix}/water/W-F-001",
-                        orjson.dumps({"ts": datetime.now(UTC).isoformat(), "value": 75.0, "unit": "L/s"}))
+            pub.publish(
+                f"{prefix}/water/W-F-001",
+                orjson.dumps({"ts": datetime.now(UTC).isoformat(), "value": 75.0, "unit": "L/s"}),
+            )
         assert first.proc.wait(20) == 70, "".join(first.lines[-20:])
     finally:
         first.stop()
@@ -88,8 +101,11 @@ def test_crash_after_commit_before_ack_is_redelivered_and_stored_once(
 
     second = _Proc(env)
     try:
-        wait_for(lambda: second.saw("1 duplicates ignored"), timeout=20,
-                 what="the broker to redeliver the unacknowledged message")
+        wait_for(
+            lambda: second.saw("1 duplicates ignored"),
+            timeout=20,
+            what="the broker to redeliver the unacknowledged message",
+        )
         time.sleep(0.5)
     finally:
         second.stop()

@@ -27,7 +27,12 @@ def test_rising_level_raises_then_escalates_then_clears() -> None:
     det = ThresholdDetector(SENSORS)
     # limits for D-L-001: IV 0.8, III 1.2, II 1.6, I 2.0 m
     assert _run(det, _levels(0.3, 0.85, 0.9, 1.3, 2.1, 1.0, 0.5)) == [
-        ("raised", 4), ("updated", 3), ("updated", 1), ("updated", 4), ("cleared", 4)]
+        ("raised", 4),
+        ("updated", 3),
+        ("updated", 1),
+        ("updated", 4),
+        ("cleared", 4),
+    ]
 
 
 def test_value_hovering_at_a_limit_does_not_flap() -> None:
@@ -40,7 +45,9 @@ def test_low_limits_grade_falling_pressure() -> None:
     readings = _levels(300.0, 210.0, 90.0, sensor="W-P-003")
     changes = det.evaluate(readings).changes
     assert [(c.event, c.grade, c.cause_key) for c in changes] == [
-        ("raised", 4, "threshold:W-P-003:low"), ("updated", 1, "threshold:W-P-003:low")]
+        ("raised", 4, "threshold:W-P-003:low"),
+        ("updated", 1, "threshold:W-P-003:low"),
+    ]
     assert "低于" in changes[0].message and "below" in changes[0].message_en
 
 
@@ -54,8 +61,8 @@ def test_evaluate_does_not_change_state_until_commit() -> None:
 def test_duplicates_late_and_bad_readings_change_nothing() -> None:
     det = ThresholdDetector(SENSORS)
     assert _run(det, _levels(0.3, start=10)) == []
-    assert _run(det, _levels(5.0, start=5)) == []            # older than what was seen
-    assert _run(det, _levels(0.3, start=10)) == []           # the same again
+    assert _run(det, _levels(5.0, start=5)) == []  # older than what was seen
+    assert _run(det, _levels(0.3, start=10)) == []  # the same again
     bad = [Reading("D-L-001", T0 + timedelta(minutes=20), 5.0, 2)]
     assert _run(det, bad) == []
 

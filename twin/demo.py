@@ -65,7 +65,9 @@ def demo_sensors() -> list[Sensor]:
     """Return the demo area's sensors: drainage levels, water pressure and flow, gas pressure and methane, rain."""
     sensors: list[Sensor] = []
 
-    def add(sid: str, net: Network, qty: Quantity, name: str, district: str, dx: float, dy: float, **kw: object) -> None:
+    def add(
+        sid: str, net: Network, qty: Quantity, name: str, district: str, dx: float, dy: float, **kw: object
+    ) -> None:
         sensors.append(
             Sensor(
                 sensor_id=sid,
@@ -81,21 +83,87 @@ def demo_sensors() -> list[Sensor]:
         )
 
     for sid, name, district, dx, dy in _DRAINAGE_SITES:
-        add(sid, Network.DRAINAGE, Quantity.LEVEL, name, district, dx, dy,
-            valid_min=0.0, valid_max=8.0, interval_s=60.0, limits=_high(0.8, 1.2, 1.6, 2.0))
+        add(
+            sid,
+            Network.DRAINAGE,
+            Quantity.LEVEL,
+            name,
+            district,
+            dx,
+            dy,
+            valid_min=0.0,
+            valid_max=8.0,
+            interval_s=60.0,
+            limits=_high(0.8, 1.2, 1.6, 2.0),
+        )
     for sid, name, district, dx, dy in _WATER_SITES:
-        add(sid, Network.WATER, Quantity.PRESSURE, name, district, dx, dy,
-            valid_min=0.0, valid_max=1000.0, interval_s=60.0, limits=_low(220.0, 180.0, 140.0, 100.0))
+        add(
+            sid,
+            Network.WATER,
+            Quantity.PRESSURE,
+            name,
+            district,
+            dx,
+            dy,
+            valid_min=0.0,
+            valid_max=1000.0,
+            interval_s=60.0,
+            limits=_low(220.0, 180.0, 140.0, 100.0),
+        )
     for sid, name, district, dx, dy in _WATER_FLOW_SITES:
-        add(sid, Network.WATER, Quantity.FLOW, name, district, dx, dy,
-            valid_min=0.0, valid_max=2000.0, interval_s=60.0, limits=_high(120.0, 150.0, 200.0, 300.0))
+        add(
+            sid,
+            Network.WATER,
+            Quantity.FLOW,
+            name,
+            district,
+            dx,
+            dy,
+            valid_min=0.0,
+            valid_max=2000.0,
+            interval_s=60.0,
+            limits=_high(120.0, 150.0, 200.0, 300.0),
+        )
     for sid, name, district, dx, dy in _GAS_PRESSURE_SITES:
-        add(sid, Network.GAS, Quantity.PRESSURE, name, district, dx, dy,
-            valid_min=0.0, valid_max=800.0, interval_s=60.0, limits=_low(2.6, 2.4, 2.2, 2.0))
+        add(
+            sid,
+            Network.GAS,
+            Quantity.PRESSURE,
+            name,
+            district,
+            dx,
+            dy,
+            valid_min=0.0,
+            valid_max=800.0,
+            interval_s=60.0,
+            limits=_low(2.6, 2.4, 2.2, 2.0),
+        )
     for sid, name, district, dx, dy in _GAS_METHANE_SITES:
-        add(sid, Network.GAS, Quantity.METHANE, name, district, dx, dy,
-            valid_min=0.0, valid_max=100.0, interval_s=30.0, limits=_high(20.0, 35.0, 50.0, 75.0))
+        add(
+            sid,
+            Network.GAS,
+            Quantity.METHANE,
+            name,
+            district,
+            dx,
+            dy,
+            valid_min=0.0,
+            valid_max=100.0,
+            interval_s=30.0,
+            limits=_high(20.0, 35.0, 50.0, 75.0),
+        )
     for sid, name, district, dx, dy in _RAIN_SITES:
-        add(sid, Network.RAIN, Quantity.RAIN_RATE, name, district, dx, dy,
-            valid_min=0.0, valid_max=300.0, interval_s=60.0, limits=_high(16.0, 30.0, 50.0, 70.0))
+        add(
+            sid,
+            Network.RAIN,
+            Quantity.RAIN_RATE,
+            name,
+            district,
+            dx,
+            dy,
+            valid_min=0.0,
+            valid_max=300.0,
+            interval_s=60.0,
+            limits=_high(16.0, 30.0, 50.0, 70.0),
+        )
     return sensors

@@ -81,7 +81,7 @@ def connect(client: mqtt.Client, config: MqttConfig, *, persistent: bool = False
     """Connect *client* (asynchronously unless *blocking*), asking for a persistent session if *persistent*."""
     kwargs: dict[str, object] = {}
     if config.protocol == "5":
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.ReceiveMaximum = config.receive_maximum
         if persistent:
             props.SessionExpiryInterval = config.session_expiry_s

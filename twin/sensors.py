@@ -151,8 +151,8 @@ class Sensor:
         """Return the most severe grade whose limit *value* crosses, with that limit, or None.
 
         Example:
-            >>> s = Sensor("L1", Network.DRAINAGE, Quantity.LEVEL, "井1",
-            ...            limits=(AlarmLimit(Grade.IV, Direction.HIGH, 1.0), AlarmLimit(Grade.II, Direction.HIGH, 2.0)))
+            >>> limits = (AlarmLimit(Grade.IV, Direction.HIGH, 1.0), AlarmLimit(Grade.II, Direction.HIGH, 2.0))
+            >>> s = Sensor("L1", Network.DRAINAGE, Quantity.LEVEL, "井1", limits=limits)
             >>> s.grade_of(1.5)[0].name
             'IV'
         """

@@ -8,6 +8,7 @@ is caught up on the next one (and on reconnect).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -60,10 +61,8 @@ class AlertHub:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         for q in list(self._subscribers):
             _offer(q, None)
 

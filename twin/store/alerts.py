@@ -15,7 +15,6 @@ from psycopg.rows import dict_row
 from twin.alerts import AlertChange
 from twin.store.db import alerts_channel
 
-
 _ALERT_COLUMNS = """a.id, a.cause_key, a.kind, a.sensor_id, a.network, a.district, a.grade, a.active, a.state,
     a.raised_at, a.updated_at, a.cleared_at, a.value, a.threshold, a.peak_value, a.message, a.message_en"""
 
@@ -41,8 +40,17 @@ def apply_change(conn: psycopg.Connection[Any], change: AlertChange, *, schema: 
                    peak_value = CASE WHEN peak_value IS NULL OR abs(%s - threshold) > abs(peak_value - threshold)
                                      THEN %s ELSE peak_value END
                WHERE cause_key = %s AND active RETURNING id, grade""",
-            (change.grade, change.ts, change.value, change.threshold, change.message, change.message_en,
-             change.value, change.value, change.cause_key),
+            (
+                change.grade,
+                change.ts,
+                change.value,
+                change.threshold,
+                change.message,
+                change.message_en,
+                change.value,
+                change.value,
+                change.cause_key,
+            ),
         )
     row = cur.fetchone()
     event = change.event
@@ -53,12 +61,24 @@ def apply_change(conn: psycopg.Connection[Any], change: AlertChange, *, schema: 
             """INSERT INTO alerts (cause_key, kind, sensor_id, network, district, grade, raised_at, updated_at,
                                    value, threshold, peak_value, message, message_en)
                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id, grade""",
-            (change.cause_key, change.kind, change.sensor_id, change.network, change.district, change.grade,
-             change.ts, change.ts, change.value, change.threshold, change.value, change.message,
-             change.message_en),
+            (
+                change.cause_key,
+                change.kind,
+                change.sensor_id,
+                change.network,
+                change.district,
+                change.grade,
+                change.ts,
+                change.ts,
+                change.value,
+                change.threshold,
+                change.value,
+                change.message,
+                change.message_en,
+            ),
         )
         row = cur.fetchone()
-        assert row is not None  # noqa: S101 - INSERT … RETURNING always returns the row
+        assert row is not None
     elif event == "raised":
         event = "updated"
     cur.execute(
@@ -66,7 +86,7 @@ def apply_change(conn: psycopg.Connection[Any], change: AlertChange, *, schema: 
         (row["id"], event, change.ts, row["grade"], change.value),
     )
     ev = cur.fetchone()
-    assert ev is not None  # noqa: S101
+    assert ev is not None
     cur.execute("SELECT pg_notify(%s, %s)", (alerts_channel(schema), str(ev["id"])))
     return int(ev["id"])
 
@@ -115,4 +135,4 @@ def events_after(conn: psycopg.Connection[Any], *, after_id: int, limit: int = 1
 def last_event_id(conn: psycopg.Connection[Any]) -> int:
     """Return the id of the newest alert event, or 0."""
     row = conn.execute("SELECT coalesce(max(id), 0) FROM alert_events").fetchone()
-    return int(next(iter(row.values())) if isinstance(row, dict) else row[0]) if row else 0  # type: ignore[index]
+    return int(next(iter(row.values())) if isinstance(row, dict) else row[0]) if row else 0

@@ -166,8 +166,8 @@ def query_series(
     source = choose_source(step)
     if step is None:
         rows = conn.execute(
-            "SELECT ts, value, value AS min, value AS max, 1 AS n FROM readings WHERE sensor_id = %s AND ts >= %s AND ts < %s"
-            " ORDER BY ts LIMIT %s",
+            "SELECT ts, value, value AS min, value AS max, 1 AS n FROM readings"
+            " WHERE sensor_id = %s AND ts >= %s AND ts < %s ORDER BY ts LIMIT %s",
             (sensor_id, start, end, MAX_RAW_POINTS + 1),
         ).fetchall()
         if len(rows) > MAX_RAW_POINTS:
@@ -190,5 +190,6 @@ def query_series(
 
 def _point(row: Any) -> SeriesPoint:
     values = list(row.values()) if isinstance(row, dict) else list(row)
-    return SeriesPoint(ts=values[0], value=float(values[1]), min=float(values[2]), max=float(values[3]),
-                       n=int(values[4]))
+    return SeriesPoint(
+        ts=values[0], value=float(values[1]), min=float(values[2]), max=float(values[3]), n=int(values[4])
+    )

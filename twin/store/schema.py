@@ -224,7 +224,7 @@ def current_mode(conn: psycopg.Connection[object], *, schema: str) -> StorageMod
         return None
     query = sql.SQL("SELECT mode FROM {}.schema_migrations WHERE version = 1").format(sql.Identifier(schema))
     row = conn.execute(query).fetchone()
-    return StorageMode(_first(row)) if row else None
+    return StorageMode(str(_first(row))) if row else None
 
 
 def _first(row: object) -> object:

@@ -67,11 +67,11 @@ async def alerts_socket(
             if reader in done:
                 getter.cancel()
                 return
-            row = getter.result()
-            if row is None:
+            item = getter.result()
+            if item is None:
                 await websocket.close(code=1013, reason="too slow or shutting down; reconnect with ?after=")
                 return
-            sent = await _send(websocket, row, sent, network, district, min_grade)
+            sent = await _send(websocket, item, sent, network, district, min_grade)
     except (WebSocketDisconnect, RuntimeError):
         return
     finally:
@@ -84,13 +84,17 @@ async def alerts_socket(
                 await websocket.close()
 
 
-async def _send(ws: WebSocket, row: dict[str, Any], sent: int, network: str | None, district: str | None,
-                min_grade: int) -> int:
+async def _send(
+    ws: WebSocket, row: dict[str, Any], sent: int, network: str | None, district: str | None, min_grade: int
+) -> int:
     event_id = int(row["event_id"])
     if event_id <= sent:
         return sent
-    if (network is None or row["network"] == network) and (district is None or row["district"] == district) \
-            and row["grade"] <= min_grade:
+    if (
+        (network is None or row["network"] == network)
+        and (district is None or row["district"] == district)
+        and row["grade"] <= min_grade
+    ):
         await ws.send_text(alert_event_from_row(row).model_dump_json())
     return event_id
 

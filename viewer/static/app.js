@@ -169,6 +169,13 @@ function renderAlerts(flashId) {
   $("#no-alerts").hidden = list.length > 0;
 }
 
+let sensorReload = null;
+function scheduleSensorReload() {
+  // Coalesce bursts of alerts into one refresh of the latest values.
+  if (sensorReload) return;
+  sensorReload = setTimeout(() => { sensorReload = null; loadSensors().catch(() => {}); }, 300);
+}
+
 function beep(grade) {
   try {
     const ctx = new (window.AudioContext || window.webkitAudioContext)();
@@ -193,8 +200,7 @@ function connectAlerts() {
     if (msg.type !== "alert") return;
     state.lastEventId = Math.max(state.lastEventId || 0, msg.event_id);
     state.alerts.set(msg.alert.id, msg.alert);
-    const s = state.sensors.get(msg.alert.sensor_id);
-    if (s && msg.event_value !== undefined) s.latest_value = msg.event_value;
+    scheduleSensorReload();
     renderAlerts(msg.event === "cleared" ? null : msg.alert.id);
     renderCards(); renderMap(); renderSensors();
     if (msg.event !== "cleared" && msg.alert.grade <= 2) beep(msg.alert.grade);
@@ -240,6 +246,10 @@ function drawChart(points, s) {
   }
   const path = points.map((p, i) => (i ? "L" : "M") + x(ts[i]).toFixed(1) + "," + y(p.value).toFixed(1)).join(" ");
   html += `<path d="${path}" fill="none" stroke="${NET_COLOUR[s.network]}" stroke-width="2"/>`;
+  if (points.length <= 200) {
+    html += points.map((p, i) => `<circle class="pt" cx="${x(ts[i]).toFixed(1)}" cy="${y(p.value).toFixed(1)}" r="3"
+      fill="${NET_COLOUR[s.network]}"><title>${fmtTime(p.ts)} ${p.value.toFixed(3)} ${esc(s.unit)}</title></circle>`).join("");
+  }
   html += `<text x="${L}" y="${H - 8}" fill="#8aa3bd" font-size="11">${fmtTime(new Date(t0).toISOString())}</text>
     <text x="${W - R}" y="${H - 8}" fill="#8aa3bd" font-size="11" text-anchor="end">${fmtTime(new Date(t1).toISOString())}</text>`;
   svg.innerHTML = html;

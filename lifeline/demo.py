@@ -1,0 +1,129 @@
+"""``lifeline demo``: the whole product on one machine, with embedded servers where none are configured."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+import time
+from dataclasses import replace
+
+import uvicorn
+
+from ingest.service import IngestService
+from lifeline.embedded import EmbeddedServer, start_broker, start_postgres
+from lifeline.settings import Settings
+from simulators.demo_stream import run_demo_stream
+from twin.demo import demo_sensors
+from twin.errors import ServiceError
+from twin.store.db import connect
+from twin.store.schema import migrate
+from twin.store.sensors import upsert_sensors
+from viewer.app import create_app
+
+log = logging.getLogger(__name__)
+
+DEMO_START_TICK = 12
+"""Start the demo storm a little before the rain crosses its first limit, so the first alert comes within seconds."""
+
+
+def _interrupt(_sig: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise ServiceError(f"cannot serve on {host}:{port} ({exc.strerror}); choose another with --port") from exc
+
+
+def run_demo(settings: Settings, *, interval_s: float = 2.0) -> None:
+    """Start everything, print the page's URL, and run until Ctrl-C (or SIGTERM); then stop everything.
+
+    Raises:
+        ServiceError: a server could not be started or reached.
+    """
+    _check_port_free(settings.http_host, settings.http_port)
+    # uvicorn handles SIGINT/SIGTERM while it runs and re-raises them afterwards: make SIGTERM unwind like Ctrl-C
+    # so the clean-up below always runs.
+    signal.signal(signal.SIGTERM, _interrupt)
+    servers: list[EmbeddedServer] = []
+    stop = threading.Event()
+    ingest: IngestService | None = None
+    stream: threading.Thread | None = None
+    try:
+        db_url = settings.database_url
+        if not db_url:
+            print("starting embedded PostgreSQL …", flush=True)
+            pg = start_postgres()
+            servers.append(pg)
+            db_url = pg.url
+        mqtt_url, protocol = settings.mqtt_url, settings.mqtt_protocol
+        if not mqtt_url:
+            print("starting embedded MQTT broker …", flush=True)
+            broker, protocol = start_broker()
+            servers.append(broker)
+            mqtt_url = broker.url
+        schema = settings.db_schema
+        with connect(db_url, schema=schema, autocommit=True) as conn:
+            mode = migrate(conn, schema=schema, mode=settings.storage_mode)
+            upsert_sensors(conn, demo_sensors())
+        mqtt_config = replace(settings.mqtt_config(mqtt_url), protocol=protocol, client_id="lifeline-demo-ingest")
+        ingest = IngestService(
+            conninfo=db_url,
+            schema=schema,
+            mqtt_config=mqtt_config,
+            prefix=settings.topic_prefix,
+            limits=settings.payload_limits(),
+            batch_max=settings.ingest_batch_max,
+            flush_interval_s=settings.ingest_flush_interval_s,
+        )
+        ingest.start()
+        if not ingest.wait_ready(15):
+            raise ServiceError(f"ingest could not subscribe at {mqtt_config.url}")
+        stream = threading.Thread(
+            target=run_demo_stream,
+            name="demo-stream",
+            daemon=True,
+            kwargs={
+                "sensors": demo_sensors(),
+                "mqtt_config": mqtt_config,
+                "prefix": settings.topic_prefix,
+                "interval_s": interval_s,
+                "start_tick": DEMO_START_TICK,
+                "stop": stop,
+            },
+        )
+        stream.start()
+        app = create_app(conninfo=db_url, schema=schema, drill=True)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app, host=settings.http_host, port=settings.http_port, log_level="warning", ws="websockets-sansio"
+            )
+        )
+        url = f"http://{settings.http_host}:{settings.http_port}/"
+
+        def announce() -> None:
+            while not server.started and not server.should_exit:
+                time.sleep(0.05)
+            if server.started:
+                print(
+                    f"\nLifeline Twin demo ({mode.value}, broker {mqtt_config.url}) is running:\n\n    {url}\n\n"
+                    "Open it in a browser. Press Ctrl-C to stop.\n",
+                    flush=True,
+                )
+
+        threading.Thread(target=announce, daemon=True).start()
+        server.run()
+    finally:
+        stop.set()
+        if stream is not None:
+            stream.join(10)
+        if ingest is not None:
+            ingest.stop()
+        for srv in reversed(servers):
+            srv.stop()
+        print("demo stopped", flush=True)

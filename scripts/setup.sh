@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Create .venv (once) and install Lifeline Twin into it; with "test", also the test tools and a browser.
+# Re-running is cheap: pip only installs what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "Lifeline Twin needs Python ≥ 3.11 (found: $("$PYTHON" --version 2>&1 || echo none))" >&2
+  exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+  echo "== creating .venv"
+  "$PYTHON" -m venv .venv
+  .venv/bin/python -m pip install --quiet --upgrade pip
+fi
+
+extra=""
+[ "${1:-}" = "test" ] && extra="[test]"
+stamp=".venv/.installed${extra}"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "== installing lifeline-twin${extra} into .venv"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extra}"
+  touch "$stamp"
+fi
+
+if [ "${1:-}" = "test" ] && [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing Debian's chromium (browser tests) and CJK fonts"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null
+  else
+    echo "!! /usr/bin/chromium is missing: the browser tests need it (sudo apt-get install chromium fonts-noto-cjk)" >&2
+  fi
+fi

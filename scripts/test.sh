@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Set up (first run only) and run every quality gate and test: ruff, mypy, pytest.
+# Needs PostgreSQL and an MQTT broker: LIFELINE_TEST_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/test)
+# and LIFELINE_TEST_MQTT_URL (default mqtt://127.0.0.1:1883).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh test
+
+export LIFELINE_TEST_DATABASE_URL=${LIFELINE_TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/test}
+export LIFELINE_TEST_MQTT_URL=${LIFELINE_TEST_MQTT_URL:-mqtt://127.0.0.1:1883}
+.venv/bin/python - <<'PY'
+import os, socket, sys
+from urllib.parse import urlsplit
+missing = []
+for name in ("LIFELINE_TEST_DATABASE_URL", "LIFELINE_TEST_MQTT_URL"):
+    url = urlsplit(os.environ[name])
+    port = url.port or (5432 if url.scheme.startswith("postgres") else 1883)
+    try:
+        socket.create_connection((url.hostname or "127.0.0.1", port), timeout=3).close()
+    except OSError as exc:
+        missing.append(f"{name}={os.environ[name]}: {exc}")
+if missing:
+    sys.exit("!! services the tests need are not reachable:\n   " + "\n   ".join(missing))
+PY
+
+echo "== ruff"
+.venv/bin/ruff check .
+echo "== mypy"
+.venv/bin/mypy
+echo "== pytest"
+.venv/bin/pytest "$@"
