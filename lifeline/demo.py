@@ -64,7 +64,7 @@ def run_demo(settings: Settings, *, interval_s: float = 2.0) -> None:
         mqtt_url, protocol = settings.mqtt_url, settings.mqtt_protocol
         if not mqtt_url:
             print("starting embedded MQTT broker …", flush=True)
-            broker, protocol = start_broker()
+            broker, protocol = start_broker(kind=settings.embedded_broker)
             servers.append(broker)
             mqtt_url = broker.url
         schema = settings.db_schema

@@ -191,8 +191,14 @@ def _wait_postgres_ready(proc: subprocess.Popen[bytes], data: Path, timeout_s: f
     return False
 
 
-def start_broker(*, timeout_s: float = 15.0) -> tuple[EmbeddedServer, Literal["5", "3.1.1"]]:
+def start_broker(
+    *, kind: Literal["auto", "mosquitto", "amqtt"] = "auto", timeout_s: float = 15.0
+) -> tuple[EmbeddedServer, Literal["5", "3.1.1"]]:
     """Start a private MQTT broker on a free port of 127.0.0.1: Mosquitto if installed, else amqtt.
+
+    Args:
+        kind: ``auto`` (Mosquitto where installed), ``mosquitto`` or ``amqtt``.
+        timeout_s: how long to wait for the broker to listen, seconds.
 
     Returns:
         The server and the MQTT protocol version to speak to it (``"5"`` for Mosquitto, ``"3.1.1"`` for amqtt).
@@ -204,7 +210,9 @@ def start_broker(*, timeout_s: float = 15.0) -> tuple[EmbeddedServer, Literal["5
     port = free_port()
     log_path = workdir / "broker.log"
     mosquitto = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-    if mosquitto:
+    if kind == "mosquitto" and not mosquitto:
+        raise ServiceError("Mosquitto is not installed (apt-get install mosquitto), and it was asked for")
+    if mosquitto and kind != "amqtt":
         conf = workdir / "mosquitto.conf"
         lines = [
             f"listener {port} 127.0.0.1",

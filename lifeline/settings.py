@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import socket
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
@@ -28,7 +28,9 @@ class Settings(BaseSettings):
     topic_prefix: str = DEFAULT_PREFIX
 
     mqtt_protocol: Literal["5", "3.1.1"] = "5"
-    mqtt_client_id: str = "lifeline-ingest"
+    mqtt_client_id: str = Field(
+        "lifeline-ingest-{hostname}", description="client id; {hostname} is replaced, so replicas differ"
+    )
     mqtt_shared_group: str | None = Field(None, description="share the subscription: $share/<group>/...")
     mqtt_receive_maximum: int = Field(1000, ge=1, le=65535, description="unacknowledged QoS 1 messages in flight")
     mqtt_session_expiry_s: int = Field(7 * 86400, ge=0)
@@ -45,7 +47,9 @@ class Settings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)
-    data_dir: Path = Field(Path.home() / ".local" / "share" / "lifeline-twin", description="embedded servers' data")
+    embedded_broker: Literal["auto", "mosquitto", "amqtt"] = Field(
+        "auto", description="broker the demo starts: Mosquitto where installed, else amqtt"
+    )
     log_level: str = "INFO"
 
     def payload_limits(self) -> PayloadLimits:
@@ -61,7 +65,7 @@ class Settings(BaseSettings):
         """Return the broker connection described by *url* (default: ``mqtt_url``) and the MQTT settings."""
         return mqtt_config_from_url(
             url or self.mqtt_url or "mqtt://127.0.0.1:1883",
-            client_id=self.mqtt_client_id,
+            client_id=self.mqtt_client_id.replace("{hostname}", socket.gethostname()),
             protocol=self.mqtt_protocol,
             receive_maximum=self.mqtt_receive_maximum,
             session_expiry_s=self.mqtt_session_expiry_s,

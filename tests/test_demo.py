@@ -39,8 +39,13 @@ def _alive(pid: int) -> bool:
 def test_demo_starts_embedded_servers_serves_alerts_and_stops_cleanly_on_ctrl_c() -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIFELINE_")}
-    proc = subprocess.Popen([sys.executable, "-m", "lifeline", "demo", "--port", str(port), "--interval", "0.5"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lifeline", "demo", "--port", str(port), "--interval", "0.5"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     out: list[str] = []
     assert proc.stdout is not None
     stdout = proc.stdout
