@@ -11,7 +11,11 @@ class LifelineError(Exception):
     """Base of every error Lifeline Twin raises on purpose."""
 
 
-class UnknownSensorError(LifelineError, KeyError):
+class UnknownAssetError(LifelineError, KeyError):
+    """An asset (building, node, link, valve, space…) that the twin does not hold."""
+
+
+class UnknownSensorError(UnknownAssetError):
     """A sensor id that the twin does not hold."""
 
 

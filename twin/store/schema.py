@@ -194,7 +194,89 @@ def _v1_timescaledb(conn: psycopg.Connection[object], policy: RetentionPolicy) -
     conn.execute("SELECT add_retention_policy('readings', %s::interval)", (policy.raw_retention,))
 
 
-MIGRATIONS: tuple[tuple[int, str, Migration], ...] = ((1, "sensors, readings, rollups, alerts, dead letter", _v1_core),)
+def _v2_twin_assets(conn: psycopg.Connection[object], mode: StorageMode, policy: RetentionPolicy) -> None:
+    """The twin's assets, versioned: every import of a model is a new version; the newest is current."""
+    conn.execute(
+        """
+        CREATE TABLE twin_models (
+            model_id      bigserial PRIMARY KEY,
+            layer         text NOT NULL,
+            version       integer NOT NULL,
+            name          text NOT NULL,
+            crs           text NOT NULL,
+            source_format text NOT NULL DEFAULT '',
+            source        text NOT NULL DEFAULT '',
+            checksum      text NOT NULL,
+            counts        jsonb NOT NULL DEFAULT '{}',
+            imported_at   timestamptz NOT NULL DEFAULT now(),
+            UNIQUE (layer, version)
+        )"""
+    )
+    conn.execute(
+        """
+        CREATE TABLE twin_nodes (
+            model_id  bigint NOT NULL REFERENCES twin_models ON DELETE CASCADE,
+            node_id   text NOT NULL,
+            kind      text NOT NULL,
+            x_m       double precision NOT NULL,
+            y_m       double precision NOT NULL,
+            z_m       double precision NOT NULL,
+            depth_m   double precision NOT NULL DEFAULT 0,
+            ground_m  double precision,
+            attrs     jsonb NOT NULL DEFAULT '{}',
+            PRIMARY KEY (model_id, node_id)
+        )"""
+    )
+    conn.execute(
+        """
+        CREATE TABLE twin_links (
+            model_id    bigint NOT NULL REFERENCES twin_models ON DELETE CASCADE,
+            link_id     text NOT NULL,
+            kind        text NOT NULL,
+            from_id     text NOT NULL,
+            to_id       text NOT NULL,
+            diameter_m  double precision NOT NULL,
+            length_m    double precision NOT NULL,
+            roughness   double precision NOT NULL DEFAULT 0,
+            vertices    jsonb NOT NULL DEFAULT '[]',
+            attrs       jsonb NOT NULL DEFAULT '{}',
+            PRIMARY KEY (model_id, link_id)
+        )"""
+    )
+    conn.execute(
+        """
+        CREATE TABLE twin_valves (
+            model_id      bigint NOT NULL REFERENCES twin_models ON DELETE CASCADE,
+            valve_id      text NOT NULL,
+            link_id       text NOT NULL,
+            near_node_id  text NOT NULL,
+            x_m           double precision NOT NULL,
+            y_m           double precision NOT NULL,
+            PRIMARY KEY (model_id, valve_id)
+        )"""
+    )
+    conn.execute(
+        """
+        CREATE TABLE twin_buildings (
+            model_id     bigint NOT NULL REFERENCES twin_models ON DELETE CASCADE,
+            building_id  text NOT NULL,
+            footprint    jsonb NOT NULL,
+            height_m     double precision NOT NULL,
+            floors       integer NOT NULL,
+            ground_m     double precision NOT NULL,
+            use          text NOT NULL,
+            basement     boolean NOT NULL,
+            occupants    integer NOT NULL,
+            name         text NOT NULL DEFAULT '',
+            PRIMARY KEY (model_id, building_id)
+        )"""
+    )
+
+
+MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
+    (1, "sensors, readings, rollups, alerts, dead letter", _v1_core),
+    (2, "twin assets, versioned per import", _v2_twin_assets),
+)
 
 
 def timescaledb_available(conn: psycopg.Connection[object]) -> bool:
