@@ -197,6 +197,11 @@ def _stop_on_signals(stop: Any) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+from lifeline.twin_commands import twin as _twin_group  # noqa: E402 - registered after the group exists
+
+cli.add_command(_twin_group)
+
+
 def main() -> None:
     """Entry point of the ``lifeline`` console script."""
     try:

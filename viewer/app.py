@@ -16,13 +16,13 @@ from psycopg_pool import ConnectionPool
 
 from twin.store.db import connect_kwargs
 from viewer.hub import AlertHub
-from viewer.routes import alerts, sensors
+from viewer.routes import alerts, sensors, twin
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 
 
-def create_app(*, conninfo: str, schema: str, drill: bool = False) -> FastAPI:
+def create_app(*, conninfo: str, schema: str, drill: bool = False, scene_dir: Path | None = None) -> FastAPI:
     """Build the viewer for the store at *conninfo* / *schema*.
 
     Nothing connects until the app starts (its lifespan opens the pool and the alert hub).
@@ -31,6 +31,7 @@ def create_app(*, conninfo: str, schema: str, drill: bool = False) -> FastAPI:
         conninfo: PostgreSQL connection string.
         schema: the store's schema.
         drill: mark everything the page shows as a drill (演练), e.g. in the demo.
+        scene_dir: where the exported 3D scene (``scene.glb``, ``scene-meta.json``) is; None: no scene.
     """
 
     @asynccontextmanager
@@ -62,6 +63,8 @@ def create_app(*, conninfo: str, schema: str, drill: bool = False) -> FastAPI:
     )
     app.include_router(sensors.router)
     app.include_router(alerts.router)
+    app.include_router(twin.router)
+    app.state.scene_dir = scene_dir
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
