@@ -240,7 +240,10 @@ class IngestService:
         batch = _Batch()
         self._add(batch, first)
         deadline = time.monotonic() + self.flush_interval_s
-        while len(batch.decoded.readings) < self.batch_max:
+        # The broker sends at most receive_maximum unacknowledged messages: once a batch holds that many, waiting
+        # longer brings nothing more, so write it now.
+        max_messages = self.mqtt_config.receive_maximum if self.mqtt_config.protocol == "5" else 2**31
+        while len(batch.decoded.readings) < self.batch_max and len(batch.messages) < max_messages:
             remaining = deadline - time.monotonic()
             try:
                 msg = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
