@@ -197,9 +197,11 @@ def _stop_on_signals(stop: Any) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-from lifeline.twin_commands import twin as _twin_group  # noqa: E402 - registered after the group exists
+from lifeline.simulate_commands import replay as _replay  # noqa: E402 - registered after the group exists
+from lifeline.twin_commands import twin as _twin_group  # noqa: E402
 
 cli.add_command(_twin_group)
+cli.add_command(_replay)
 
 
 def main() -> None:
