@@ -1,0 +1,84 @@
+"""Property-based tests of the payload decoder: any bytes on any topic are decoded or refused with a reason."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ingest.protocol import PayloadDecoder, PayloadLimits
+from twin.demo import demo_sensors
+from twin.sensors import SensorRegistry
+
+NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+DECODER = PayloadDecoder(
+    sensors=SensorRegistry(demo_sensors()), limits=PayloadLimits(max_payload_bytes=4096), clock=lambda: NOW
+)
+TOPICS = st.one_of(
+    st.text(max_size=80),
+    st.sampled_from(
+        [
+            "lifeline/v1/drainage/D-L-001",
+            "lifeline/v1/water/W-P-001",
+            "lifeline/v1/gas/G-M-001",
+            "lifeline/v1/rain/R-001",
+            "lifeline/v1/water",
+            "lifeline/v1//x",
+        ]
+    ),
+)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    max_leaves=20,
+)
+
+
+def _check(topic: str, payload: bytes) -> None:
+    out = DECODER.decode(topic, payload)
+    assert out.readings or out.rejected, "a message must yield readings or refusals"
+    for reading in out.readings:
+        assert math.isfinite(reading.value) and reading.ts.tzinfo is not None
+        assert reading.quality in (0, 1, 2)
+    for letter in out.rejected:
+        assert letter.reason and letter.detail
+        assert letter.raw_size >= 0 and len(letter.digest) == 32
+
+
+@settings(max_examples=400, deadline=None)
+@given(topic=TOPICS, payload=st.binary(max_size=600))
+def test_any_bytes_on_any_topic_are_decoded_or_refused(topic: str, payload: bytes) -> None:
+    _check(topic, payload)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    topic=TOPICS,
+    doc=st.dictionaries(
+        st.sampled_from(["ts", "value", "unit", "seq", "quality", "readings", "sensor", "x"]), JSON_VALUES, max_size=6
+    ),
+)
+def test_any_json_object_is_decoded_or_refused(topic: str, doc: dict[str, object]) -> None:
+    _check(topic, json.dumps(doc).encode())  # stdlib: integers of any size, as a sender might write
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    value=st.floats(allow_nan=False, allow_infinity=False, width=64),
+    offset_s=st.integers(min_value=-40 * 86400, max_value=3600),
+    unit=st.sampled_from(["m", "cm", "mm", "kPa", "furlong"]),
+)
+def test_well_formed_readings_are_stored_exactly_when_within_limits(value: float, offset_s: int, unit: str) -> None:
+    ts = NOW + timedelta(seconds=offset_s)
+    out = DECODER.decode(
+        "lifeline/v1/drainage/D-L-003", orjson.dumps({"ts": ts.isoformat(), "value": value, "unit": unit})
+    )
+    accepted = unit in ("m", "cm", "mm") and -30 * 86400 <= offset_s <= 300
+    assert bool(out.readings) == accepted, out.rejected
+    if accepted:
+        factor = {"m": 1.0, "cm": 0.01, "mm": 0.001}[unit]
+        assert out.readings[0].value == value * factor and out.readings[0].ts == ts
