@@ -197,6 +197,32 @@ def _stop_on_signals(stop: Any) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+@cli.command("broker-config")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--demo", "use_demo", is_flag=True, help="Use the built-in demo sensors instead of the database's.")
+@click.option("--port", type=int, default=1883, show_default=True)
+@click.option("--tls-dir", default=None, help="Folder with ca.crt, server.crt, server.key: listen with TLS only.")
+@click.pass_context
+def broker_config(ctx: click.Context, out_dir: Path, use_demo: bool, port: int, tls_dir: str | None) -> None:
+    """Write a Mosquitto config, password file and ACL: each sensor may publish only to its own topic."""
+    from lifeline.broker_config import accounts_for, write_broker_config
+    from twin.demo import demo_sensors
+    from twin.store.db import connect
+    from twin.store.sensors import load_registry
+
+    s = _settings(ctx)
+    if use_demo:
+        found = demo_sensors()
+    else:
+        with connect(_need(s.database_url, "DATABASE_URL"), schema=s.db_schema, autocommit=True) as conn:
+            found = list(load_registry(conn).values())
+    files = write_broker_config(out_dir, accounts_for(found, prefix=s.topic_prefix), port=port, tls_dir=tls_dir)
+    click.echo(
+        f"{len(found)} sensor accounts + 3 service accounts → {files.config}, {files.acl}, {files.passwords};"
+        f" clear passwords for provisioning in {files.credentials} (mode 0600)"
+    )
+
+
 from lifeline.simulate_commands import replay as _replay  # noqa: E402 - registered after the group exists
 from lifeline.twin_commands import twin as _twin_group  # noqa: E402
 
