@@ -42,6 +42,10 @@ class ModelImportError(LifelineError, ValueError):
         self.field = field
 
 
+class SimulationError(LifelineError, RuntimeError):
+    """A hydraulic engine (SWMM, EPANET, pandapipes) could not run a model to the end."""
+
+
 class ConfigError(LifelineError, ValueError):
     """A configuration value or a definition file that cannot be used."""
 

@@ -197,7 +197,14 @@ def _gas(city: City, net: PipeNetwork) -> list[Sensor]:
         "basement": "地下室",
         "underpass": "下穿通道",
     }
+    # Every valve well and tunnel compartment; a share of basements and manholes.
+    share = {"utility_vault": 1, "utility_tunnel": 1, "basement": 4, "manhole": 3, "underpass": 1}
+    by_kind: dict[str, list[str]] = {}
     for sid, space in sorted(city.spaces.items()):
+        by_kind.setdefault(space.kind.value, []).append(sid)
+    watched = [sid for kind, ids in by_kind.items() for sid in _every(ids, share.get(kind, 1))]
+    for sid in sorted(watched):
+        space = city.spaces[sid]
         out.append(
             Sensor(
                 sensor_id=f"GM-{sid}",
