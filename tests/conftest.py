@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -106,11 +107,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def viewer_url(pg_url: str, schema: str) -> Iterator[str]:
-    """The viewer served by uvicorn in a thread on a free port."""
+@contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Serve an ASGI *app* with uvicorn in a thread on a free port; yield its base URL."""
     port = free_port()
-    app = create_app(conninfo=pg_url, schema=schema)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio")
     )
@@ -120,9 +120,18 @@ def viewer_url(pg_url: str, schema: str) -> Iterator[str]:
     while not server.started:
         assert time.monotonic() < deadline, "viewer did not start within 15 s"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def viewer_url(pg_url: str, schema: str) -> Iterator[str]:
+    """The viewer served by uvicorn in a thread on a free port."""
+    with serve(create_app(conninfo=pg_url, schema=schema)) as url:
+        yield url
 
 
 def wait_for(

@@ -16,7 +16,7 @@ from psycopg_pool import ConnectionPool
 
 from twin.store.db import connect_kwargs
 from viewer.hub import AlertHub
-from viewer.routes import alerts, sensors, twin
+from viewer.routes import alerts, scene, sensors, twin
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
@@ -31,7 +31,7 @@ def create_app(*, conninfo: str, schema: str, drill: bool = False, scene_dir: Pa
         conninfo: PostgreSQL connection string.
         schema: the store's schema.
         drill: mark everything the page shows as a drill (演练), e.g. in the demo.
-        scene_dir: where the exported 3D scene (``scene.glb``, ``scene-meta.json``) is; None: no scene.
+        scene_dir: folder written by :func:`twin.scene.export_scene`; None: no 3D scene (its API answers 404).
     """
 
     @asynccontextmanager
@@ -64,6 +64,7 @@ def create_app(*, conninfo: str, schema: str, drill: bool = False, scene_dir: Pa
     app.include_router(sensors.router)
     app.include_router(alerts.router)
     app.include_router(twin.router)
+    app.include_router(scene.router)
     app.state.scene_dir = scene_dir
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

@@ -10,7 +10,7 @@ const I18N = {
     g1: "Ⅰ级 红色", g2: "Ⅱ级 橙色", g3: "Ⅲ级 黄色", g4: "Ⅳ级 蓝色",
     drainage: "排水", water: "供水", gas: "燃气", rain: "雨量",
     raised: "新预警", updated: "更新", cleared: "已解除", ok: "正常", stale: "离线", bad: "数据异常",
-    alarm: "预警", noData: "无数据", lang: "EN",
+    alarm: "预警", noData: "无数据", lang: "EN", scene3d: "三维场景",
   },
   en: {
     title: "Ji'an City Lifeline Safety Monitor", subtitle: "One network runs the city · drainage · water · gas",
@@ -20,7 +20,7 @@ const I18N = {
     onlineConn: "live", g1: "Grade I red", g2: "Grade II orange", g3: "Grade III yellow", g4: "Grade IV blue",
     drainage: "Drainage", water: "Water", gas: "Gas", rain: "Rain", raised: "raised", updated: "updated",
     cleared: "cleared", ok: "normal", stale: "offline", bad: "bad data", alarm: "alarm", noData: "no data",
-    lang: "中文",
+    lang: "中文", scene3d: "3D scene",
   },
 };
 const GRADE_ROMAN = { 1: "Ⅰ", 2: "Ⅱ", 3: "Ⅲ", 4: "Ⅳ" };
