@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from simulators.storms import DEFAULT_FORMULA, FORMULAS, chicago_storm, read_rain_csv
+from twin.storms import DEFAULT_FORMULA, FORMULAS, chicago_storm, read_rain_csv
 from twin.errors import ConfigError, ModelImportError
 
 NANCHANG = FORMULAS[DEFAULT_FORMULA]

@@ -42,14 +42,20 @@ def _drainage(city: City, net: PipeNetwork) -> list[Sensor]:
     out_diam: dict[str, float] = {}
     for link in net.links.values():
         out_diam[link.from_id] = max(out_diam.get(link.from_id, 0.0), link.diameter_m)
+    # A low point's level sensor sits on the node where its water gathers: the node tagged with the low point
+    # (a gully or an underpass wet well), else the nearest node.
     low_nodes: dict[str, str] = {}
+    tagged = {str(n.attrs["low_point"]): n.node_id for n in net.nodes.values() if n.attrs.get("low_point")}
     for lp in city.low_points.values():
-        nearest = min(net.nodes.values(), key=lambda n: (n.x_m - lp.x_m) ** 2 + (n.y_m - lp.y_m) ** 2)
-        low_nodes[nearest.node_id] = lp.name
+        node_id = (
+            tagged.get(lp.point_id)
+            or min(net.nodes.values(), key=lambda n: (n.x_m - lp.x_m) ** 2 + (n.y_m - lp.y_m) ** 2).node_id
+        )
+        low_nodes[node_id] = lp.name
     junctions = [n for n in net.nodes.values() if n.kind is NodeKind.JUNCTION]
-    trunk = {lid for lid, link in net.links.items() if link.diameter_m >= 0.8}
-    watched = set(low_nodes) | {n.node_id for n in junctions if out_diam.get(n.node_id, 0) >= 0.8}
-    watched |= set(_every((n.node_id for n in junctions), 3))
+    trunk = set(_every((lid for lid, link in net.links.items() if link.diameter_m >= 1.2), 4))
+    watched = set(low_nodes) | set(_every((n.node_id for n in junctions if out_diam.get(n.node_id, 0) >= 1.2), 2))
+    watched |= set(_every((n.node_id for n in junctions), 5))
     for nid in sorted(watched):
         node = net.nodes[nid]
         depth = max(node.depth_m, 1.0)
