@@ -1,10 +1,10 @@
 """3D scene benchmark: build + export time and GLB size, and the page's load time in headless Chromium.
 
-Cities: the demo city (``build_layout()``, ~850 buildings) and a city ten times its area (``build_layout(scale=10)``,
-~10,000 buildings), each with drainage, water and gas networks laid along every street (the test suite's synthetic
-networks: 660 and 7,140 links). The page is served by uvicorn with the scene router and loaded in Chromium with
-software WebGL (SwiftShader); its load time is what the page reports: from navigation start to the first frame
-drawn with the scene.
+Cities: the demo city (``build_demo_city()``: ~820 buildings, its SWMM, EPANET and pandapipes networks and
+sensors) and the same generator at ten times the area (``build_demo_city(scale=10)``: ~10,000 buildings, ~13,000
+links). The page is served by uvicorn with the scene router and loaded in Chromium with software WebGL
+(SwiftShader); its load time is what the page reports: from navigation start to the first frame drawn with the
+scene.
 
     python bench/scene.py                 # medians of 3 runs, demo and 10x city
     python bench/scene.py --runs 5 --scales 10 --no-browser
@@ -31,14 +31,11 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-# The synthetic street networks live with the tests (tests/twin/test_scene.py); make the repository importable.
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.twin.test_scene import street_city  # noqa: E402
-from twin.model import City  # noqa: E402
-from twin.scene import build_scene, export_scene  # noqa: E402
-from viewer.routes import scene as scene_routes  # noqa: E402
+from twin.democity.city import build_demo_city
+from twin.model import City
+from twin.scene import build_scene, export_scene
+from viewer.app import STATIC_DIR
+from viewer.routes import scene as scene_routes
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -50,7 +47,6 @@ CHROMIUM_ARGS = [
     "--use-angle=swiftshader",
     "--enable-unsafe-swiftshader",
 ]
-STATIC_DIR = ROOT / "viewer" / "static"
 
 
 @dataclass(slots=True)
@@ -145,7 +141,7 @@ def main() -> None:
     rows: list[Row] = []
     for scale in args.scales:
         started = time.perf_counter()
-        city = street_city(scale=scale)
+        city = build_demo_city(scale=scale)
         city_s = time.perf_counter() - started
         with tempfile.TemporaryDirectory(prefix="scene-bench-") as tmp:
             out = Path(tmp)

@@ -16,6 +16,7 @@ import pytest
 from fastapi import FastAPI
 from PIL import Image
 
+from twin.democity.city import build_demo_city
 from twin.model import City
 from twin.scene import export_scene
 from viewer.app import create_app
@@ -23,7 +24,6 @@ from viewer.routes import scene as scene_routes
 
 from .conftest import ARTIFACTS, serve
 from .test_browser import CHROMIUM, CHROMIUM_ARGS
-from .twin.test_scene import street_city
 
 # Software WebGL (SwiftShader through ANGLE): no GPU needed.
 WEBGL_ARGS = ["--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
@@ -42,7 +42,7 @@ USE_ZH = {
 
 @pytest.fixture(scope="module")
 def city() -> City:
-    return street_city()
+    return build_demo_city()
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,8 @@ def test_scene_page_draws_the_city_and_inspects_what_is_clicked(
     assert page.evaluate("() => lifelineScene.coverage(['drainage', 'water', 'gas'])") > 0.01
 
     # Live state can recolour one sensor marker.
-    assert page.evaluate("() => lifelineScene.setSensorColour('D-L-001', '#e53935')")
+    first_sensor = min(city.sensors)
+    assert page.evaluate("id => lifelineScene.setSensorColour(id, '#e53935')", first_sensor)
     assert not page.evaluate("() => lifelineScene.setSensorColour('NO-SUCH', '#e53935')")
 
     # Pipes show through the translucent ground: switching their layers off changes what the canvas shows.
@@ -122,7 +123,10 @@ def test_scene_page_draws_the_city_and_inspects_what_is_clicked(
     for layer in ("drainage", "water", "gas"):
         page.click(f"input[data-layer='{layer}']")
 
-    # Click a drainage conduit through the ground: the panel shows that pipe.
+    # Click a drainage conduit through the ground, with the water and gas layers (laid in the same streets,
+    # nearer the surface) hidden, as staff would: the panel shows that pipe.
+    for layer in ("water", "gas"):
+        page.click(f"input[data-layer='{layer}']")
     link_id = meta["meshes"][next(i for i, m in enumerate(meta["meshes"]) if m["name"] == "pipes-drainage")]["ids"][40]
     assert page.evaluate("id => lifelineScene.focus(id, 90)", link_id)
     page.wait_for_timeout(200)
@@ -133,6 +137,8 @@ def test_scene_page_draws_the_city_and_inspects_what_is_clicked(
     assert panel.get_attribute("data-asset") == link_id
     assert page.locator("#inspect-title").inner_text().startswith("管段")
     assert "管径 (m)" in page.locator("#inspect-table").inner_text()
+    for layer in ("water", "gas"):
+        page.click(f"input[data-layer='{layer}']")
 
     # Click the tallest building from the overview: the panel shows a building and its use.
     page.click("input[data-layer='buildings']")
@@ -155,10 +161,13 @@ def test_scene_page_draws_the_city_and_inspects_what_is_clicked(
 
     # A tilted close view with the ground translucent, for people to look at.
     page.click("#inspect-close")
-    page.evaluate("() => lifelineScene.focus('drainage:X0601', 220, 30, 160)")
+    page.evaluate("() => lifelineScene.focus('drainage:MHX0601', 220, 30, 160)")
     page.wait_for_timeout(300)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "scene_demo_city.png"))
+    page.click("#reset-view")
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(ARTIFACTS / "scene_demo_city_overview.png"))
     assert not errors, errors
     page.close()
 

@@ -183,6 +183,7 @@ def build_scene(
     *,
     pipe_radius_scale: float = 4.0,
     min_pipe_radius_m: float = 0.2,
+    max_pipe_radius_m: float = 3.0,
     pipe_sides: int = 8,
     pipe_step_m: float = 25.0,
     pipe_follow_tolerance_m: float = 0.3,
@@ -209,6 +210,7 @@ def build_scene(
         pipe_radius_scale: drawn pipe radius ÷ true radius; pipes of a few decimetres vanish at city scale, so
             they are drawn this many times thicker (the burial depth of the centreline is true).
         min_pipe_radius_m: no pipe is drawn thinner than this, metres.
+        max_pipe_radius_m: no pipe is drawn thicker than this, metres (a 5 m culvert ×4 would hide the street).
         pipe_sides: sides of the prism drawn for a pipe (8 looks round; 6 is lighter).
         pipe_step_m: a water or gas pipe's path is sampled at least every this many metres to follow the ground…
         pipe_follow_tolerance_m: …and the samples are kept only where the path departs from a straight grade by
@@ -230,6 +232,7 @@ def build_scene(
     options: dict[str, float | int] = {
         "pipe_radius_scale": pipe_radius_scale,
         "min_pipe_radius_m": min_pipe_radius_m,
+        "max_pipe_radius_m": max_pipe_radius_m,
         "pipe_sides": pipe_sides,
         "pipe_step_m": pipe_step_m,
         "pipe_follow_tolerance_m": pipe_follow_tolerance_m,
@@ -269,7 +272,7 @@ def build_scene(
         network = city.networks.get(kind)
         if network is None:
             continue
-        depth = _NetworkDepth(network, pipe_radius_scale, min_pipe_radius_m, water_cover_m)
+        depth = _NetworkDepth(network, pipe_radius_scale, min_pipe_radius_m, max_pipe_radius_m, water_cover_m)
         if network.links:
             mesh, records = _pipe_mesh(network, depth, ground, origin, pipe_sides, pipe_step_m, pipe_follow_tolerance_m)
             meshes.append(mesh)
@@ -895,10 +898,13 @@ def _building_record(b: Building) -> dict[str, Any]:
 class _NetworkDepth:
     """Where a network's pipes run: centre elevation at each end of a link, absolute metres, and drawn radius."""
 
-    def __init__(self, network: PipeNetwork, scale: float, min_radius_m: float, water_cover_m: float) -> None:
+    def __init__(
+        self, network: PipeNetwork, scale: float, min_radius_m: float, max_radius_m: float, water_cover_m: float
+    ) -> None:
         self.network = network
         self.scale = scale
         self.min_radius_m = min_radius_m
+        self.max_radius_m = max_radius_m
         self.water_cover_m = water_cover_m
 
     @property
@@ -915,7 +921,7 @@ class _NetworkDepth:
         return node.z_m
 
     def drawn_radius_m(self, link: Link) -> float:
-        return max(link.diameter_m / 2 * self.scale, self.min_radius_m)
+        return min(max(link.diameter_m / 2 * self.scale, self.min_radius_m), max(self.max_radius_m, self.min_radius_m))
 
 
 def _pipe_mesh(

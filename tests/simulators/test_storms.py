@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from twin.storms import DEFAULT_FORMULA, FORMULAS, chicago_storm, read_rain_csv
 from twin.errors import ConfigError, ModelImportError
+from twin.storms import DEFAULT_FORMULA, FORMULAS, chicago_storm, read_rain_csv
 
 NANCHANG = FORMULAS[DEFAULT_FORMULA]
 
