@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import uvicorn
 
@@ -15,8 +18,10 @@ from ingest.service import IngestService
 from lifeline.embedded import EmbeddedServer, start_broker, start_postgres
 from lifeline.settings import Settings
 from simulators.demo_stream import run_demo_stream
-from twin.demo import demo_sensors
+from twin.democity.city import build_demo_city
 from twin.errors import ServiceError
+from twin.scene import export_scene
+from twin.store.assets import save_city
 from twin.store.db import connect
 from twin.store.schema import migrate
 from twin.store.sensors import upsert_sensors
@@ -54,6 +59,7 @@ def run_demo(settings: Settings, *, interval_s: float = 2.0) -> None:
     stop = threading.Event()
     ingest: IngestService | None = None
     stream: threading.Thread | None = None
+    temp_dirs: list[Path] = []
     try:
         db_url = settings.database_url
         if not db_url:
@@ -68,9 +74,15 @@ def run_demo(settings: Settings, *, interval_s: float = 2.0) -> None:
             servers.append(broker)
             mqtt_url = broker.url
         schema = settings.db_schema
+        print("building the demo city (吉安示范片区) …", flush=True)
+        city = build_demo_city()
+        scene_dir = Path(tempfile.mkdtemp(prefix="lifeline-scene-"))
+        temp_dirs.append(scene_dir)
+        export_scene(city, scene_dir)
         with connect(db_url, schema=schema, autocommit=True) as conn:
             mode = migrate(conn, schema=schema, mode=settings.storage_mode)
-            upsert_sensors(conn, demo_sensors())
+            save_city(conn, city)
+            upsert_sensors(conn, city.sensors.values())
         mqtt_config = replace(settings.mqtt_config(mqtt_url), protocol=protocol, client_id="lifeline-demo-ingest")
         ingest = IngestService(
             conninfo=db_url,
@@ -89,7 +101,7 @@ def run_demo(settings: Settings, *, interval_s: float = 2.0) -> None:
             name="demo-stream",
             daemon=True,
             kwargs={
-                "sensors": demo_sensors(),
+                "sensors": list(city.sensors.values()),
                 "mqtt_config": mqtt_config,
                 "prefix": settings.topic_prefix,
                 "interval_s": interval_s,
@@ -98,7 +110,7 @@ def run_demo(settings: Settings, *, interval_s: float = 2.0) -> None:
             },
         )
         stream.start()
-        app = create_app(conninfo=db_url, schema=schema, drill=True)
+        app = create_app(conninfo=db_url, schema=schema, drill=True, scene_dir=scene_dir)
         server = uvicorn.Server(
             uvicorn.Config(
                 app, host=settings.http_host, port=settings.http_port, log_level="warning", ws="websockets-sansio"
@@ -111,8 +123,10 @@ def run_demo(settings: Settings, *, interval_s: float = 2.0) -> None:
                 time.sleep(0.05)
             if server.started:
                 print(
-                    f"\nLifeline Twin demo ({mode.value}, broker {mqtt_config.url}) is running:\n\n    {url}\n\n"
-                    "Open it in a browser. Press Ctrl-C to stop.\n",
+                    f"\nLifeline Twin demo ({mode.value}, broker {mqtt_config.url}) is running:\n\n"
+                    f"    {url}          operations page\n    {url}scene     3D city\n\n"
+                    f"{city.name}: {len(city.buildings)} buildings, {len(city.sensors)} sensors. "
+                    "Press Ctrl-C to stop.\n",
                     flush=True,
                 )
 
@@ -126,4 +140,6 @@ def run_demo(settings: Settings, *, interval_s: float = 2.0) -> None:
             ingest.stop()
         for srv in reversed(servers):
             srv.stop()
+        for path in temp_dirs:
+            shutil.rmtree(path, ignore_errors=True)
         print("demo stopped", flush=True)

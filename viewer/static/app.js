@@ -104,7 +104,10 @@ function renderCards() {
 function renderSensors() {
   const tbody = $("#sensors tbody");
   tbody.replaceChildren();
-  for (const s of state.sensors.values()) {
+  // Sensors in alarm first (worst grade first), then by network and id.
+  const rank = (s) => activeGradeOf(s.sensor_id) || 9;
+  const ordered = [...state.sensors.values()].sort((a, b) => rank(a) - rank(b));
+  for (const s of ordered) {
     const tr = document.createElement("tr");
     tr.dataset.sensor = s.sensor_id;
     const st = sensorState(s);
@@ -140,9 +143,12 @@ function renderMap() {
     const x = sx(s.x_m).toFixed(1), y = sy(s.y_m).toFixed(1);
     if (g) html += `<circle cx="${x}" cy="${y}" r="22" fill="none" stroke="${GRADE_COLOUR[g]}" stroke-width="4">
       <animate attributeName="r" values="16;26;16" dur="1.5s" repeatCount="indefinite"/></circle>`;
-    html += `<circle cx="${x}" cy="${y}" r="9" fill="${NET_COLOUR[s.network]}" stroke="#0b1624" stroke-width="2"
+    const r = sensors.length > 60 ? 6 : 9;
+    html += `<circle cx="${x}" cy="${y}" r="${r}" fill="${NET_COLOUR[s.network]}" stroke="#0b1624" stroke-width="1.5"
       data-sensor="${esc(s.sensor_id)}"><title>${esc(s.name)} (${esc(s.sensor_id)})</title></circle>`;
-    html += `<text x="${x}" y="${(+y + 26).toFixed(1)}" fill="#8aa3bd" font-size="16" text-anchor="middle">${esc(s.sensor_id)}</text>`;
+    if (sensors.length <= 60 || g) {
+      html += `<text x="${x}" y="${(+y + 26).toFixed(1)}" fill="#8aa3bd" font-size="16" text-anchor="middle">${esc(s.sensor_id)}</text>`;
+    }
   }
   svg.innerHTML = html;
   svg.querySelectorAll("circle[data-sensor]").forEach((c) =>
