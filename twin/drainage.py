@@ -81,7 +81,7 @@ FT_M = 0.3048
 ACRE_HA = 0.40468564224
 IN_MM = 25.4
 # Flow units to m³/s.
-_FLOW_M3_S = {
+FLOW_M3_S = {
     "CMS": 1.0,
     "LPS": 0.001,
     "MLD": 1000.0 / 86400.0,
@@ -89,7 +89,7 @@ _FLOW_M3_S = {
     "GPM": 3.785411784e-3 / 60.0,
     "MGD": 3785.411784 / 86400.0,
 }
-_US_FLOW_UNITS = frozenset({"CFS", "GPM", "MGD"})
+US_FLOW_UNITS = frozenset({"CFS", "GPM", "MGD"})
 
 _NODE_SECTIONS = {
     "JUNCTIONS": NodeKind.JUNCTION,
@@ -108,15 +108,15 @@ _LINK_SECTIONS = {
 _KNOWN_SECTIONS = frozenset(SECTION_TYPES) | {"PROFILES", "EVENTS"}
 # Sections whose objects span several lines: each line holds ``name x y``.
 _POINT_LIST_SECTIONS = frozenset({"VERTICES", "POLYGONS"})
-_HEADER = re.compile(r"^\s*\[([^\]]*)\]\s*(;.*)?$")
-_TOKEN = re.compile(r'(?:"[^"]*"|\S)+')
+SECTION_HEADER = re.compile(r"^\s*\[([^\]]*)\]\s*(;.*)?$")
+INP_TOKEN = re.compile(r'(?:"[^"]*"|\S)+')
 _BAD_NUMBER = re.compile(
     r"could not convert string to float: '([^']*)'" r"|invalid literal for int\(\) with base 10: '([^']*)'"
 )
 _MISSING_ARG = re.compile(r"missing \d+ required positional arguments?: '(\w+)'")
 _SWMM_ERROR = re.compile(r"ERROR (\d+):(.*?)(?: at line (\d+) of \[(\w+)\] section)?:?\s*$")
 
-_SWMM_LOCK = threading.Lock()
+SWMM_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +257,7 @@ class _SourceIndex:
         for number, raw in enumerate(text.splitlines(), start=1):
             stripped = raw.strip()
             if stripped.startswith("["):
-                match = _HEADER.match(raw)
+                match = SECTION_HEADER.match(raw)
                 name = match.group(1).strip().upper() if match else ""
                 if not match or name not in _KNOWN_SECTIONS:
                     detail = f"broken section header {stripped!r}" if not match else f"unknown section [{name}]"
@@ -269,7 +269,7 @@ class _SourceIndex:
             data = stripped.split(";", 1)[0].strip()
             if not data or section is None:
                 continue
-            tokens = [t.strip('"') for t in _TOKEN.findall(data)]
+            tokens = [t.strip('"') for t in INP_TOKEN.findall(data)]
             index.lines[section].append(_Line(number, tokens))
             index.first_line.setdefault((section, tokens[0]), number)
         return index
@@ -481,7 +481,7 @@ class _Reader:
         self.name = name
         options = _section(inp, index, "OPTIONS")
         self.flow_units = str(options.get("FLOW_UNITS", "CFS")).upper() if options else "CFS"
-        if self.flow_units not in _FLOW_M3_S:
+        if self.flow_units not in FLOW_M3_S:
             raise ModelImportError(
                 index.path,
                 f"unknown FLOW_UNITS {self.flow_units!r}",
@@ -489,7 +489,7 @@ class _Reader:
                 field="FLOW_UNITS",
             )
         self.offsets_are_elevations = bool(options) and str(options.get("LINK_OFFSETS", "DEPTH")).upper() == "ELEVATION"
-        us = self.flow_units in _US_FLOW_UNITS
+        us = self.flow_units in US_FLOW_UNITS
         self.length = FT_M if us else 1.0
         self.area_ha = ACRE_HA if us else 1.0
         map_section = _section(inp, index, "MAP")
@@ -815,7 +815,7 @@ def _interval_min(value: Any) -> float:
 # Running
 
 
-def _swmm_errors(report: Path) -> list[tuple[str, int | None]]:
+def swmm_errors(report: Path) -> list[tuple[str, int | None]]:
     """SWMM's error messages in a report file, with the file line each names (if any)."""
     if not report.exists():
         return []
@@ -845,13 +845,13 @@ def _input_file(inp: Path | str, base_dir: Path | None, workdir: Path) -> tuple[
     return Path(handle.name), "<inp text>"
 
 
-def _open_failed(shown: str, report: Path, exc: Exception) -> ModelImportError:
+def open_failed(shown: str, report: Path, exc: Exception) -> ModelImportError:
     """The error for a model SWMM would not open; closes the engine first, which flushes SWMM's report."""
     try:
         solver.swmm_close()
     except Exception:  # the engine may already be closed; the report is all that matters here
         logger.debug("swmm_close after a failed open", exc_info=True)
-    errors = _swmm_errors(report)
+    errors = swmm_errors(report)
     if not errors:
         return ModelImportError(shown, f"SWMM rejects the model: {str(exc).strip()}")
     message, line = errors[0]
@@ -869,7 +869,7 @@ def check_swmm(inp: Path | str, *, base_dir: Path | None = None) -> None:
     Raises:
         ModelImportError: the file is missing or SWMM rejects the model; names SWMM's first error and the line.
     """
-    with _SWMM_LOCK, tempfile.TemporaryDirectory(prefix="swmm-") as tmp:
+    with SWMM_LOCK, tempfile.TemporaryDirectory(prefix="swmm-") as tmp:
         workdir = Path(tmp)
         path, shown = _input_file(inp, base_dir, workdir)
         report = workdir / "check.rpt"
@@ -877,7 +877,7 @@ def check_swmm(inp: Path | str, *, base_dir: Path | None = None) -> None:
             try:
                 sim = Simulation(str(path), str(report), str(workdir / "check.out"))
             except Exception as exc:  # pyswmm raises a bare Exception for SWMM's input errors
-                raise _open_failed(shown, report, exc) from exc
+                raise open_failed(shown, report, exc) from exc
             with sim:
                 pass  # opening parses and validates; leaving closes the engine
         finally:
@@ -913,7 +913,7 @@ def run_swmm(inp: Path | str, *, base_dir: Path | None = None, report_path: Path
         >>> summary.flooded_nodes[:2], round(summary.flow_routing_continuity_error_pct, 2)  # doctest: +SKIP
         (('MHX0203', 'MHX0305-E2'), 0.03)
     """
-    with _SWMM_LOCK, tempfile.TemporaryDirectory(prefix="swmm-") as tmp:
+    with SWMM_LOCK, tempfile.TemporaryDirectory(prefix="swmm-") as tmp:
         workdir = Path(tmp)
         path, shown = _input_file(inp, base_dir, workdir)
         report = workdir / "run.rpt"
@@ -932,7 +932,7 @@ def _run(path: Path, shown: str, report: Path, output: Path) -> SwmmSummary:
     try:
         sim = Simulation(str(path), str(report), str(output))
     except Exception as exc:  # pyswmm raises a bare Exception for SWMM's input errors
-        raise _open_failed(shown, report, exc) from exc
+        raise open_failed(shown, report, exc) from exc
     collected: dict[str, Any] = {}
     steps = 0
     try:
@@ -943,14 +943,14 @@ def _run(path: Path, shown: str, report: Path, output: Path) -> SwmmSummary:
             for _ in sim:
                 steps += 1
     except Exception as exc:  # SWMM reports run-time errors as a bare Exception too
-        detail = "; ".join(message for message, _line in _swmm_errors(report)) or str(exc).strip()
+        detail = "; ".join(message for message, _line in swmm_errors(report)) or str(exc).strip()
         raise SimulationError(f"{shown}: SWMM stopped: {detail}") from exc
     wall = time.perf_counter() - started
-    us = flow_units in _US_FLOW_UNITS
+    us = flow_units in US_FLOW_UNITS
     length = FT_M if us else 1.0
     volume = FT_M**3 if us else 1.0
     rain = IN_MM if us else 1.0
-    flow = _FLOW_M3_S.get(flow_units, 1.0)
+    flow = FLOW_M3_S.get(flow_units, 1.0)
     flood = {k: v * volume for k, v in collected["flood"].items()}
     runoff_error, routing_error = collected["errors"]
     return SwmmSummary(
