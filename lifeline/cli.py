@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -159,36 +158,6 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     uvicorn.run(app, host=host or s.http_host, port=port or s.http_port, log_level=s.log_level.lower())
 
 
-@cli.group()
-def simulate() -> None:
-    """Publish simulated sensor streams over MQTT."""
-
-
-@simulate.command("demo-stream")
-@click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between ticks.")
-@click.option("--count", type=int, default=None, help="Stop after this many ticks (default: run until Ctrl-C).")
-@click.option("--seed", type=int, default=7, show_default=True)
-@click.pass_context
-def simulate_demo_stream(ctx: click.Context, interval: float, count: int | None, seed: int) -> None:
-    """Publish the demo sensors' synthetic stream (a storm crossing the alarm limits, every 90 ticks)."""
-    from simulators.demo_stream import run_demo_stream
-    from twin.demo import demo_sensors
-
-    s = _settings(ctx)
-    stop = threading.Event()
-    _stop_on_signals(stop.set)
-    n = run_demo_stream(
-        sensors=demo_sensors(),
-        mqtt_config=s.mqtt_config(_need(s.mqtt_url, "MQTT_URL")),
-        prefix=s.topic_prefix,
-        interval_s=interval,
-        stop=stop,
-        seed=seed,
-        count=count,
-    )
-    click.echo(f"published {n} messages")
-
-
 def _stop_on_signals(stop: Any) -> None:
     def handler(_sig: int, _frame: object) -> None:
         stop()
@@ -224,10 +193,12 @@ def broker_config(ctx: click.Context, out_dir: Path, use_demo: bool, port: int, 
 
 
 from lifeline.simulate_commands import replay as _replay  # noqa: E402 - registered after the group exists
+from lifeline.simulate_commands import simulate as _simulate  # noqa: E402
 from lifeline.twin_commands import twin as _twin_group  # noqa: E402
 
 cli.add_command(_twin_group)
 cli.add_command(_replay)
+cli.add_command(_simulate)
 
 
 def main() -> None:

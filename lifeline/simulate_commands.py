@@ -6,7 +6,9 @@ import signal
 import sys
 import threading
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -42,6 +44,202 @@ def stop_event_on_signals() -> threading.Event:
     return stop
 
 
+def _need(value: str | None, name: str) -> str:
+    if not value:
+        raise click.UsageError(f"set LIFELINE_{name}")
+    return value
+
+
+def load_city_and_sensors(settings: Settings, *, demo: bool) -> Any:
+    """The stored twin with its sensors, or the built-in demo city (with --demo, or when no database is set)."""
+    from twin.democity.city import build_demo_city
+
+    if demo or not settings.database_url:
+        click.echo("using the built-in demo city (吉安示范片区)", err=True)
+        return build_demo_city()
+    from twin.store.assets import load_city
+    from twin.store.db import connect
+    from twin.store.sensors import load_registry
+
+    with connect(settings.database_url, schema=settings.db_schema, autocommit=True) as conn:
+        city = load_city(conn)
+        city.sensors = dict(load_registry(conn).items())
+    return city
+
+
+def run_with_progress(
+    ctx: click.Context,
+    scenario: Any,
+    *,
+    sensors: Any,
+    output: Path,
+    speed: str,
+    no_publish: bool,
+    seed: int,
+    expected: int,
+    faults: Any = (),
+) -> None:
+    """Run *scenario* through the runner with a progress bar; publish unless --no-publish; Ctrl-C stops cleanly."""
+    from simulators.publisher import Publisher
+    from simulators.runner import run_scenario
+
+    settings: Settings = ctx.obj
+    factor = parse_speed(speed)
+    stop = stop_event_on_signals()
+    label = f"{scenario.name} → {output}"
+    try:
+        with click.progressbar(length=expected, label=label, file=sys.stderr) as bar:
+            if no_publish:
+                result = run_scenario(
+                    scenario,
+                    sensors=sensors,
+                    prefix=settings.topic_prefix,
+                    out_dir=output,
+                    faults=faults,
+                    seed=seed,
+                    stop=stop,
+                    progress=lambda _m: bar.update(1),
+                )
+            else:
+                config = settings.mqtt_config(_need(settings.mqtt_url, "MQTT_URL (or use --no-publish)"))
+                with Publisher(config, client_id=f"lifeline-sim-{uuid.uuid4().hex[:6]}") as pub:
+                    result = run_scenario(
+                        scenario,
+                        sensors=sensors,
+                        prefix=settings.topic_prefix,
+                        out_dir=output,
+                        faults=faults,
+                        seed=seed,
+                        publisher=pub,
+                        speed=factor,
+                        stop=stop,
+                        progress=lambda _m: bar.update(1),
+                    )
+    except LifelineError as exc:
+        raise click.ClickException(str(exc)) from exc
+    verb = "computed" if no_publish else "published"
+    click.echo(
+        f"{verb} {result.messages} messages in {result.wall_s:.1f} s{' (stopped early)' if stop.is_set() else ''}"
+        f"; recording {result.recording}, ground truth {result.ground_truth}"
+    )
+
+
+def scenario_start(text: str | None, *, total: timedelta, speed: float | None) -> datetime:
+    """The simulated start: *text* if given; else now for real-time runs, or now − *total* for faster runs."""
+    if text:
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError as exc:
+            raise click.BadParameter(f"{text!r} is not ISO 8601", param_hint="--start") from exc
+        if value.tzinfo is None:
+            raise click.BadParameter("give a UTC offset, e.g. 2026-06-01T08:00:00+08:00", param_hint="--start")
+        return value.astimezone(UTC)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    return now if speed is not None and speed <= 1.0 else now - total
+
+
+@click.group()
+def simulate() -> None:
+    """Simulated scenarios published over MQTT as real sensors would, each with its ground truth."""
+
+
+@simulate.command("rainstorm")
+@click.option("--return-period", type=float, default=50.0, show_default=True, help="Years.")
+@click.option("--duration", type=int, default=120, show_default=True, help="Storm duration, minutes.")
+@click.option("--step", type=float, default=1.0, show_default=True, help="Rain and sensor step, minutes.")
+@click.option("--peak-ratio", type=float, default=0.4, show_default=True, help="Peak position (Chicago r).")
+@click.option("--formula", default=None, help="City storm formula (see twin/storms.py); default: the Jiangxi one.")
+@click.option(
+    "--rain-csv",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Replay recorded rain (columns ts, rain_mm_h) instead of a design storm.",
+)
+@click.option("--drain", type=float, default=120.0, show_default=True, help="Minutes simulated after the rain.")
+@click.option("--speed", default="60", show_default=True, help="Simulated seconds per real second, or 'max'.")
+@click.option(
+    "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("scenario-rainstorm"), show_default=True
+)
+@click.option("--no-publish", is_flag=True, help="Compute and write the recording only; no broker needed.")
+@click.option("--demo", "use_demo", is_flag=True, help="Use the built-in demo city instead of the stored twin.")
+@click.option("--start", default=None, help="Simulated start, ISO 8601 with offset (default: see below).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.pass_context
+def rainstorm(
+    ctx: click.Context,
+    return_period: float,
+    duration: int,
+    step: float,
+    peak_ratio: float,
+    formula: str | None,
+    rain_csv: Path | None,
+    drain: float,
+    speed: str,
+    output: Path,
+    no_publish: bool,
+    use_demo: bool,
+    start: str | None,
+    seed: int,
+) -> None:
+    """Replay a design storm (芝加哥雨型) or recorded rain through the drainage model (SWMM) as sensor readings.
+
+    Without --start, a scenario published faster than real time (or not published) ends now, so no reading is
+    stamped in the future; one published in real time (--speed 1) starts now.
+    """
+    from simulators.rain_scenarios import RainSeries, RainstormScenario
+    from twin.sensors import Network
+    from twin.storms import DEFAULT_FORMULA, FORMULAS, read_rain_csv
+
+    name = (formula or DEFAULT_FORMULA).lower()
+    if name not in FORMULAS:
+        raise click.BadParameter(
+            f"unknown formula {name!r}; known: {', '.join(sorted(FORMULAS))}", param_hint="--formula"
+        )
+    settings: Settings = ctx.obj
+    city = load_city_and_sensors(settings, demo=use_demo)
+    if Network.DRAINAGE not in city.networks:
+        raise click.ClickException("the twin has no drainage network: 'lifeline twin import model.inp' first")
+    try:
+        rain = (
+            RainSeries.from_records(read_rain_csv(rain_csv), name=rain_csv.name)
+            if rain_csv
+            else RainSeries.design(
+                FORMULAS[name],
+                return_period_years=return_period,
+                duration_min=duration,
+                step_min=step,
+                peak_ratio=peak_ratio,
+            )
+        )
+        total = rain.duration + timedelta(minutes=drain)
+        # Recorded rain keeps its own times unless --start moves it.
+        speed_factor = None if no_publish else parse_speed(speed)
+        begin = None if rain_csv and not start else scenario_start(start, total=total, speed=speed_factor)
+        scenario = RainstormScenario(
+            city.networks[Network.DRAINAGE],
+            city.sensors,
+            rain=rain,
+            start=begin,
+            step=timedelta(minutes=step),
+            drain=timedelta(minutes=drain),
+            seed=seed,
+        )
+    except LifelineError as exc:
+        raise click.ClickException(str(exc)) from exc
+    reporting = [s for s in city.sensors.values() if s.network in (Network.DRAINAGE, Network.RAIN)]
+    steps = int(scenario.duration / scenario.step)
+    run_with_progress(
+        ctx,
+        scenario,
+        sensors=city.sensors,
+        output=output,
+        speed=speed,
+        no_publish=no_publish,
+        seed=seed,
+        expected=steps * len(reporting),
+    )
+
+
 @click.command()
 @click.argument("recording", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--speed", default="1", show_default=True, help="Factor of real time, or 'max'.")
@@ -68,3 +266,27 @@ def replay(ctx: click.Context, recording: Path, speed: str) -> None:
     except LifelineError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"published {sent} of {total} messages{' (stopped early)' if stop.is_set() else ''}")
+
+
+@simulate.command("demo-stream")
+@click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between ticks.")
+@click.option("--count", type=int, default=None, help="Stop after this many ticks (default: run until Ctrl-C).")
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.pass_context
+def simulate_demo_stream(ctx: click.Context, interval: float, count: int | None, seed: int) -> None:
+    """Publish the demo sensors' synthetic stream (a storm crossing the alarm limits, every 90 ticks)."""
+    from simulators.demo_stream import run_demo_stream
+    from twin.demo import demo_sensors
+
+    s: Settings = ctx.obj
+    stop = stop_event_on_signals()
+    n = run_demo_stream(
+        sensors=demo_sensors(),
+        mqtt_config=s.mqtt_config(_need(s.mqtt_url, "MQTT_URL")),
+        prefix=s.topic_prefix,
+        interval_s=interval,
+        stop=stop,
+        seed=seed,
+        count=count,
+    )
+    click.echo(f"published {n} messages")
