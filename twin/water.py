@@ -122,7 +122,7 @@ def read_epanet(path: Path) -> PipeNetwork:
         (97, <LinkKind.PIPE: 'pipe'>)
     """
     text = _read_text(path)
-    wn = _load_model(text, label=str(path))
+    wn = load_model(text, label=str(path))
     return _network_from_wntr(wn, name=path.name, source=text)
 
 
@@ -267,7 +267,7 @@ def _read_text(path: Path) -> str:
     return text
 
 
-def _load_model(text: str, *, label: str) -> Any:
+def load_model(text: str, *, label: str) -> Any:
     """Check *text* with EPANET, then read it with WNTR; return the ``WaterNetworkModel``.
 
     Raises:
@@ -527,7 +527,7 @@ def run_epanet(
         label, text = network_or_inp.name, network_or_inp.source
     else:
         label, text = str(network_or_inp), _read_text(network_or_inp)
-    wn = _load_model(text, label=label)
+    wn = load_model(text, label=label)
     _prepare_run(wn, duration_h=duration_h, report_step_s=report_step_s)
     exponent = float(wn.options.hydraulic.emitter_exponent)
     for leak in leaks:
