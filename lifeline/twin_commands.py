@@ -55,14 +55,13 @@ def _settings(ctx: click.Context) -> Settings:
 @click.pass_context
 def import_(ctx: click.Context, files: tuple[Path, ...], crs: str) -> None:
     """Import SWMM/EPANET .inp, pandapipes .json and buildings .geojson FILES; each import is a new version."""
+    from twin.buildings import read_buildings_geojson
     from twin.drainage import read_swmm
     from twin.gas import read_pandapipes
-    from twin.water import read_epanet
-
-    from twin.buildings import read_buildings_geojson
     from twin.store.assets import load_city, save_buildings, save_network
     from twin.store.db import connect
     from twin.store.schema import migrate
+    from twin.water import read_epanet
 
     s = _settings(ctx)
     assert s.database_url is not None

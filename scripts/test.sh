@@ -24,7 +24,7 @@ if missing:
 PY
 
 echo "== ruff"
-.venv/bin/ruff check .
+.venv/bin/ruff check --no-cache .
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"
