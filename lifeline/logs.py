@@ -14,5 +14,5 @@ def setup_logging(level: str = "INFO") -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    for noisy in ("amqtt", "transitions", "uvicorn.access", "httpx"):
+    for noisy in ("amqtt", "transitions", "uvicorn.access", "httpx", "pandapower", "pandapipes", "numba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

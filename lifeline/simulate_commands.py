@@ -240,6 +240,212 @@ def rainstorm(
     )
 
 
+def _common(func: Any) -> Any:
+    """The options every engine scenario command shares."""
+    for option in reversed(
+        [
+            click.option("--hours", type=float, default=24.0, show_default=True, help="Simulated hours."),
+            click.option(
+                "--speed", default="600", show_default=True, help="Simulated seconds per real second, or 'max'."
+            ),
+            click.option("--no-publish", is_flag=True, help="Compute and write the recording only; no broker needed."),
+            click.option(
+                "--demo", "use_demo", is_flag=True, help="Use the built-in demo city instead of the stored twin."
+            ),
+            click.option("--start", default=None, help="Simulated start, ISO 8601 with offset."),
+            click.option("--seed", type=int, default=0, show_default=True),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def _sensor_count(sensors: Any, *networks: Any) -> int:
+    return sum(1 for s in sensors.values() if s.network in networks)
+
+
+@simulate.command("leak")
+@click.option("--junction", default=None, help="Junction id of the leak.")
+@click.option("--pipe", default=None, help="Pipe id of the leak (split between its ends by --position).")
+@click.option("--position", type=float, default=0.5, show_default=True, help="Along the pipe, 0 … 1.")
+@click.option("--flow", "flow_l_s", type=float, default=10.0, show_default=True, help="Full size, L/s (≥ 20: burst).")
+@click.option("--at", "at_h", type=float, default=2.0, show_default=True, help="Hours after the start.")
+@click.option("--growth", type=click.Choice(["abrupt", "incipient"]), default="abrupt", show_default=True)
+@click.option("--ramp", "ramp_h", type=float, default=0.0, show_default=True, help="Incipient growth time, hours.")
+@click.option(
+    "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("scenario-leak"), show_default=True
+)
+@_common
+@click.pass_context
+def leak(
+    ctx: click.Context,
+    junction: str | None,
+    pipe: str | None,
+    position: float,
+    flow_l_s: float,
+    at_h: float,
+    growth: str,
+    ramp_h: float,
+    output: Path,
+    hours: float,
+    speed: str,
+    no_publish: bool,
+    use_demo: bool,
+    start: str | None,
+    seed: int,
+) -> None:
+    """A water leak or burst through the water model (EPANET): pressure and flow readings, with ground truth."""
+    from simulators.water_scenarios import LeakEvent, WaterScenario
+    from twin.sensors import Network
+
+    settings: Settings = ctx.obj
+    city = load_city_and_sensors(settings, demo=use_demo)
+    if Network.WATER not in city.networks:
+        raise click.ClickException("the twin has no water network: 'lifeline twin import model.inp' first")
+    if junction is None and pipe is None:
+        raise click.UsageError("give --junction or --pipe")
+    total = timedelta(hours=hours)
+    begin = scenario_start(start, total=total, speed=None if no_publish else parse_speed(speed))
+    try:
+        event = LeakEvent(
+            flow_l_s=flow_l_s,
+            start=begin + timedelta(hours=at_h),
+            junction_id=junction,
+            link_id=pipe,
+            position=position,
+            growth=growth,  # type: ignore[arg-type]  # click.Choice guarantees the literal
+            ramp_h=ramp_h,
+        )
+        scenario = WaterScenario(
+            city.networks[Network.WATER], city.sensors, start=begin, duration=total, events=[event], seed=seed
+        )
+    except LifelineError as exc:
+        raise click.ClickException(str(exc)) from exc
+    run_with_progress(
+        ctx,
+        scenario,
+        sensors=city.sensors,
+        output=output,
+        speed=speed,
+        no_publish=no_publish,
+        seed=seed,
+        expected=int(total / scenario.step) * _sensor_count(city.sensors, Network.WATER),
+    )
+
+
+@simulate.command("gas-leak")
+@click.option("--junction", default=None, help="Junction id of the leak.")
+@click.option("--pipe", default=None, help="Pipe id of the leak.")
+@click.option("--position", type=float, default=0.5, show_default=True, help="Along the pipe, 0 … 1.")
+@click.option("--flow", "flow_m3_h", type=float, default=20.0, show_default=True, help="Leak flow, m³/h.")
+@click.option("--at", "at_h", type=float, default=1.0, show_default=True, help="Hours after the start.")
+@click.option("--growth", type=click.Choice(["abrupt", "incipient"]), default="abrupt", show_default=True)
+@click.option("--ramp", "ramp_h", type=float, default=0.0, show_default=True, help="Incipient growth time, hours.")
+@click.option(
+    "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("scenario-gas-leak"), show_default=True
+)
+@_common
+@click.pass_context
+def gas_leak(
+    ctx: click.Context,
+    junction: str | None,
+    pipe: str | None,
+    position: float,
+    flow_m3_h: float,
+    at_h: float,
+    growth: str,
+    ramp_h: float,
+    output: Path,
+    hours: float,
+    speed: str,
+    no_publish: bool,
+    use_demo: bool,
+    start: str | None,
+    seed: int,
+) -> None:
+    """A gas leak through the gas model (pandapipes) and methane gathering in nearby underground spaces."""
+    from simulators.gas_scenarios import GasLeakEvent, GasScenario
+    from twin.sensors import Network
+
+    settings: Settings = ctx.obj
+    city = load_city_and_sensors(settings, demo=use_demo)
+    if Network.GAS not in city.networks:
+        raise click.ClickException("the twin has no gas network: 'lifeline twin import net.json' first")
+    if junction is None and pipe is None:
+        raise click.UsageError("give --junction or --pipe")
+    total = timedelta(hours=hours)
+    begin = scenario_start(start, total=total, speed=None if no_publish else parse_speed(speed))
+    try:
+        event = GasLeakEvent(
+            start=begin + timedelta(hours=at_h),
+            junction_id=junction,
+            pipe_id=pipe,
+            position=position,
+            volume_flow_m3_h=flow_m3_h,
+            growth=growth,  # type: ignore[arg-type]
+            ramp_h=ramp_h,
+        )
+        scenario = GasScenario(
+            city.networks[Network.GAS],
+            city.spaces,
+            city.sensors,
+            start=begin,
+            duration=total,
+            events=[event],
+            seed=seed,
+        )
+    except LifelineError as exc:
+        raise click.ClickException(str(exc)) from exc
+    run_with_progress(
+        ctx,
+        scenario,
+        sensors=city.sensors,
+        output=output,
+        speed=speed,
+        no_publish=no_publish,
+        seed=seed,
+        expected=int(total / scenario.step) * _sensor_count(city.sensors, Network.GAS),
+    )
+
+
+@simulate.command("scenario")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--speed", default="600", show_default=True, help="Simulated seconds per real second, or 'max'.")
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Default: a folder named after the file.",
+)
+@click.option("--no-publish", is_flag=True, help="Compute and write the recording only; no broker needed.")
+@click.option("--demo", "use_demo", is_flag=True, help="Use the built-in demo city instead of the stored twin.")
+@click.pass_context
+def scenario_cmd(
+    ctx: click.Context, file: Path, speed: str, output: Path | None, no_publish: bool, use_demo: bool
+) -> None:
+    """Run a scenario file (TOML) combining a storm, water leaks, gas leaks and sensor faults."""
+    from simulators.scenario_file import load_plan
+
+    settings: Settings = ctx.obj
+    city = load_city_and_sensors(settings, demo=use_demo)
+    try:
+        plan = load_plan(file, city)
+    except LifelineError as exc:
+        raise click.ClickException(str(exc)) from exc
+    steps = int(plan.scenario.duration / plan.scenario.step)
+    run_with_progress(
+        ctx,
+        plan.scenario,
+        sensors=city.sensors,
+        output=output or Path(f"scenario-{file.stem}"),
+        speed=speed,
+        no_publish=no_publish,
+        seed=plan.seed,
+        expected=steps * len(city.sensors),
+        faults=plan.faults,
+    )
+
+
 @click.command()
 @click.argument("recording", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--speed", default="1", show_default=True, help="Factor of real time, or 'max'.")

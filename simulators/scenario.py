@@ -7,6 +7,7 @@ recording and the ground truth, and publishes the messages paced by a speed fact
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -75,3 +76,41 @@ def parameters(**values: Any) -> Mapping[str, Any]:
         else:
             out[key] = value
     return out
+
+
+class CombinedScenario:
+    """Several scenarios run side by side (a storm and a leak in the same hours), their steps merged in time order.
+
+    The ground truth lists every part's events; each part's scenario description is kept under ``parts``.
+    """
+
+    def __init__(self, parts: list[Scenario], *, name: str = "combined") -> None:
+        if not parts:
+            raise ValueError("a combined scenario needs at least one part")
+        self.parts = parts
+        self.name = name
+        self.start = min(p.start for p in parts)
+        self.duration = max(p.start + p.duration for p in parts) - self.start
+        self.step = min(p.step for p in parts)
+
+    def steps(self) -> Iterator[Step]:
+        """Yield every part's steps merged by time; steps of the same instant become one."""
+        merged = heapq.merge(*(p.steps() for p in self.parts), key=lambda s: s.ts)
+        current: Step | None = None
+        for step in merged:
+            if current is not None and step.ts == current.ts:
+                current = Step(current.ts, [*current.readings, *step.readings])
+                continue
+            if current is not None:
+                yield current
+            current = step
+        if current is not None:
+            yield current
+
+    def ground_truth(self) -> GroundTruth:
+        truths = [p.ground_truth() for p in self.parts]
+        return GroundTruth(
+            scenario={"kind": "combined", "name": self.name, "parts": [t.scenario for t in truths]},
+            events=[event for t in truths for event in t.events],
+            summary={"parts": [t.summary for t in truths]},
+        )
