@@ -154,7 +154,18 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
 
     s = _settings(ctx)
     _migrate(s)
-    app = create_app(conninfo=_need(s.database_url, "DATABASE_URL"), schema=s.db_schema)
+    drill_env = (
+        {
+            "LIFELINE_MQTT_URL": s.mqtt_url,
+            "LIFELINE_MQTT_PROTOCOL": s.mqtt_protocol,
+            "LIFELINE_TOPIC_PREFIX": s.topic_prefix,
+            "LIFELINE_DATABASE_URL": _need(s.database_url, "DATABASE_URL"),
+            "LIFELINE_DB_SCHEMA": s.db_schema,
+        }
+        if s.mqtt_url
+        else None
+    )
+    app = create_app(conninfo=_need(s.database_url, "DATABASE_URL"), schema=s.db_schema, drill_env=drill_env)
     uvicorn.run(app, host=host or s.http_host, port=port or s.http_port, log_level=s.log_level.lower())
 
 

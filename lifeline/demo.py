@@ -110,7 +110,14 @@ def run_demo(settings: Settings, *, interval_s: float = 2.0) -> None:
             },
         )
         stream.start()
-        app = create_app(conninfo=db_url, schema=schema, drill=True, scene_dir=scene_dir)
+        drill_env = {
+            "LIFELINE_MQTT_URL": mqtt_url,
+            "LIFELINE_MQTT_PROTOCOL": protocol,
+            "LIFELINE_TOPIC_PREFIX": settings.topic_prefix,
+            "LIFELINE_DATABASE_URL": db_url,
+            "LIFELINE_DB_SCHEMA": schema,
+        }
+        app = create_app(conninfo=db_url, schema=schema, drill=True, scene_dir=scene_dir, drill_env=drill_env)
         server = uvicorn.Server(
             uvicorn.Config(
                 app, host=settings.http_host, port=settings.http_port, log_level="warning", ws="websockets-sansio"

@@ -15,14 +15,23 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from twin.store.db import connect_kwargs
+from viewer.drills import DrillManager
 from viewer.hub import AlertHub
-from viewer.routes import alerts, scene, sensors, twin
+from viewer.routes import alerts, drills, scene, sensors, twin
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 
 
-def create_app(*, conninfo: str, schema: str, drill: bool = False, scene_dir: Path | None = None) -> FastAPI:
+def create_app(
+    *,
+    conninfo: str,
+    schema: str,
+    drill: bool = False,
+    scene_dir: Path | None = None,
+    drill_env: dict[str, str] | None = None,
+    drill_demo_city: bool = False,
+) -> FastAPI:
     """Build the viewer for the store at *conninfo* / *schema*.
 
     Nothing connects until the app starts (its lifespan opens the pool and the alert hub).
@@ -31,6 +40,8 @@ def create_app(*, conninfo: str, schema: str, drill: bool = False, scene_dir: Pa
         conninfo: PostgreSQL connection string.
         schema: the store's schema.
         drill: mark everything the page shows as a drill (演练), e.g. in the demo.
+        drill_env: environment for drill commands (broker and database settings); None: drills disabled.
+        drill_demo_city: run drills on the built-in demo city instead of the stored twin.
         scene_dir: folder written by :func:`twin.scene.export_scene`; None: no 3D scene (its API answers 404).
     """
 
@@ -52,6 +63,7 @@ def create_app(*, conninfo: str, schema: str, drill: bool = False, scene_dir: Pa
         try:
             yield
         finally:
+            app.state.drills.close()
             await hub.stop()
             pool.close()
 
@@ -65,6 +77,8 @@ def create_app(*, conninfo: str, schema: str, drill: bool = False, scene_dir: Pa
     app.include_router(alerts.router)
     app.include_router(twin.router)
     app.include_router(scene.router)
+    app.include_router(drills.router)
+    app.state.drills = DrillManager(env=drill_env, demo_city=drill_demo_city)
     app.state.scene_dir = scene_dir
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
@@ -74,7 +88,14 @@ def create_app(*, conninfo: str, schema: str, drill: bool = False, scene_dir: Pa
 
     @app.get("/api/info", tags=["meta"], summary="What this server is and whether it is a drill")
     def info() -> dict[str, Any]:
-        return {"name": "Lifeline Twin", "version": "0.1.0", "schema": schema, "drill": drill}
+        manager: DrillManager = app.state.drills
+        return {
+            "name": "Lifeline Twin",
+            "version": "0.1.0",
+            "schema": schema,
+            "drill": drill or manager.running(),
+            "drills_enabled": manager.enabled,
+        }
 
     @app.get("/healthz", tags=["meta"], summary="Liveness and database reachability")
     def healthz() -> JSONResponse:

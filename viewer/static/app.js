@@ -11,6 +11,7 @@ const I18N = {
     drainage: "排水", water: "供水", gas: "燃气", rain: "雨量",
     raised: "新预警", updated: "更新", cleared: "已解除", ok: "正常", stale: "离线", bad: "数据异常",
     alarm: "预警", noData: "无数据", lang: "EN", scene3d: "三维场景",
+    drillStart: "开始暴雨演练", drillStop: "停止演练",
   },
   en: {
     title: "Ji'an City Lifeline Safety Monitor", subtitle: "One network runs the city · drainage · water · gas",
@@ -21,6 +22,7 @@ const I18N = {
     drainage: "Drainage", water: "Water", gas: "Gas", rain: "Rain", raised: "raised", updated: "updated",
     cleared: "cleared", ok: "normal", stale: "offline", bad: "bad data", alarm: "alarm", noData: "no data",
     lang: "中文", scene3d: "3D scene",
+    drillStart: "Start storm drill", drillStop: "Stop drill",
   },
 };
 const GRADE_ROMAN = { 1: "Ⅰ", 2: "Ⅱ", 3: "Ⅲ", 4: "Ⅳ" };
@@ -175,6 +177,17 @@ function renderAlerts(flashId) {
   $("#no-alerts").hidden = list.length > 0;
 }
 
+async function refreshDrill() {
+  const info = await getJSON("/api/info");
+  $("#drill").hidden = !info.drill;
+  $("#drill-controls").hidden = !info.drills_enabled;
+  if (info.drills_enabled) {
+    const running = (await getJSON("/api/drills")).some((d) => d.status === "running");
+    $("#drill-start").hidden = running;
+    $("#drill-stop").hidden = !running;
+  }
+}
+
 let sensorReload = null;
 function scheduleSensorReload() {
   // Coalesce bursts of alerts into one refresh of the latest values.
@@ -275,8 +288,20 @@ async function main() {
   });
   $("#chart-close").addEventListener("click", () => { $("#chart-panel").hidden = true; state.chartSensor = null; });
   applyLang();
-  const info = await getJSON("/api/info");
-  $("#drill").hidden = !info.drill;
+  await refreshDrill();
+  $("#drill-start").addEventListener("click", async () => {
+    // A 50-year, 2-hour design storm through the drainage model, ten simulated minutes a second.
+    await fetch("/api/drills", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ kind: "rainstorm", speed: "600", params: { return_period: 50, duration_min: 120 } }) });
+    refreshDrill();
+  });
+  $("#drill-stop").addEventListener("click", async () => {
+    const drills = await getJSON("/api/drills");
+    await Promise.all(drills.filter((d) => d.status === "running")
+      .map((d) => fetch(`/api/drills/${d.id}`, { method: "DELETE" })));
+    refreshDrill();
+  });
+  setInterval(() => refreshDrill().catch(() => {}), 5000);
   await loadSensors();
   connectAlerts();  // first, so nothing raised while the list loads is missed
   await loadAlerts();

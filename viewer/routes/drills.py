@@ -1,0 +1,51 @@
+"""Drills: start and stop simulated scenarios from the operations centre (clearly marked as drills)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, HTTPException, Request
+from pydantic import BaseModel, Field
+
+from twin.errors import ConfigError
+from viewer.drills import DrillManager
+
+router = APIRouter(prefix="/api/drills", tags=["drills"])
+
+
+class DrillCreate(BaseModel):
+    kind: str = Field(description="rainstorm, leak, gas-leak or scenario")
+    speed: str = Field("600", description="simulated seconds per real second, or 'max'")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="e.g. return_period, duration_min; junction/pipe, flow, at_h, hours; toml for a scenario file",
+    )
+
+
+def _manager(request: Request) -> DrillManager:
+    manager: DrillManager = request.app.state.drills
+    return manager
+
+
+@router.get("", summary="Drills started here, newest first")
+def list_drills(request: Request) -> list[dict[str, Any]]:
+    return _manager(request).describe()
+
+
+@router.post("", status_code=201, summary="Start a drill")
+def start_drill(request: Request, body: Annotated[DrillCreate, Body()]) -> dict[str, Any]:
+    try:
+        drill = _manager(request).start(body.kind, speed=body.speed, params=body.params)
+    except ConfigError as exc:
+        raise HTTPException(
+            409 if "not enabled" in str(exc) or "running already" in str(exc) else 422, str(exc)
+        ) from exc
+    return drill.as_dict()
+
+
+@router.delete("/{drill_id}", summary="Stop a drill")
+def stop_drill(request: Request, drill_id: int) -> dict[str, Any]:
+    try:
+        return _manager(request).stop(drill_id).as_dict()
+    except KeyError as exc:
+        raise HTTPException(404, f"no drill {drill_id}") from exc
