@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # Set up (first run only) and run every quality gate and test: ruff, mypy, pytest.
-# Needs PostgreSQL and an MQTT broker: LIFELINE_TEST_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/test)
-# and LIFELINE_TEST_MQTT_URL (default mqtt://127.0.0.1:1883).
+# Needs PostgreSQL (LIFELINE_TEST_DATABASE_URL, default postgresql://postgres@127.0.0.1:5432/test) and Mosquitto
+# installed: the tests start their own broker, or use LIFELINE_TEST_MQTT_URL if set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
 
 export LIFELINE_TEST_DATABASE_URL=${LIFELINE_TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/test}
-export LIFELINE_TEST_MQTT_URL=${LIFELINE_TEST_MQTT_URL:-mqtt://127.0.0.1:1883}
 .venv/bin/python - <<'PY'
-import os, socket, sys
+import os, shutil, socket, sys
 from urllib.parse import urlsplit
 missing = []
+mosquitto = shutil.which("mosquitto") or os.path.exists("/usr/sbin/mosquitto")
+if not os.environ.get("LIFELINE_TEST_MQTT_URL") and not mosquitto:
+    missing.append("Mosquitto is not installed (the tests start their own): apt-get install mosquitto, "
+                   "or set LIFELINE_TEST_MQTT_URL")
 for name in ("LIFELINE_TEST_DATABASE_URL", "LIFELINE_TEST_MQTT_URL"):
+    if name not in os.environ:
+        continue
     url = urlsplit(os.environ[name])
     port = url.port or (5432 if url.scheme.startswith("postgres") else 1883)
     try:

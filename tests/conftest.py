@@ -17,8 +17,10 @@ import pytest
 import uvicorn
 
 from ingest.service import IngestService
+from lifeline.embedded import start_broker
 from lifeline.settings import mqtt_config_from_url
 from twin.demo import demo_sensors
+from twin.errors import ServiceError
 from twin.mqtt import MqttConfig
 from twin.store.db import DictConnection, connect
 from twin.store.schema import drop_schema, migrate
@@ -26,7 +28,7 @@ from twin.store.sensors import upsert_sensors
 from viewer.app import create_app
 
 PG_URL = os.environ.get("LIFELINE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-MQTT_URL = os.environ.get("LIFELINE_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
+MQTT_URL = os.environ.get("LIFELINE_TEST_MQTT_URL")
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
 
@@ -48,11 +50,26 @@ def pg_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def broker() -> MqttConfig:
-    config = mqtt_config_from_url(MQTT_URL)
-    if not _port_open(config.host, config.port):
-        pytest.fail(f"no MQTT broker at {config.url} (set LIFELINE_TEST_MQTT_URL)")
-    return config
+def broker() -> Iterator[MqttConfig]:
+    """The MQTT broker of the tests: LIFELINE_TEST_MQTT_URL, else a private Mosquitto for this test session.
+
+    The private one is configured as deploy/mosquitto.conf is (queues of 100,000 messages): Mosquitto's default
+    of 1,000 queued messages per client drops QoS 1 messages when a test publishes faster than ingest consumes.
+    """
+    if MQTT_URL:
+        config = mqtt_config_from_url(MQTT_URL)
+        if not _port_open(config.host, config.port):
+            pytest.fail(f"no MQTT broker at {config.url} (LIFELINE_TEST_MQTT_URL)")
+        yield config
+        return
+    try:
+        server, _protocol = start_broker(kind="mosquitto")
+    except ServiceError as exc:
+        pytest.fail(f"cannot start Mosquitto for the tests ({exc}); install it or set LIFELINE_TEST_MQTT_URL")
+    try:
+        yield mqtt_config_from_url(server.url)
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ For each engine scenario — the drainage under a 2-hour 50-year storm then 22 h
 supply with a leak (EPANET), the gas network with a leak (pandapipes) — and all three combined, measures the wall
 time to compute the scenario and write its recording and ground truth, and reports it as × real time.
 
-    python bench/simulators.py            # medians of 3 runs
-    python bench/simulators.py --runs 1
+    python bench/bench_simulators.py            # medians of 3 runs
+    python bench/bench_simulators.py --runs 1
 """
 
 from __future__ import annotations
