@@ -109,6 +109,7 @@ def test_scene_page_draws_the_city_and_inspects_what_is_clicked(
     # Live state can recolour one sensor marker.
     first_sensor = min(city.sensors)
     assert page.evaluate("id => lifelineScene.setSensorColour(id, '#e53935')", first_sensor)
+    assert _near(page.evaluate("id => lifelineScene.sensorColour(id)", first_sensor), "e53935")
     assert not page.evaluate("() => lifelineScene.setSensorColour('NO-SUCH', '#e53935')")
 
     # Pipes show through the translucent ground: switching their layers off changes what the canvas shows.
@@ -190,3 +191,57 @@ def test_scene_api_serves_the_files_and_says_clearly_when_there_are_none(tmp_pat
         meta = client.get("/api/scene/meta.json").json()
         assert meta["format"] == "lifeline-scene/1" and meta["glb"]["bytes"] == len(glb.content)
         assert client.get("/scene").text.startswith("<!doctype html>")
+
+
+# Colours round-trip through linear RGB in the vertex buffer: compare within one step per channel.
+NEAR_COLOUR = """([id, want]) => {
+  const got = lifelineScene.sensorColour(id);
+  if (!got) return false;
+  return [0, 2, 4].every((k) => Math.abs(parseInt(got.slice(k, k + 2), 16) - parseInt(want.slice(k, k + 2), 16)) <= 2);
+}"""
+
+
+def _near(got: str, want: str) -> bool:
+    return all(abs(int(got[k : k + 2], 16) - int(want[k : k + 2], 16)) <= 2 for k in (0, 2, 4))
+
+
+def test_sensor_markers_take_the_colour_of_live_warnings(
+    browser: Any, scene_url: str, city: City, db: Any, schema: str
+) -> None:
+    from datetime import UTC, datetime
+
+    from twin.alerts import AlertChange
+    from twin.store.alerts import apply_change
+
+    sensor = next(s for s in sorted(city.sensors.values(), key=lambda s: s.sensor_id) if s.network.value == "gas")
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(f"{scene_url}/scene")
+    page.wait_for_selector("#status[data-ready='1']", timeout=READY_TIMEOUT_MS)
+    base = page.evaluate("id => lifelineScene.sensorColour(id)", sensor.sensor_id)
+    page.wait_for_timeout(500)  # the page subscribes to /ws/alerts once the scene is ready
+
+    def change(event: str, grade: int) -> None:
+        apply_change(
+            db,
+            AlertChange(
+                event,
+                f"threshold:{sensor.sensor_id}:high",
+                "threshold",
+                sensor.sensor_id,
+                sensor.network.value,
+                sensor.district,
+                grade,
+                datetime.now(UTC),
+                60.0,
+                50.0,
+                "测试",
+                "test",
+            ),
+            schema=schema,
+        )
+
+    change("raised", 2)  # stored and announced as ingest does: NOTIFY → hub → websocket → page
+    page.wait_for_function(NEAR_COLOUR, arg=[sensor.sensor_id, "fb8c00"])
+    change("cleared", 2)
+    page.wait_for_function(NEAR_COLOUR, arg=[sensor.sensor_id, base])
+    page.close()

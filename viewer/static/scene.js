@@ -515,3 +515,53 @@ ready.catch((err) => {
   el.classList.add("error");
   el.dataset.error = err.message;
 });
+
+// --- live state: sensor markers take the colour of their worst active warning --------------------------------------
+const GRADE_CSS = { 1: "#e53935", 2: "#fb8c00", 3: "#fdd835", 4: "#1e88e5" };
+const liveGrades = new Map();  // sensor id -> {cause_key -> grade}
+const baseColour = new Map();  // sensor id -> its marker colour before any warning
+
+function paintSensor(sensorId) {
+  const found = locate("sensor:" + sensorId);
+  if (!found) return;
+  if (!baseColour.has(sensorId)) {
+    const colours = found.mesh.geometry.getAttribute("color");
+    const v0 = found.entry.vertex_offsets[found.index];
+    baseColour.set(sensorId, new THREE.Color(colours.getX(v0), colours.getY(v0), colours.getZ(v0)).getStyle());
+  }
+  const causes = liveGrades.get(sensorId);
+  const worst = causes && causes.size ? Math.min(...causes.values()) : null;
+  setSensorColour(sensorId, worst !== null ? GRADE_CSS[worst] : baseColour.get(sensorId));
+}
+
+function applyAlert(alert) {
+  if (!alert.sensor_id) return;
+  const causes = liveGrades.get(alert.sensor_id) || new Map();
+  if (alert.active) causes.set(alert.cause_key, alert.grade); else causes.delete(alert.cause_key);
+  liveGrades.set(alert.sensor_id, causes);
+  paintSensor(alert.sensor_id);
+}
+
+async function followLiveState() {
+  try {
+    const res = await fetch("/api/alerts?active=true&limit=1000");
+    if (res.ok) for (const alert of await res.json()) applyAlert(alert);
+  } catch (err) { return; }  // a scene served without the live API (file export) simply stays static
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  const connect = () => {
+    const ws = new WebSocket(`${proto}://${location.host}/ws/alerts`);
+    ws.onmessage = (ev) => { const msg = JSON.parse(ev.data); if (msg.type === "alert") applyAlert(msg.alert); };
+    ws.onclose = () => setTimeout(connect, 3000);
+  };
+  connect();
+}
+function sensorColour(sensorId) {
+  const found = locate("sensor:" + sensorId);
+  if (!found) return null;
+  const colours = found.mesh.geometry.getAttribute("color");
+  const v0 = found.entry.vertex_offsets[found.index];
+  return new THREE.Color(colours.getX(v0), colours.getY(v0), colours.getZ(v0)).getHexString();
+}
+
+ready.then(followLiveState);
+Object.assign(window.lifelineScene, { sensorColour });
