@@ -91,3 +91,49 @@ def test_rainstorm_published_lands_in_the_store(
     assert row["n"] == published and svc.stats.dead_letters == 0
     alerts = db.execute("SELECT count(*) AS n FROM alerts WHERE network IN ('drainage', 'rain')").fetchone()
     assert alerts["n"] > 0  # the storm crosses the rain and level limits
+
+
+@pytest.mark.integration
+def test_ctrl_c_stops_a_published_run_cleanly_and_keeps_what_it_wrote(
+    broker: MqttConfig, prefix: str, tmp_path: Path
+) -> None:
+    import signal
+    import time
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("LIFELINE_")}
+    env = {**base, "LIFELINE_MQTT_URL": broker.url, "LIFELINE_TOPIC_PREFIX": prefix}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lifeline",
+            "simulate",
+            "leak",
+            "--demo",
+            "--junction",
+            "J0505",
+            "--hours",
+            "24",
+            "--speed",
+            "60",
+            "--output",
+            str(tmp_path),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    recording = tmp_path / "recording.jsonl"
+    deadline = time.monotonic() + 60
+    while not (recording.exists() and recording.stat().st_size > 10_000):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run did not start publishing"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "(stopped early)" in out
+    truth = orjson.loads((tmp_path / "ground_truth.json").read_bytes())
+    assert truth["summary"]["stopped_early"] is True
+    lines = recording.read_bytes().splitlines()
+    assert 0 < len(lines) == truth["summary"]["messages"] < 141 * 24 * 60
