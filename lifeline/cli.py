@@ -145,9 +145,15 @@ def ingest(ctx: click.Context) -> None:
 @cli.command()
 @click.option("--host", default=None, help="Bind address (default: LIFELINE_HTTP_HOST).")
 @click.option("--port", type=int, default=None, help="Port (default: LIFELINE_HTTP_PORT).")
+@click.option(
+    "--scene-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder written by 'lifeline twin export-scene', for the 3D page.",
+)
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
-    """Serve the API, the alert websockets and the operations page."""
+def serve(ctx: click.Context, host: str | None, port: int | None, scene_dir: Path | None) -> None:
+    """Serve the API, the alert websockets, the operations page and (with --scene-dir) the 3D page."""
     import uvicorn
 
     from viewer.app import create_app
@@ -165,7 +171,9 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
         if s.mqtt_url
         else None
     )
-    app = create_app(conninfo=_need(s.database_url, "DATABASE_URL"), schema=s.db_schema, drill_env=drill_env)
+    app = create_app(
+        conninfo=_need(s.database_url, "DATABASE_URL"), schema=s.db_schema, drill_env=drill_env, scene_dir=scene_dir
+    )
     uvicorn.run(app, host=host or s.http_host, port=port or s.http_port, log_level=s.log_level.lower())
 
 

@@ -480,14 +480,24 @@ def replay(ctx: click.Context, recording: Path, speed: str) -> None:
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.pass_context
 def simulate_demo_stream(ctx: click.Context, interval: float, count: int | None, seed: int) -> None:
-    """Publish the demo sensors' synthetic stream (a storm crossing the alarm limits, every 90 ticks)."""
+    """Publish a synthetic stream for the stored sensors (or the 21 built-in ones without a database).
+
+    A storm crosses the alarm limits every 90 ticks.
+    """
     from simulators.demo_stream import run_demo_stream
     from twin.demo import demo_sensors
 
     s: Settings = ctx.obj
+    sensors = demo_sensors()
+    if s.database_url:
+        from twin.store.db import connect
+        from twin.store.sensors import load_registry
+
+        with connect(s.database_url, schema=s.db_schema, autocommit=True) as conn:
+            sensors = list(load_registry(conn).values()) or sensors
     stop = stop_event_on_signals()
     n = run_demo_stream(
-        sensors=demo_sensors(),
+        sensors=sensors,
         mqtt_config=s.mqtt_config(_need(s.mqtt_url, "MQTT_URL")),
         prefix=s.topic_prefix,
         interval_s=interval,
