@@ -60,7 +60,7 @@ import pandapipes
 
 from simulators.gas_dispersion import leak_flow_m3_h, share_reaching, step_concentration, to_pct_lel
 from simulators.scenario import GroundTruth, Step, parameters
-from simulators.water_scenarios import (
+from simulators.scenario_tools import (
     CHINA_STANDARD_TIME,
     DemandVariation,
     EventTiming,
