@@ -61,6 +61,7 @@ from swmm.toolkit import solver
 from swmm.toolkit.shared_enum import LinkResult, NodeProperty, NodeResult, ObjectType, SubcatchProperty
 
 from simulators.scenario import GroundTruth, SimReading, Step, parameters
+from simulators.scenario_tools import whole_seconds
 from twin.drainage import (
     ACRE_HA,
     FLOW_M3_S,
@@ -89,13 +90,6 @@ _SWMM_EPOCH = datetime(1899, 12, 30)  # SWMM's DateTime counts days from here
 _ASSET_PREFIX = f"{Network.DRAINAGE.value}:"
 
 
-def _whole_seconds(value: timedelta, what: str) -> int:
-    seconds = value.total_seconds()
-    if seconds < 1 or abs(seconds - round(seconds)) > 1e-6:
-        raise ConfigError(f"{what} must be a positive whole number of seconds, not {seconds:g} s")
-    return round(seconds)
-
-
 def _clock(seconds: int) -> str:
     """SWMM's ``HH:MM:SS`` for a duration in seconds."""
     return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
@@ -122,7 +116,7 @@ class RainSeries:
             raise ConfigError("the rain series is empty")
         if any(not math.isfinite(v) or v < 0 for v in self.rain_mm_h):
             raise ConfigError("rain intensities must be finite numbers ≥ 0 (mm/h)")
-        _whole_seconds(self.step, "the rain step")
+        whole_seconds(self.step, "the rain step")
         if self.start is not None and self.start.tzinfo is None:
             raise ConfigError("the rain's start must be timezone-aware")
 
@@ -365,11 +359,11 @@ class RainstormScenario:
         self.level_noise_m = level_noise_m
         self.flow_noise_l_s = flow_noise_l_s
         self.seed = seed
-        step_s = _whole_seconds(step, "the sensor step")
-        total_s = _whole_seconds(self.duration, "the rain plus the drain time")
+        step_s = whole_seconds(step, "the sensor step")
+        total_s = whole_seconds(self.duration, "the rain plus the drain time")
         if total_s % step_s:
             raise ConfigError(f"the rain plus the drain time ({total_s} s) is not a whole number of {step_s} s steps")
-        rain_step_s = _whole_seconds(rain.step, "the rain step")
+        rain_step_s = whole_seconds(rain.step, "the rain step")
         self._stride_s = math.gcd(step_s, rain_step_s)
         self._probes = _probes(network, sensors)
         self._run: RainstormRun | None = None
@@ -733,7 +727,7 @@ def scenario_inp(
         raise ConfigError("scenario times must be timezone-aware")
     first = start.astimezone(UTC).replace(tzinfo=None, microsecond=0)
     last = end.astimezone(UTC).replace(tzinfo=None, microsecond=0)
-    rain_s = _whole_seconds(rain_step, "the rain step")
+    rain_s = whole_seconds(rain_step, "the rain step")
     options: dict[str, str] = {
         "START_DATE": first.strftime("%m/%d/%Y"),
         "START_TIME": first.strftime("%H:%M:%S"),
@@ -743,7 +737,7 @@ def scenario_inp(
         "END_TIME": last.strftime("%H:%M:%S"),
         "WET_STEP": _clock(rain_s),
         "DRY_STEP": _clock(rain_s),
-        "REPORT_STEP": _clock(_whole_seconds(report_step, "the report step")),
+        "REPORT_STEP": _clock(whole_seconds(report_step, "the report step")),
         "IGNORE_RAINFALL": "NO",
         "IGNORE_ROUTING": "NO",
         "THREADS": "1",
