@@ -264,6 +264,45 @@ def _sensor_count(sensors: Any, *networks: Any) -> int:
     return sum(1 for s in sensors.values() if s.network in networks)
 
 
+def _run_leak(
+    ctx: click.Context,
+    network: Any,
+    build: Any,
+    *,
+    located: bool,
+    hours: float,
+    start: str | None,
+    speed: str,
+    no_publish: bool,
+    use_demo: bool,
+    output: Path,
+    seed: int,
+) -> None:
+    """What the leak commands share: the city, the checks, the start time, errors, and the run with progress."""
+    settings: Settings = ctx.obj
+    city = load_city_and_sensors(settings, demo=use_demo)
+    if network not in city.networks:
+        raise click.ClickException(f"the twin has no {network.value} network: 'lifeline twin import …' first")
+    if not located:
+        raise click.UsageError("give --junction or --pipe")
+    total = timedelta(hours=hours)
+    begin = scenario_start(start, total=total, speed=None if no_publish else parse_speed(speed))
+    try:
+        scenario = build(city, begin, total)
+    except LifelineError as exc:
+        raise click.ClickException(str(exc)) from exc
+    run_with_progress(
+        ctx,
+        scenario,
+        sensors=city.sensors,
+        output=output,
+        speed=speed,
+        no_publish=no_publish,
+        seed=seed,
+        expected=int(total / scenario.step) * _sensor_count(city.sensors, network),
+    )
+
+
 @simulate.command("leak")
 @click.option("--junction", default=None, help="Junction id of the leak.")
 @click.option("--pipe", default=None, help="Pipe id of the leak (split between its ends by --position).")
@@ -298,15 +337,7 @@ def leak(
     from simulators.water_scenarios import LeakEvent, WaterScenario
     from twin.sensors import Network
 
-    settings: Settings = ctx.obj
-    city = load_city_and_sensors(settings, demo=use_demo)
-    if Network.WATER not in city.networks:
-        raise click.ClickException("the twin has no water network: 'lifeline twin import model.inp' first")
-    if junction is None and pipe is None:
-        raise click.UsageError("give --junction or --pipe")
-    total = timedelta(hours=hours)
-    begin = scenario_start(start, total=total, speed=None if no_publish else parse_speed(speed))
-    try:
+    def build(city: Any, begin: datetime, total: timedelta) -> Any:
         event = LeakEvent(
             flow_l_s=flow_l_s,
             start=begin + timedelta(hours=at_h),
@@ -316,20 +347,22 @@ def leak(
             growth=growth,  # type: ignore[arg-type]  # click.Choice guarantees the literal
             ramp_h=ramp_h,
         )
-        scenario = WaterScenario(
+        return WaterScenario(
             city.networks[Network.WATER], city.sensors, start=begin, duration=total, events=[event], seed=seed
         )
-    except LifelineError as exc:
-        raise click.ClickException(str(exc)) from exc
-    run_with_progress(
+
+    _run_leak(
         ctx,
-        scenario,
-        sensors=city.sensors,
-        output=output,
+        Network.WATER,
+        build,
+        located=junction is not None or pipe is not None,
+        hours=hours,
+        start=start,
         speed=speed,
         no_publish=no_publish,
+        use_demo=use_demo,
+        output=output,
         seed=seed,
-        expected=int(total / scenario.step) * _sensor_count(city.sensors, Network.WATER),
     )
 
 
@@ -367,15 +400,7 @@ def gas_leak(
     from simulators.gas_scenarios import GasLeakEvent, GasScenario
     from twin.sensors import Network
 
-    settings: Settings = ctx.obj
-    city = load_city_and_sensors(settings, demo=use_demo)
-    if Network.GAS not in city.networks:
-        raise click.ClickException("the twin has no gas network: 'lifeline twin import net.json' first")
-    if junction is None and pipe is None:
-        raise click.UsageError("give --junction or --pipe")
-    total = timedelta(hours=hours)
-    begin = scenario_start(start, total=total, speed=None if no_publish else parse_speed(speed))
-    try:
+    def build(city: Any, begin: datetime, total: timedelta) -> Any:
         event = GasLeakEvent(
             start=begin + timedelta(hours=at_h),
             junction_id=junction,
@@ -385,7 +410,7 @@ def gas_leak(
             growth=growth,  # type: ignore[arg-type]
             ramp_h=ramp_h,
         )
-        scenario = GasScenario(
+        return GasScenario(
             city.networks[Network.GAS],
             city.spaces,
             city.sensors,
@@ -394,17 +419,19 @@ def gas_leak(
             events=[event],
             seed=seed,
         )
-    except LifelineError as exc:
-        raise click.ClickException(str(exc)) from exc
-    run_with_progress(
+
+    _run_leak(
         ctx,
-        scenario,
-        sensors=city.sensors,
-        output=output,
+        Network.GAS,
+        build,
+        located=junction is not None or pipe is not None,
+        hours=hours,
+        start=start,
         speed=speed,
         no_publish=no_publish,
+        use_demo=use_demo,
+        output=output,
         seed=seed,
-        expected=int(total / scenario.step) * _sensor_count(city.sensors, Network.GAS),
     )
 
 
