@@ -16,7 +16,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -26,13 +26,17 @@ import paho.mqtt.client as mqtt
 import psycopg
 
 from ingest.protocol import Decoded, PayloadDecoder, PayloadLimits
-from models.thresholds import ThresholdDetector, state_from_active
+from models.chain import DetectorChain
+from models.streaming import StreamDetector
+from models.thresholds import state_from_active
 from twin.alerts import AlertChange
 from twin.mqtt import MqttConfig, connect, make_client
+from twin.sensors import Sensor
 from twin.store.alerts import active_alerts, apply_change
 from twin.store.db import DictConnection
 from twin.store.db import connect as db_connect
 from twin.store.dead_letter import store_dead_letters
+from twin.store.detector_state import load_states, save_states
 from twin.store.readings import ReadingStore
 from twin.store.schema import StorageMode, current_mode
 from twin.store.sensors import load_registry
@@ -44,6 +48,11 @@ INITIAL_DELAY = 0.5
 DELAY_BACKOFF = 2.0
 DELAY_JITTER = 0.1
 MAX_DELAY = 10.0
+STATE_SAVE_S = 30.0
+"""The detectors' learned state is stored with a batch at least this often (seconds), and with every batch that
+changes an alert, so the alerts a detector believes active always match the stored ones."""
+
+DetectorFactory = Callable[[Mapping[str, Sensor]], StreamDetector]
 
 
 @dataclass(slots=True)
@@ -94,6 +103,9 @@ class IngestService:
         registry_refresh_s: how often the sensor list is re-read from the store, seconds.
         failpoint: ``"crash_after_commit"`` ends the process right after a commit, before the acks (fault tests).
         clock: current UTC time (tests move it).
+        detectors: factories of the learned detectors that run after sensor health, thresholds and the per-sensor
+            baseline (see :class:`models.chain.DetectorChain`).
+        state_save_s: how often the detectors' learned state is stored at least, seconds.
 
     Example:
         >>> svc = IngestService(conninfo="postgresql://127.0.0.1/test", schema="lifeline",   # doctest: +SKIP
@@ -114,6 +126,8 @@ class IngestService:
         registry_refresh_s: float = 10.0,
         failpoint: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        detectors: Sequence[DetectorFactory] = (),
+        state_save_s: float = STATE_SAVE_S,
     ) -> None:
         self.conninfo = conninfo
         self.schema = schema
@@ -125,6 +139,8 @@ class IngestService:
         self.registry_refresh_s = registry_refresh_s
         self.failpoint = failpoint
         self.clock = clock
+        self.detector_factories = tuple(detectors)
+        self.state_save_s = state_save_s
         self.stats = IngestStats()
         self._queue: queue.SimpleQueue[_Message] = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -134,7 +150,8 @@ class IngestService:
         self._store: ReadingStore | None = None
         self._mode: StorageMode | None = None
         self._decoder: PayloadDecoder | None = None
-        self._detector: ThresholdDetector | None = None
+        self._detector: DetectorChain | None = None
+        self._state_saved_at = 0.0
         self._registry_loaded_at = 0.0
         self._client: mqtt.Client | None = None
         self._worker: threading.Thread | None = None
@@ -155,6 +172,11 @@ class IngestService:
         self._worker = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
         self._worker.start()
 
+    @property
+    def detectors(self) -> DetectorChain | None:
+        """The detectors this service runs (None before it has connected to the database)."""
+        return self._detector
+
     def wait_ready(self, timeout: float) -> bool:
         """Wait until the subscription is in place; return False on timeout."""
         return self._subscribed.wait(timeout)
@@ -164,6 +186,8 @@ class IngestService:
         self._stop.set()
         if self._worker is not None:
             self._worker.join(timeout)
+            if not self._worker.is_alive():
+                self._save_states_safely()
         if self._client is not None:
             self._client.disconnect()
             self._client.loop_stop()
@@ -288,7 +312,7 @@ class IngestService:
         if conn is None or store is None or detector is None:
             raise psycopg.OperationalError("no database connection")
         readings = batch.decoded.readings
-        detection = detector.evaluate(readings)
+        detection = detector.evaluate(readings, now=self.clock())
         published: list[tuple[int, AlertChange]] = []
         with conn.transaction():
             inserted = store.write([(r.sensor_id, r.ts, r.value, r.quality) for r in readings])
@@ -298,6 +322,11 @@ class IngestService:
                 if event_id is not None:
                     published.append((event_id, change))
         detector.commit(detection)
+        if detection.changes or time.monotonic() - self._state_saved_at > self.state_save_s:
+            # Stored right after the batch (a crash in between leaves the state one batch behind, which the
+            # detectors tolerate: a re-raised alert updates the stored one, a stale clear changes nothing).
+            self._save_states_safely()
+            self._state_saved_at = time.monotonic()
         stats = self.stats
         stats.database_ok = True
         stats.batches += 1
@@ -388,7 +417,17 @@ class IngestService:
         if self._detector is None:
             rows = conn.execute("SELECT sensor_id, ts FROM sensor_latest").fetchall()
             state = state_from_active(active_alerts(conn), {r["sensor_id"]: r["ts"] for r in rows})
-            self._detector = ThresholdDetector(registry, state)
+            chain = DetectorChain.default(registry, threshold_state=state, extra=self.detector_factories)
+            prefix = self._state_prefix()
+            stored = {k[len(prefix) :]: v for k, v in load_states(conn).items() if k.startswith(prefix)}
+            restored = chain.load_states(stored)
+            log.info(
+                "detectors: %s; learned state restored for: %s",
+                ", ".join(d.name for d in chain.detectors),
+                ", ".join(restored) or "none (they learn from the data)",
+            )
+            self._detector = chain
+            self._state_saved_at = time.monotonic()
         else:
             self._detector.update_sensors(registry)
         if self._decoder is None:
@@ -397,6 +436,24 @@ class IngestService:
             self._decoder.sensors = registry
         self._registry_loaded_at = time.monotonic()
         log.debug("loaded %d sensors", len(registry))
+
+    def _state_prefix(self) -> str:
+        """Stored detector states are per worker: with a shared subscription each worker sees part of the stream."""
+        return f"{self.mqtt_config.client_id}/"
+
+    def _state_keys(self, states: Mapping[str, Any]) -> dict[str, Any]:
+        prefix = self._state_prefix()
+        return {prefix + name: state for name, state in states.items()}
+
+    def _save_states_safely(self) -> None:
+        """Store the detectors' state at a clean stop (best effort: it is also stored with batches)."""
+        if self._conn is None or self._detector is None:
+            return
+        try:
+            with self._conn.transaction():
+                save_states(self._conn, self._state_keys(self._detector.dump_states()))
+        except psycopg.Error as exc:
+            log.warning("could not store the detectors' state at stop: %s", exc)
 
     def _refresh_registry_safely(self) -> None:
         try:

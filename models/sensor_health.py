@@ -96,6 +96,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from operator import attrgetter
+from typing import Any
 
 from twin.alerts import AlertChange
 from twin.readings import QUALITY_BAD, Reading
@@ -665,3 +666,50 @@ def _change(
         message=zh,
         message_en=en,
     )
+
+
+_TIME_FIELDS = frozenset({"last_ts", "arrived", "spike_ts", "fed_ts", "drift_ts"})
+
+
+def state_to_json(state: HealthState) -> dict[str, Any]:
+    """Return one sensor's health state as JSON-ready data (times as ISO strings, NaN as None)."""
+    out: dict[str, Any] = {}
+    for name in HealthState.__slots__:
+        value = getattr(state, name)
+        if name in _TIME_FIELDS:
+            value = None if value is None else value.isoformat()
+        elif name == "excursion_ts":
+            value = [t.isoformat() for t in value]
+        elif name == "active":
+            value = sorted(value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            value = None
+        out[name] = value
+    return out
+
+
+def state_from_json(data: Mapping[str, Any]) -> HealthState:
+    """Return the health state :func:`state_to_json` wrote; missing keys take their defaults.
+
+    Raises:
+        ValueError: a value of the wrong kind.
+    """
+    state = HealthState()
+    for name in HealthState.__slots__:
+        if name not in data:
+            continue
+        value = data[name]
+        if name in _TIME_FIELDS:
+            value = None if value is None else datetime.fromisoformat(value)
+        elif name == "excursion_ts":
+            value = tuple(datetime.fromisoformat(t) for t in value)
+        elif name == "active":
+            value = frozenset(str(f) for f in value if f in FAULTS)
+        elif name == "last_value":
+            value = math.nan if value is None else float(value)
+        elif isinstance(getattr(state, name), int):
+            value = int(value)
+        elif isinstance(getattr(state, name), float):
+            value = float(value)
+        setattr(state, name, value)
+    return state

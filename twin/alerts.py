@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -12,6 +14,8 @@ class AlertChange:
 
     ``event`` is ``raised`` (a new exceedance), ``updated`` (grade or value changed while active) or ``cleared``.
     ``grade`` is 1 (I, red) to 4 (IV, blue). Values are in the sensor's canonical unit; ``ts`` is the reading's time.
+    ``detail`` is what the detector adds as evidence, JSON-ready: e.g. ``{"candidates": [{"asset": "water:node:J0505",
+    "score": 0.93}, …]}`` for a localised leak, or ``{"eta_s": 840}`` for a predicted crossing.
     """
 
     event: str
@@ -26,3 +30,4 @@ class AlertChange:
     threshold: float | None
     message: str
     message_en: str
+    detail: Mapping[str, Any] | None = None

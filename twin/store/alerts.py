@@ -11,12 +11,13 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from twin.alerts import AlertChange
 from twin.store.db import alerts_channel
 
 _ALERT_COLUMNS = """a.id, a.cause_key, a.kind, a.sensor_id, a.network, a.district, a.grade, a.active, a.state,
-    a.raised_at, a.updated_at, a.cleared_at, a.value, a.threshold, a.peak_value, a.message, a.message_en"""
+    a.raised_at, a.updated_at, a.cleared_at, a.value, a.threshold, a.peak_value, a.message, a.message_en, a.detail"""
 
 
 def apply_change(conn: psycopg.Connection[Any], change: AlertChange, *, schema: str) -> int | None:
@@ -27,6 +28,7 @@ def apply_change(conn: psycopg.Connection[Any], change: AlertChange, *, schema: 
     active alert do nothing and return None. The NOTIFY is delivered when the caller's transaction commits.
     """
     cur = conn.cursor(row_factory=dict_row)
+    detail = Jsonb(dict(change.detail)) if change.detail is not None else None
     if change.event == "cleared":
         cur.execute(
             """UPDATE alerts SET active = false, cleared_at = %s, updated_at = %s, value = %s
@@ -36,7 +38,7 @@ def apply_change(conn: psycopg.Connection[Any], change: AlertChange, *, schema: 
     else:
         cur.execute(
             """UPDATE alerts SET grade = %s, updated_at = %s, value = %s, threshold = %s, message = %s,
-                   message_en = %s,
+                   message_en = %s, detail = coalesce(%s, detail),
                    peak_value = CASE WHEN peak_value IS NULL OR abs(%s - threshold) > abs(peak_value - threshold)
                                      THEN %s ELSE peak_value END
                WHERE cause_key = %s AND active RETURNING id, grade""",
@@ -47,6 +49,7 @@ def apply_change(conn: psycopg.Connection[Any], change: AlertChange, *, schema: 
                 change.threshold,
                 change.message,
                 change.message_en,
+                detail,
                 change.value,
                 change.value,
                 change.cause_key,
@@ -59,8 +62,8 @@ def apply_change(conn: psycopg.Connection[Any], change: AlertChange, *, schema: 
             return None
         cur.execute(
             """INSERT INTO alerts (cause_key, kind, sensor_id, network, district, grade, raised_at, updated_at,
-                                   value, threshold, peak_value, message, message_en)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id, grade""",
+                                   value, threshold, peak_value, message, message_en, detail)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id, grade""",
             (
                 change.cause_key,
                 change.kind,
@@ -75,6 +78,7 @@ def apply_change(conn: psycopg.Connection[Any], change: AlertChange, *, schema: 
                 change.value,
                 change.message,
                 change.message_en,
+                detail,
             ),
         )
         row = cur.fetchone()

@@ -273,9 +273,24 @@ def _v2_twin_assets(conn: psycopg.Connection[object], mode: StorageMode, policy:
     )
 
 
+def _v3_detectors(conn: psycopg.Connection[object], mode: StorageMode, policy: RetentionPolicy) -> None:
+    """Evidence on alerts (localisation candidates, projected times) and the streaming detectors' learned state."""
+    conn.execute("ALTER TABLE alerts ADD COLUMN detail jsonb")
+    conn.execute(
+        """
+        CREATE TABLE detector_state (
+            name        text PRIMARY KEY,
+            version     integer NOT NULL,
+            state       jsonb NOT NULL,
+            saved_at    timestamptz NOT NULL DEFAULT now()
+        )"""
+    )
+
+
 MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
     (1, "sensors, readings, rollups, alerts, dead letter", _v1_core),
     (2, "twin assets, versioned per import", _v2_twin_assets),
+    (3, "alert evidence and detector state", _v3_detectors),
 )
 
 

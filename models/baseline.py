@@ -1,0 +1,364 @@
+"""Per-sensor behaviour: a baseline by local hour of day and day type, learned as data arrives, and its residuals.
+
+Each sensor has 48 bins (24 local hours × weekday/weekend). A bin holds a robust location (a streaming median:
+each reading moves it by ``median_step`` times the bin's spread towards the reading) and a robust spread (an
+exponential average of the absolute deviation from the location, weight ``spread_weight`` per reading, floored at
+``floor_fraction`` of the sensor's valid span). A reading's residual is ``z = (value - location) / (1.4826 · spread)``;
+a sensor's score is the exponential average of its residuals over ``score_readings`` readings (default 15, i.e. a
+quarter of an hour of 1-minute data), so a lasting departure stands out while single noisy readings do not.
+
+Alert (kind ``anomaly``, cause ``anomaly:{sensor_id}``, grade IV by default): raised when ``|score|`` exceeds
+``raise_z`` (default 4) for ``hold_readings`` consecutive readings (default 5), in a bin that has seen at least
+``warmup_days`` days of data (default 3; the weekend bins fall back to the weekday ones until they have); cleared
+when ``|score|`` stays under ``clear_z`` (default 2) for ``hold_readings`` readings. While raised, the sensor's
+baseline stops learning, so a lasting departure is not learned as normal; after ``readopt_h`` hours (default 24)
+the alert is cleared and learning resumes (a lasting change such as a new set point becomes the new normal).
+
+By default only pressure and flow are judged (``quantities``): rain, drainage levels and methane depart from
+their daily pattern in every storm or leak, which have detectors of their own. Readings that sensor health found
+suspect, of quality ``bad``, or not newer than the sensor's newest (duplicates, late arrivals) are skipped.
+
+The state is numpy arrays; a batch is processed in *rounds* (the k-th reading of every sensor in the batch
+together), so the cost per reading is a few vectorised operations. The state is JSON-ready through
+:meth:`BaselineDetector.dump_state`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from models.streaming import StreamResult, Suspect
+from twin.alerts import AlertChange
+from twin.readings import QUALITY_BAD, Reading
+from twin.sensors import Grade, Quantity, Sensor
+
+KIND = "anomaly"
+STATE_VERSION = 1
+BINS = 48
+_MAD_TO_SIGMA = 1.4826
+_DAY_S = 86_400.0
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+_QUANTITY_ZH = {
+    Quantity.LEVEL: "液位",
+    Quantity.FLOW: "流量",
+    Quantity.RAIN_RATE: "雨强",
+    Quantity.PRESSURE: "压力",
+    Quantity.METHANE: "甲烷浓度",
+}
+
+
+def cause_key(sensor_id: str) -> str:
+    """Return the cause key of a behaviour alert."""
+    return f"{KIND}:{sensor_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class BaselineRules:
+    """Parameters of the baseline detector (see the module docstring)."""
+
+    quantities: frozenset[Quantity] = frozenset({Quantity.PRESSURE, Quantity.FLOW})
+    utc_offset_h: float = 8.0
+    median_step: float = 0.05
+    spread_weight: float = 0.02
+    floor_fraction: float = 0.002
+    score_readings: int = 15
+    raise_z: float = 4.0
+    clear_z: float = 2.0
+    hold_readings: int = 5
+    warmup_days: float = 3.0
+    readopt_h: float = 24.0
+    grade: Grade = Grade.IV
+
+
+@dataclass(slots=True)
+class _State:
+    """Arrays by sensor row (and bin)."""
+
+    loc: FloatArray
+    spread: FloatArray
+    count: FloatArray
+    score: FloatArray
+    run: IntArray
+    active: BoolArray
+    since: FloatArray
+    last_ts: FloatArray
+    seen: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+    @classmethod
+    def empty(cls, n: int) -> _State:
+        return cls(
+            loc=np.zeros((n, BINS)),
+            spread=np.zeros((n, BINS)),
+            count=np.zeros((n, BINS)),
+            score=np.zeros(n),
+            run=np.zeros(n, dtype=np.int64),
+            active=np.zeros(n, dtype=bool),
+            since=np.full(n, np.nan),
+            last_ts=np.full(n, -np.inf),
+            seen=np.zeros(n, dtype=bool),
+        )
+
+    def copy(self) -> _State:
+        return _State(
+            self.loc.copy(),
+            self.spread.copy(),
+            self.count.copy(),
+            self.score.copy(),
+            self.run.copy(),
+            self.active.copy(),
+            self.since.copy(),
+            self.last_ts.copy(),
+            self.seen.copy(),
+        )
+
+
+class BaselineDetector:
+    """Learn each sensor's daily behaviour and flag lasting departures from it.
+
+    Args:
+        sensors: sensors by id.
+        rules: parameters.
+        interval_s: the readings' usual interval, seconds, when a sensor does not say (it sets how many readings
+            make the warm-up).
+
+    Example:
+        >>> from twin.demo import demo_sensors
+        >>> det = BaselineDetector({s.sensor_id: s for s in demo_sensors()})
+        >>> det.name
+        'anomaly'
+    """
+
+    name = KIND
+
+    def __init__(self, sensors: Mapping[str, Sensor], *, rules: BaselineRules | None = None) -> None:
+        self.rules = rules or BaselineRules()
+        self._ids: list[str] = []
+        self._row: dict[str, int] = {}
+        self._sensors: list[Sensor] = []
+        self._state = _State.empty(0)
+        self._warmup = np.zeros(0)
+        self._floor = np.zeros(0)
+        self.update_sensors(sensors)
+
+    # -- the StreamDetector contract ---------------------------------------------------------------------------
+
+    def update_sensors(self, sensors: Mapping[str, Sensor]) -> None:
+        """Judge the sensors of the judged quantities among *sensors*; keep what was learned of those that remain."""
+        rules = self.rules
+        judged = [s for s in sensors.values() if s.quantity in rules.quantities]
+        judged.sort(key=lambda s: s.sensor_id)
+        new = _State.empty(len(judged))
+        old_state, old_row = self._state, self._row
+        for i, sensor in enumerate(judged):
+            j = old_row.get(sensor.sensor_id)
+            if j is not None:
+                _copy_row(old_state, j, new, i)
+        self._ids = [s.sensor_id for s in judged]
+        self._row = {sid: i for i, sid in enumerate(self._ids)}
+        self._sensors = judged
+        self._state = new
+        self._warmup = np.array([rules.warmup_days * _DAY_S / 24.0 / max(s.interval_s, 1.0) for s in judged])
+        self._floor = np.array([_floor(s, rules) for s in judged], dtype=np.float64)
+
+    def evaluate(self, readings: Sequence[Reading], *, now: datetime, suspect: Suspect) -> StreamResult:
+        """Judge a batch; return the alert changes and the next state (the detector itself is unchanged)."""
+        rules = self.rules
+        rows: list[int] = []
+        times: list[float] = []
+        values: list[float] = []
+        row_of = self._row
+        for r in readings:
+            i = row_of.get(r.sensor_id)
+            if i is None or r.quality == QUALITY_BAD or math.isnan(r.value):
+                continue
+            if suspect and (r.sensor_id, r.ts) in suspect:
+                continue
+            rows.append(i)
+            times.append(r.ts.timestamp())
+            values.append(r.value)
+        if not rows:
+            return StreamResult([], self._state)
+        st = self._state.copy()
+        row = np.asarray(rows, dtype=np.int64)
+        ts = np.asarray(times)
+        val = np.asarray(values)
+        order = np.lexsort((ts, row))
+        row, ts, val = row[order], ts[order], val[order]
+        starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+        rank = np.arange(len(row)) - np.repeat(starts, np.diff(np.r_[starts, len(row)]))
+        local = ts + rules.utc_offset_h * 3600.0
+        hour = np.floor((local % _DAY_S) / 3600.0).astype(np.int64)
+        weekend = ((np.floor(local / _DAY_S).astype(np.int64) + 3) % 7 >= 5).astype(np.int64)  # 1970-01-01: Thursday
+        bins = hour + 24 * weekend
+        changes: list[AlertChange] = []
+        alpha = 1.0 / rules.score_readings
+        for k in range(int(rank.max()) + 1):
+            sel = rank == k
+            i, t, x, b = row[sel], ts[sel], val[sel], bins[sel]
+            newer = t > st.last_ts[i]
+            i, t, x, b = i[newer], t[newer], x[newer], b[newer]
+            if not len(i):
+                continue
+            st.last_ts[i] = t
+            first = ~st.seen[i]
+            st.seen[i] = True
+            # A weekend bin that has not warmed up yet borrows the weekday bin of the same hour.
+            judge_b = np.where((b >= 24) & (st.count[i, b] < self._warmup[i]), b - 24, b)
+            loc = st.loc[i, judge_b]
+            sigma = np.maximum(_MAD_TO_SIGMA * st.spread[i, judge_b], self._floor[i])
+            warm = st.count[i, judge_b] >= self._warmup[i]
+            z = np.where(warm, (x - loc) / sigma, 0.0)
+            st.score[i] = np.where(first, z, st.score[i] + alpha * (z - st.score[i]))
+            beyond = np.abs(st.score[i]) > np.where(st.active[i], rules.clear_z, rules.raise_z)
+            # While raised, run counts readings back within clear_z; otherwise readings beyond raise_z.
+            counting = np.where(st.active[i], ~beyond, beyond) & warm
+            st.run[i] = np.where(counting, st.run[i] + 1, 0)
+            flip = st.run[i] >= rules.hold_readings
+            expired = st.active[i] & (t - st.since[i] > rules.readopt_h * 3600.0)
+            for j in np.flatnonzero(flip | expired):
+                sid_row = int(i[j])
+                raising = not st.active[sid_row]
+                st.active[sid_row] = raising
+                st.since[sid_row] = float(t[j]) if raising else np.nan
+                st.run[sid_row] = 0
+                changes.append(
+                    self._change(sid_row, raising, float(t[j]), float(x[j]), float(loc[j]), float(st.score[sid_row]))
+                )
+            # Learn, except for sensors whose alert is raised.
+            learn = ~st.active[i]
+            li, lb, lx = i[learn], b[learn], x[learn]
+            if len(li):
+                n = st.count[li, lb]
+                fresh = n == 0
+                cur_loc = np.where(fresh, lx, st.loc[li, lb])
+                cur_spread = np.where(fresh, self._floor[li], st.spread[li, lb])
+                step = rules.median_step * np.maximum(cur_spread, self._floor[li])
+                new_loc = cur_loc + step * np.sign(lx - cur_loc)
+                new_spread = cur_spread + rules.spread_weight * (np.abs(lx - cur_loc) - cur_spread)
+                st.loc[li, lb] = new_loc
+                st.spread[li, lb] = new_spread
+                st.count[li, lb] = n + 1
+        return StreamResult(changes, st)
+
+    def commit(self, result: StreamResult) -> None:
+        """Adopt the state of a result whose changes have been stored."""
+        if isinstance(result.state, _State):
+            self._state = result.state
+
+    def dump_state(self) -> dict[str, Any]:
+        """Return the learned state as JSON-ready data (per sensor: bins, score, run, alert)."""
+        st = self._state
+        sensors: dict[str, Any] = {}
+        for i, sid in enumerate(self._ids):
+            if not st.seen[i]:
+                continue
+            sensors[sid] = {
+                "loc": [float(v) for v in st.loc[i]],
+                "spread": [float(v) for v in st.spread[i]],
+                "count": [int(v) for v in st.count[i]],
+                "score": float(st.score[i]),
+                "run": int(st.run[i]),
+                "active": bool(st.active[i]),
+                "since": None if math.isnan(st.since[i]) else float(st.since[i]),
+                "last_ts": float(st.last_ts[i]),
+            }
+        return {"version": STATE_VERSION, "sensors": sensors}
+
+    def load_state(self, data: Mapping[str, Any]) -> None:
+        """Restore a state from :meth:`dump_state`; sensors no longer judged are ignored."""
+        st = self._state.copy()
+        for sid, entry in dict(data.get("sensors", {})).items():
+            i = self._row.get(sid)
+            if i is None:
+                continue
+            try:
+                st.loc[i] = np.asarray(entry["loc"], dtype=np.float64)
+                st.spread[i] = np.asarray(entry["spread"], dtype=np.float64)
+                st.count[i] = np.asarray(entry["count"], dtype=np.float64)
+                st.score[i] = float(entry["score"])
+                st.run[i] = int(entry["run"])
+                st.active[i] = bool(entry["active"])
+                st.since[i] = np.nan if entry["since"] is None else float(entry["since"])
+                st.last_ts[i] = float(entry["last_ts"])
+                st.seen[i] = True
+            except (KeyError, TypeError, ValueError):
+                continue  # a damaged entry: that sensor learns again
+        self._state = st
+
+    # -- for callers that want the residuals ---------------------------------------------------------------------
+
+    def score(self, sensor_id: str) -> float | None:
+        """Return the sensor's current score (smoothed residual, in robust σ), or None if not judged yet."""
+        i = self._row.get(sensor_id)
+        if i is None or not self._state.seen[i]:
+            return None
+        return float(self._state.score[i])
+
+    def active(self) -> list[str]:
+        """Return the sensors whose behaviour alert is raised."""
+        return [sid for i, sid in enumerate(self._ids) if self._state.active[i]]
+
+    # -- helpers ---------------------------------------------------------------------------------------------------
+
+    def _change(self, row: int, raising: bool, t: float, value: float, expected: float, score: float) -> AlertChange:
+        sensor = self._sensors[row]
+        what = _QUANTITY_ZH.get(sensor.quantity, str(sensor.quantity))
+        unit = sensor.unit
+        if raising:
+            direction_zh = "偏高" if score > 0 else "偏低"
+            direction_en = "above" if score > 0 else "below"
+            message = (
+                f"{sensor.name or sensor.sensor_id} {what}{direction_zh}于同时段日常水平："
+                f"{value:.2f} {unit}（日常约 {expected:.2f}）"
+            )
+            message_en = (
+                f"{sensor.sensor_id}: {sensor.quantity.value} {direction_en} its usual level for this time of day: "
+                f"{value:.2f} {unit} (usually about {expected:.2f})"
+            )
+        else:
+            message = f"{sensor.name or sensor.sensor_id} {what}已恢复日常规律"
+            message_en = f"{sensor.sensor_id}: {sensor.quantity.value} back to its usual pattern"
+        return AlertChange(
+            event="raised" if raising else "cleared",
+            cause_key=cause_key(sensor.sensor_id),
+            kind=KIND,
+            sensor_id=sensor.sensor_id,
+            network=sensor.network.value,
+            district=sensor.district,
+            grade=int(self.rules.grade),
+            ts=datetime.fromtimestamp(t, UTC),
+            value=value,
+            threshold=None,
+            message=message,
+            message_en=message_en,
+            detail={"expected": round(expected, 4), "score_sigma": round(score, 2)},
+        )
+
+
+def _floor(sensor: Sensor, rules: BaselineRules) -> float:
+    """The smallest spread a sensor's bins may have: a fraction of its valid span (1e-3 if unbounded)."""
+    span = sensor.valid_max - sensor.valid_min
+    return rules.floor_fraction * span if math.isfinite(span) and span > 0 else 1e-3
+
+
+def _copy_row(src: _State, i: int, dst: _State, j: int) -> None:
+    dst.loc[j] = src.loc[i]
+    dst.spread[j] = src.spread[i]
+    dst.count[j] = src.count[i]
+    dst.score[j] = src.score[i]
+    dst.run[j] = src.run[i]
+    dst.active[j] = src.active[i]
+    dst.since[j] = src.since[i]
+    dst.last_ts[j] = src.last_ts[i]
+    dst.seen[j] = src.seen[i]

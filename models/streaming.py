@@ -1,0 +1,70 @@
+"""The contract every streaming detector keeps, so ingest (and ``lifeline evaluate``) can run them side by side.
+
+A streaming detector sees each accepted batch of readings once, in arrival order of batches (readings inside a
+batch in any order). It is *pure between commits*: :meth:`StreamDetector.evaluate` returns what it concludes and
+the state it would move to, without changing itself; :meth:`StreamDetector.commit` adopts that state once the
+alert changes are stored. A failed database write can therefore be retried with the same result.
+
+Its learned state survives a restart: :meth:`StreamDetector.dump_state` returns JSON-ready data (no pickles) that
+:meth:`StreamDetector.load_state` takes back. Ingest stores it in the ``detector_state`` table in the same
+transaction as a batch's alerts, so the active alerts a detector believes in always match the stored ones.
+
+Detectors run in order; each sees the readings that earlier ones (sensor health first) found suspect, so a faulty
+sensor raises a maintenance alert and not a lifeline warning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from twin.alerts import AlertChange
+from twin.readings import Reading
+from twin.sensors import Sensor
+
+Suspect = Set[tuple[str, datetime]]
+"""``(sensor_id, ts)`` of readings not to trust."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamResult:
+    """What a detector concluded from one batch.
+
+    Attributes:
+        changes: alert changes (``raised`` / ``updated`` / ``cleared``), in time order per cause.
+        state: the detector's next state, opaque to everyone but the detector; adopted by ``commit``.
+        suspect: readings this detector found faulty (only sensor-health-like detectors fill it).
+    """
+
+    changes: list[AlertChange]
+    state: Any
+    suspect: frozenset[tuple[str, datetime]] = field(default_factory=frozenset)
+
+
+class StreamDetector(Protocol):
+    """A detector ingest runs on every batch."""
+
+    name: str
+    """Stable name; the key of its stored state and the first part of its alerts' cause keys."""
+
+    def evaluate(self, readings: Sequence[Reading], *, now: datetime, suspect: Suspect) -> StreamResult:
+        """Judge a batch of accepted readings received at *now* (aware UTC); change nothing."""
+        ...
+
+    def commit(self, result: StreamResult) -> None:
+        """Adopt the state of a result whose changes have been stored."""
+        ...
+
+    def update_sensors(self, sensors: Mapping[str, Sensor]) -> None:
+        """Use new sensor definitions; keep the learned state of sensors that remain."""
+        ...
+
+    def dump_state(self) -> dict[str, Any]:
+        """Return the committed state as JSON-ready data."""
+        ...
+
+    def load_state(self, data: Mapping[str, Any]) -> None:
+        """Restore a state returned by :meth:`dump_state` (of this or an earlier version; unknown keys ignored)."""
+        ...
