@@ -212,6 +212,7 @@ def broker_config(ctx: click.Context, out_dir: Path, use_demo: bool, port: int, 
 
 
 from lifeline.detect_commands import detect as _detect  # noqa: E402 - registered after the group exists
+from lifeline.evaluate_commands import evaluate as _evaluate  # noqa: E402
 from lifeline.simulate_commands import replay as _replay  # noqa: E402
 from lifeline.simulate_commands import simulate as _simulate  # noqa: E402
 from lifeline.twin_commands import twin as _twin_group  # noqa: E402
@@ -220,6 +221,7 @@ cli.add_command(_twin_group)
 cli.add_command(_replay)
 cli.add_command(_simulate)
 cli.add_command(_detect)
+cli.add_command(_evaluate)
 
 
 def main() -> None:
