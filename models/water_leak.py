@@ -1,0 +1,741 @@
+"""Water leaks and bursts: a streaming detector that finds them from pressure and flow, and says where they are.
+
+Kind ``water_leak``, network ``water``. One alert at a time per district (``water_leak:{district}``, the district of
+the best candidate when it is raised), ``updated`` while it lasts (grade, estimated flow or best candidate changed),
+``cleared`` when the residual has been back under the clearing level for ``clear_hold_s``.
+
+Method, and why:
+
+- **Observations.** Every pressure sensor (kPa) and flow sensor (L/s, signed) of the water network, as one vector
+  *y*. Tank levels are not judged: a tank's level integrates everything and is one of the common modes below.
+- **Baseline by time of day.** Each sensor's value is learned per time-of-day bin (``bin_s``, default 30 min,
+  interpolated linearly between bin centres) from the first ``learn_s`` of data (default 24 h), then kept up to
+  date with a memory of ``baseline_days`` days while nothing is suspected. The deviation *d = y − baseline* is
+  smoothed per sensor by an EWMA (``tau_s``, default 20 min, weighted by the real gap between readings).
+- **Network-wide correction from the model.** A day differs from the baseline mostly as a whole: the city uses a few
+  per cent more or less water, residential and commercial consumers shift, the tank floats at another level. These
+  common modes are computed once per network in EPANET (:func:`network_response`): the change of every observed
+  value for +5 % of each demand pattern's consumers and +0.5 m in each tank. The deviation is projected off them,
+  so what is left is what the common modes cannot explain. A learned per-sensor baseline alone would call every
+  dry day a leak; the EPANET model alone would need every consumer's demand. The two together need neither.
+- **Detection and localisation in one test.** The same EPANET model gives, for a 1 L/s leak at each candidate
+  junction, the change of every observed value (the sensitivity matrix *S*, also projected off the common modes).
+  After whitening by each sensor's residual spread (learned during ``calibrate_s`` after ``learn_s``), the score of
+  candidate *j* is the matched-filter statistic ``s_j = (S_j · r) / |S_j|`` (the generalised likelihood ratio of a
+  leak there, in standard deviations); the test statistic is ``max_j s_j``. A leak is raised when it exceeds
+  ``threshold`` (or ``threshold_factor`` × the largest value seen during calibration, whichever is larger) for
+  ``hold_s``. Candidates are ranked by the cosine between *r* and *S_j* (the alert's ``score``, 0–1); the estimated
+  flow is the least-squares leak size at the best candidate, ``(S_j · r) / |S_j|²``, L/s.
+- **Grades** by estimated flow: ≥ 50 L/s I, ≥ 20 L/s II (a burst), ≥ 5 L/s III, otherwise IV.
+
+Readings in ``suspect``, of quality ``bad``, of unknown sensors or not newer than the sensor's last one change
+nothing. A sensor without a trusted reading for ``stale_s`` is left out of the test (the projection and whitening
+are redone without it).
+
+What it cannot do: tell a leak from a new large consumer, or from an unmodelled valve or pump change (those are
+not among the common modes); see two leaks at once (the second is explained as part of the first); learn anything
+before ``learn_s + calibrate_s`` of normal data (48 h by default).
+
+Example:
+    >>> from twin.democity.layout import build_layout  # doctest: +SKIP
+    >>> network, _inp = build_water(build_layout())  # doctest: +SKIP
+    >>> det = WaterLeakDetector(network, sensors)  # doctest: +SKIP
+    >>> result = det.evaluate(readings, now=now, suspect=frozenset())  # doctest: +SKIP
+    >>> det.commit(result)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import wntr
+from wntr.epanet.toolkit import ENepanet
+
+from models.streaming import StreamResult, Suspect
+from twin.alerts import AlertChange
+from twin.errors import SimulationError
+from twin.model import NodeKind, PipeNetwork
+from twin.readings import QUALITY_BAD, Reading
+from twin.sensors import Network, Quantity, Sensor
+from twin.water import load_model
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float64]
+
+KIND = "water_leak"
+KPA_PER_M = 9.80665
+"""kPa per metre of water column."""
+STATE_VERSION = 1
+
+_EN_BASEDEMAND, _EN_PRESSURE, _EN_TANKLEVEL, _EN_FLOW = 1, 11, 8, 8
+_ONE = "LIFELINE_LEAK_ONE"
+
+
+def cause_key(district: str) -> str:
+    """Return the cause key of a water leak alert in *district*."""
+    return f"{KIND}:{district}"
+
+
+# --- the network's response, from EPANET ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkResponse:
+    """How the observed values respond to a leak at each candidate junction and to the common modes.
+
+    Attributes:
+        observed: what each row is: ``(kind, asset id)`` with kind ``pressure`` (kPa) or ``flow`` (L/s).
+        candidates: candidate junction ids (columns of ``leak``).
+        leak: change of each observed value per 1 L/s of leak at each candidate, shape (observed, candidates).
+        modes: change of each observed value for each common mode, shape (observed, modes).
+        mode_names: what each mode is (``demand:<pattern>``, ``tank:<id>``).
+    """
+
+    observed: tuple[tuple[str, str], ...]
+    candidates: tuple[str, ...]
+    leak: FloatArray
+    modes: FloatArray
+    mode_names: tuple[str, ...]
+
+
+_RESPONSES: dict[str, NetworkResponse] = {}
+_RESPONSES_LOCK = threading.Lock()
+
+
+def network_response(
+    network: PipeNetwork,
+    observed: Sequence[tuple[str, str]],
+    *,
+    leak_l_s: float = 2.0,
+    demand_step: float = 0.05,
+    tank_step_m: float = 0.5,
+    operating_points: tuple[float, ...] = (0.5, 1.0, 1.5),
+) -> NetworkResponse:
+    """Compute (once per network and observation set; cached in memory) the response of *observed* values.
+
+    EPANET 2.2 solves one steady state at each junction's mean demand (its patterns' means) and the tanks' initial
+    levels, then again with ``leak_l_s`` more demand at each junction in turn; and, at each of
+    ``operating_points`` × the mean demand, with each pattern's consumers ``demand_step`` higher and each tank
+    ``tank_step_m`` fuller. Differences are divided by the step.
+
+    Args:
+        network: an EPANET water network.
+        observed: ``("pressure", node id)`` (kPa) or ``("flow", link id)`` (L/s, positive from ``from_id``).
+        leak_l_s: the trial leak, L/s.
+        demand_step: the trial relative change of a pattern's demand.
+        tank_step_m: the trial change of a tank's level, m.
+        operating_points: the demand levels (× mean demand) at which the common modes are computed.
+
+    Raises:
+        SimulationError: EPANET cannot solve the network.
+    """
+    digest = hashlib.sha256(network.source.encode())
+    digest.update(repr((tuple(observed), leak_l_s, demand_step, tank_step_m, operating_points)).encode())
+    key = digest.hexdigest()
+    with _RESPONSES_LOCK:
+        cached = _RESPONSES.get(key)
+        if cached is None:
+            cached = _RESPONSES[key] = _compute_response(
+                network, observed, leak_l_s, demand_step, tank_step_m, operating_points
+            )
+    return cached
+
+
+def _compute_response(
+    network: PipeNetwork,
+    observed: Sequence[tuple[str, str]],
+    leak_l_s: float,
+    demand_step: float,
+    tank_step_m: float,
+    operating_points: tuple[float, ...],
+) -> NetworkResponse:
+    wn = load_model(network.source, label=network.name)
+    default = wn.options.hydraulic.pattern
+    multiplier = float(wn.options.hydraulic.demand_multiplier)
+    parts: dict[str, dict[str, float]] = {}  # junction -> pattern -> mean demand, L/s
+    for jid in wn.junction_name_list:
+        for d in wn.get_node(jid).demand_timeseries_list:
+            name = d.pattern_name or (default if default in wn.pattern_name_list else None)
+            mean = float(np.mean(wn.get_pattern(name).multipliers)) if name else 1.0
+            per = parts.setdefault(jid, {})
+            key = name or ""
+            per[key] = per.get(key, 0.0) + float(d.base_value) * 1000.0 * mean * multiplier
+    wn.add_pattern(_ONE, [1.0])
+    for jid in wn.junction_name_list:
+        junction = wn.get_node(jid)
+        junction.demand_timeseries_list.clear()
+        junction.add_demand(sum(parts.get(jid, {}).values()) / 1000.0, _ONE)
+    wn.options.hydraulic.demand_multiplier = 1.0
+    wn.options.time.duration = 0
+    wn.options.quality.parameter = "NONE"
+    wn.options.report.status = "NO"
+    wn.options.report.summary = "NO"
+    candidates = tuple(jid for jid in wn.junction_name_list if network.nodes.get(jid, None) is not None)
+    totals: dict[str, float] = {}
+    for per in parts.values():
+        for name, value in per.items():
+            totals[name] = totals.get(name, 0.0) + value
+    patterns = [name for name, total in sorted(totals.items(), key=lambda kv: -kv[1]) if total > 0][:4]
+    tanks = list(wn.tank_name_list)
+    with tempfile.TemporaryDirectory(prefix="lifeline-leak-response-") as tmp:
+        inp = Path(tmp) / "response.inp"
+        wntr.network.write_inpfile(wn, str(inp), units="LPS")
+        en = ENepanet(version=2.2)
+        try:
+            en.ENopen(str(inp), str(inp.with_suffix(".rpt")), "")
+            en.ENopenH()
+            rows: list[tuple[bool, int]] = []
+            for kind, asset in observed:
+                if kind == "pressure":
+                    rows.append((True, int(en.ENgetnodeindex(asset))))
+                else:
+                    rows.append((False, int(en.ENgetlinkindex(asset))))
+            junction_index = {jid: int(en.ENgetnodeindex(jid)) for jid in candidates}
+            base_demand = {jid: float(en.ENgetnodevalue(k, _EN_BASEDEMAND)) for jid, k in junction_index.items()}
+
+            def solve() -> FloatArray:
+                en.ENinitH(0)
+                en.ENrunH()
+                return np.array(
+                    [
+                        en.ENgetnodevalue(k, _EN_PRESSURE) * KPA_PER_M if node else en.ENgetlinkvalue(k, _EN_FLOW)
+                        for node, k in rows
+                    ]
+                )
+
+            base = solve()
+            leak = np.empty((len(observed), len(candidates)))
+            for c, jid in enumerate(candidates):
+                k = junction_index[jid]
+                en.ENsetnodevalue(k, _EN_BASEDEMAND, base_demand[jid] + leak_l_s)
+                leak[:, c] = (solve() - base) / leak_l_s
+                en.ENsetnodevalue(k, _EN_BASEDEMAND, base_demand[jid])
+            modes: list[FloatArray] = []
+            names: list[str] = []
+            for scale in operating_points:
+                # The common modes at several demand levels: the network's response is not linear (head loss
+                # grows as flow^1.85), so a wetter night and a drier peak do not differ from the baseline alike.
+                for jid, k in junction_index.items():
+                    en.ENsetnodevalue(k, _EN_BASEDEMAND, base_demand[jid] * scale)
+                level_base = solve()
+                for name in patterns:
+                    for jid, k in junction_index.items():
+                        extra = parts.get(jid, {}).get(name, 0.0) * demand_step * scale
+                        en.ENsetnodevalue(k, _EN_BASEDEMAND, base_demand[jid] * scale + extra)
+                    modes.append((solve() - level_base) / demand_step)
+                    names.append(f"demand:{name or 'default'}@{scale:g}")
+                    for jid, k in junction_index.items():
+                        en.ENsetnodevalue(k, _EN_BASEDEMAND, base_demand[jid] * scale)
+                for tid in tanks:
+                    k = int(en.ENgetnodeindex(tid))
+                    level = float(en.ENgetnodevalue(k, _EN_TANKLEVEL))
+                    en.ENsetnodevalue(k, _EN_TANKLEVEL, level + tank_step_m)
+                    modes.append((solve() - level_base) / tank_step_m)
+                    names.append(f"tank:{tid}@{scale:g}")
+                    en.ENsetnodevalue(k, _EN_TANKLEVEL, level)
+            for jid, k in junction_index.items():
+                en.ENsetnodevalue(k, _EN_BASEDEMAND, base_demand[jid])
+        except Exception as exc:  # the toolkit raises EpanetException and bare errors alike
+            raise SimulationError(f"{network.name}: EPANET cannot compute the leak response: {exc}") from exc
+        finally:
+            en.ENcloseH()
+            en.ENclose()
+    mode_matrix = np.column_stack(modes) if modes else np.zeros((len(observed), 0))
+    return NetworkResponse(tuple(observed), candidates, leak, mode_matrix, tuple(names))
+
+
+# --- settings and state ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeakSettings:
+    """The detector's parameters (see the module docstring).
+
+    Attributes:
+        bin_s: width of a time-of-day baseline bin, s.
+        learn_s: data used for the baseline before anything else, s.
+        calibrate_s: data after that used to learn each sensor's residual spread and the threshold, s.
+        baseline_days: memory of the baseline once learned, days.
+        tau_s: time constant of the deviation's smoothing, s.
+        stale_s: a sensor silent (or suspect) this long is left out, s.
+        threshold: the matched-filter statistic that raises an alert, standard deviations.
+        threshold_factor: or this many times the largest statistic seen during calibration, if larger.
+        clear_fraction: the alert clears once the statistic is under this fraction of the threshold.
+        hold_s: the statistic must stay above the threshold this long to raise, s.
+        clear_hold_s: and under the clearing level this long to clear, s.
+        update_every_s: an active alert's candidates and flow are refreshed at most this often, s.
+        top: candidates listed in the alert.
+        grade_flows_l_s: estimated flows (L/s) from which grades I, II and III apply (else IV).
+    """
+
+    bin_s: float = 30 * 60.0
+    learn_s: float = 24 * 3600.0
+    calibrate_s: float = 24 * 3600.0
+    baseline_days: float = 3.0
+    tau_s: float = 20 * 60.0
+    stale_s: float = 15 * 60.0
+    threshold: float = 6.0
+    threshold_factor: float = 1.2
+    clear_fraction: float = 0.5
+    hold_s: float = 5 * 60.0
+    clear_hold_s: float = 30 * 60.0
+    update_every_s: float = 10 * 60.0
+    top: int = 5
+    grade_flows_l_s: tuple[float, float, float] = (50.0, 20.0, 5.0)
+
+
+@dataclass(slots=True)
+class _Alert:
+    """The active alert: where, how bad, and what was last said about it."""
+
+    district: str
+    grade: int
+    raised_ts: float
+    flow_l_s: float
+    top: str
+    reported_ts: float
+
+
+@dataclass(slots=True)
+class _State:
+    """The detector's state. Arrays are per observed sensor (rows of the response), times are POSIX seconds.
+
+    Attributes:
+        baseline: mean value per sensor and time-of-day bin, shape (sensors, bins).
+        count: readings that fed each bin (capped), shape (sensors, bins).
+        dev: smoothed deviation from the baseline, shape (sensors,).
+        last_ts: time of each sensor's last trusted reading (NaN: never), shape (sensors,).
+        var_sum, var_n: sum of squared residuals and how many, during calibration, shape (sensors,).
+        first_ts: time of the first reading (NaN: none yet).
+        calib_max: the largest statistic seen during calibration.
+        above_since, below_since: since when the statistic has been above the threshold / under the clearing level.
+        alert: the active alert, if any.
+    """
+
+    baseline: FloatArray
+    count: FloatArray
+    dev: FloatArray
+    last_ts: FloatArray
+    var_sum: FloatArray
+    var_n: FloatArray
+    first_ts: float = math.nan
+    calib_max: float = 0.0
+    above_since: float = math.nan
+    below_since: float = math.nan
+    alert: _Alert | None = None
+
+    @classmethod
+    def empty(cls, sensors: int, bins: int) -> _State:
+        return cls(
+            baseline=np.zeros((sensors, bins)),
+            count=np.zeros((sensors, bins)),
+            dev=np.zeros(sensors),
+            last_ts=np.full(sensors, np.nan),
+            var_sum=np.zeros(sensors),
+            var_n=np.zeros(sensors),
+        )
+
+    def copy(self) -> _State:
+        alert = None if self.alert is None else _Alert(**{k: getattr(self.alert, k) for k in _Alert.__slots__})
+        return _State(
+            self.baseline.copy(),
+            self.count.copy(),
+            self.dev.copy(),
+            self.last_ts.copy(),
+            self.var_sum.copy(),
+            self.var_n.copy(),
+            self.first_ts,
+            self.calib_max,
+            self.above_since,
+            self.below_since,
+            alert,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """What the test says at one instant.
+
+    Attributes:
+        statistic: the largest matched-filter statistic over the candidates, standard deviations.
+        candidates: the best candidates, ``(junction id, cosine score)``, best first.
+        flow_l_s: the least-squares leak size at the best candidate, L/s.
+        sensors: how many sensors took part.
+    """
+
+    statistic: float
+    candidates: list[tuple[str, float]] = field(default_factory=list)
+    flow_l_s: float = 0.0
+    sensors: int = 0
+
+
+# --- the detector ---------------------------------------------------------------------------------------------------
+
+
+class WaterLeakDetector:
+    """Detect and locate leaks in a water network from its pressure and flow sensors (see the module).
+
+    Args:
+        network: the EPANET water network the sensors are on.
+        sensors: sensors by id; the water network's pressure and flow sensors are used, the others ignored.
+        settings: the parameters.
+
+    Raises:
+        SimulationError: EPANET cannot solve the network (for its response).
+    """
+
+    name = KIND
+
+    def __init__(
+        self, network: PipeNetwork, sensors: Mapping[str, Sensor], *, settings: LeakSettings = LeakSettings()
+    ) -> None:
+        self.network = network
+        self.settings = settings
+        self._bins = max(1, round(86_400.0 / settings.bin_s))
+        self._bind(sensors)
+        self._state = _State.empty(len(self._ids), self._bins)
+        self.last_judgement: Judgement | None = None
+
+    # --- the StreamDetector protocol ---
+
+    def evaluate(self, readings: Sequence[Reading], *, now: datetime, suspect: Suspect) -> StreamResult:
+        """Judge a batch of readings received at *now*; change nothing (see :meth:`commit`).
+
+        The baseline and smoothed deviations take every trusted reading in time order; the test is made once, at
+        the newest reading's time (or *now* if the batch has none of the network's sensors).
+        """
+        st = self._state.copy()
+        cfg = self.settings
+        newest = math.nan
+        for reading in sorted(readings, key=lambda r: r.ts):
+            row = self._row.get(reading.sensor_id)
+            if row is None or reading.quality == QUALITY_BAD or (reading.sensor_id, reading.ts) in suspect:
+                continue
+            ts = reading.ts.timestamp()
+            last = st.last_ts[row]
+            if ts <= last:
+                continue
+            value = reading.value
+            if not math.isfinite(value):
+                continue
+            if math.isnan(st.first_ts):
+                st.first_ts = ts
+            newest = ts if math.isnan(newest) else max(newest, ts)
+            learning = ts - st.first_ts < cfg.learn_s
+            expected = self._expected(st, row, ts)
+            gap = cfg.tau_s if math.isnan(last) or ts - last > cfg.stale_s else ts - last
+            if not learning and not math.isnan(expected):
+                st.dev[row] += (1.0 - math.exp(-gap / cfg.tau_s)) * (value - expected - st.dev[row])
+            st.last_ts[row] = ts
+            if learning or (st.alert is None and math.isnan(st.above_since)):
+                self._learn(st, row, ts, value, learning)
+        judged_at = newest if not math.isnan(newest) else now.timestamp()
+        changes: list[AlertChange] = []
+        if not math.isnan(st.first_ts):
+            age = judged_at - st.first_ts
+            if cfg.learn_s + cfg.tau_s <= age:
+                judgement = self._judge(st, judged_at)
+                self.last_judgement = judgement
+                if age < cfg.learn_s + cfg.calibrate_s:
+                    self._calibrate(st, judged_at)
+                    # The spread is only known well enough to judge by in the second half of calibration.
+                    if age >= cfg.learn_s + 0.5 * cfg.calibrate_s:
+                        st.calib_max = max(st.calib_max, judgement.statistic)
+                else:
+                    self._decide(st, judgement, judged_at, changes)
+        return StreamResult(changes, st)
+
+    def commit(self, result: StreamResult) -> None:
+        """Adopt the state of a result whose changes have been stored."""
+        self._state = result.state
+
+    def update_sensors(self, sensors: Mapping[str, Sensor]) -> None:
+        """Use new sensor definitions; sensors that remain keep their baseline and spread."""
+        old = self.dump_state()
+        self._bind(sensors)
+        self._state = _State.empty(len(self._ids), self._bins)
+        self.load_state(old)
+
+    def dump_state(self) -> dict[str, Any]:
+        """Return the committed state as JSON-ready data (NaN as None)."""
+        st = self._state
+        per_sensor = {
+            sid: {
+                "baseline": st.baseline[k].tolist(),
+                "count": st.count[k].tolist(),
+                "dev": float(st.dev[k]),
+                "last_ts": _opt(st.last_ts[k]),
+                "var_sum": float(st.var_sum[k]),
+                "var_n": float(st.var_n[k]),
+            }
+            for k, sid in enumerate(self._ids)
+        }
+        alert = None
+        if st.alert is not None:
+            alert = {k: getattr(st.alert, k) for k in _Alert.__slots__}
+        return {
+            "version": STATE_VERSION,
+            "bins": self._bins,
+            "sensors": per_sensor,
+            "first_ts": _opt(st.first_ts),
+            "calib_max": st.calib_max,
+            "above_since": _opt(st.above_since),
+            "below_since": _opt(st.below_since),
+            "alert": alert,
+        }
+
+    def load_state(self, data: Mapping[str, Any]) -> None:
+        """Restore a state returned by :meth:`dump_state`; sensors not known now are dropped, new ones start empty."""
+        st = _State.empty(len(self._ids), self._bins)
+        same_bins = int(data.get("bins", self._bins)) == self._bins
+        for sid, entry in dict(data.get("sensors", {})).items():
+            row = self._row.get(sid)
+            if row is None:
+                continue
+            if same_bins:
+                st.baseline[row] = np.asarray(entry["baseline"], dtype=np.float64)
+                st.count[row] = np.asarray(entry["count"], dtype=np.float64)
+            st.dev[row] = float(entry.get("dev", 0.0))
+            st.last_ts[row] = _nan(entry.get("last_ts"))
+            st.var_sum[row] = float(entry.get("var_sum", 0.0))
+            st.var_n[row] = float(entry.get("var_n", 0.0))
+        st.first_ts = _nan(data.get("first_ts"))
+        st.calib_max = float(data.get("calib_max", 0.0))
+        st.above_since = _nan(data.get("above_since"))
+        st.below_since = _nan(data.get("below_since"))
+        alert = data.get("alert")
+        if alert:
+            st.alert = _Alert(**{k: alert[k] for k in _Alert.__slots__})
+        self._state = st
+
+    # --- internals ---
+
+    def _bind(self, sensors: Mapping[str, Sensor]) -> None:
+        """Choose the observed sensors and get the network's response for them."""
+        chosen: list[Sensor] = []
+        observed: list[tuple[str, str]] = []
+        for sid in sorted(sensors):
+            sensor = sensors[sid]
+            if sensor.network is not Network.WATER or sensor.asset_id is None:
+                continue
+            asset = sensor.asset_id.partition(":")[2]
+            if sensor.quantity is Quantity.PRESSURE and asset in self.network.nodes:
+                observed.append(("pressure", asset))
+            elif sensor.quantity is Quantity.FLOW and asset in self.network.links:
+                observed.append(("flow", asset))
+            else:
+                continue
+            chosen.append(sensor)
+        self.sensors = {s.sensor_id: s for s in chosen}
+        self._ids = [s.sensor_id for s in chosen]
+        self._row = {sid: k for k, sid in enumerate(self._ids)}
+        self.response = network_response(self.network, observed)
+        self._districts = _candidate_districts(self.network, self.response.candidates, chosen)
+        self._projections: dict[bytes, tuple[FloatArray, FloatArray, FloatArray, FloatArray]] = {}
+
+    def _bin_of(self, ts: float) -> tuple[int, int, float]:
+        """Return the two bins around *ts* (by time of day, UTC) and the weight of the second."""
+        x = (ts % 86_400.0) / self.settings.bin_s - 0.5
+        k = math.floor(x)
+        return k % self._bins, (k + 1) % self._bins, x - k
+
+    def _expected(self, st: _State, row: int, ts: float) -> float:
+        """Return the baseline of sensor *row* at *ts* (NaN if a bin around it has never been fed)."""
+        a, b, w = self._bin_of(ts)
+        if st.count[row, a] == 0 or st.count[row, b] == 0:
+            return math.nan
+        return float(st.baseline[row, a] * (1.0 - w) + st.baseline[row, b] * w)
+
+    def _learn(self, st: _State, row: int, ts: float, value: float, learning: bool) -> None:
+        """Feed *value* into the bin it falls in: a plain mean while learning, then one of ``baseline_days``."""
+        k = int((ts % 86_400.0) // self.settings.bin_s) % self._bins
+        n = st.count[row, k] + 1.0
+        per_day = self.settings.bin_s / max(self.sensors[self._ids[row]].interval_s, 1.0)
+        weight = 1.0 / n if learning or n <= per_day else 1.0 / (per_day * self.settings.baseline_days)
+        st.baseline[row, k] += weight * (value - st.baseline[row, k])
+        st.count[row, k] = min(n, 1e9)
+
+    def _fresh(self, st: _State, ts: float) -> npt.NDArray[np.bool_]:
+        fresh: npt.NDArray[np.bool_] = np.isfinite(st.last_ts) & (ts - st.last_ts <= self.settings.stale_s)
+        return fresh
+
+    def _projected(
+        self, mask: npt.NDArray[np.bool_], sigma: FloatArray
+    ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+        """Return, for the sensors in *mask*: whitening weights, the modes' basis, the whitened leak responses
+        projected off the modes, and their norms. Cached per mask (the spread is fixed after calibration)."""
+        key = mask.tobytes()
+        cached = self._projections.get(key)
+        if cached is not None:
+            return cached
+        inv = 1.0 / sigma[mask]
+        modes = self.response.modes[mask] * inv[:, None]
+        basis, _r = np.linalg.qr(modes) if modes.shape[1] else (np.zeros((int(mask.sum()), 0)), None)
+        leak = self.response.leak[mask] * inv[:, None]
+        leak = leak - basis @ (basis.T @ leak)
+        norms = np.linalg.norm(leak, axis=0)
+        norms[norms == 0] = np.inf
+        result = (inv, basis, leak, norms)
+        if len(self._projections) > 64:
+            self._projections.clear()
+        self._projections[key] = result
+        return result
+
+    def _sigma(self, st: _State) -> FloatArray:
+        """Each sensor's residual spread (after calibration), or a unit prior before."""
+        sigma = np.sqrt(np.where(st.var_n > 0, st.var_sum / np.maximum(st.var_n, 1.0), 1.0))
+        floor = max(float(np.median(sigma)) * 0.2, 1e-3)
+        out: FloatArray = np.maximum(sigma, floor)
+        return out
+
+    def _calibrate(self, st: _State, ts: float) -> None:
+        """Accumulate each fresh sensor's squared residual (deviation projected off the modes, unwhitened)."""
+        mask = self._fresh(st, ts)
+        if not mask.any():
+            return
+        modes = self.response.modes[mask]
+        d = st.dev[mask]
+        if modes.shape[1]:
+            coef, *_ = np.linalg.lstsq(modes, d, rcond=None)
+            d = d - modes @ coef
+        st.var_sum[mask] += d * d
+        st.var_n[mask] += 1.0
+
+    def _judge(self, st: _State, ts: float) -> Judgement:
+        """Return the matched-filter test over every candidate at *ts*."""
+        mask = self._fresh(st, ts)
+        if mask.sum() < 3:
+            return Judgement(0.0)
+        sigma = self._sigma(st) if st.var_n.max() > 0 else np.ones(len(self._ids))
+        calibrated = st.var_n.max() > 0 and ts - st.first_ts >= self.settings.learn_s + self.settings.calibrate_s
+        if not calibrated:
+            self._projections.clear()
+        inv, basis, leak, norms = self._projected(mask, sigma)
+        # A leak lowers pressure: the response is negative where the deviation is; the test is one-sided.
+        z = st.dev[mask] * inv
+        r = z - basis @ (basis.T @ z)
+        dots = leak.T @ r
+        stats = dots / norms
+        best = int(np.argmax(stats))
+        r_norm = float(np.linalg.norm(r)) or 1.0
+        cosine = stats / r_norm
+        order = np.argsort(-cosine)[: self.settings.top]
+        candidates = [(self.response.candidates[k], round(float(cosine[k]), 4)) for k in order]
+        flow = float(dots[best] / (norms[best] ** 2))
+        return Judgement(float(stats[best]), candidates, flow, int(mask.sum()))
+
+    def _decide(self, st: _State, judgement: Judgement, ts: float, changes: list[AlertChange]) -> None:
+        """Raise, update or clear the alert from *judgement*."""
+        cfg = self.settings
+        threshold = max(cfg.threshold, cfg.threshold_factor * st.calib_max)
+        stat = judgement.statistic
+        if stat > threshold:
+            if math.isnan(st.above_since):
+                st.above_since = ts
+            st.below_since = math.nan
+        else:
+            st.above_since = math.nan
+            if stat < cfg.clear_fraction * threshold:
+                if math.isnan(st.below_since):
+                    st.below_since = ts
+            else:
+                st.below_since = math.nan
+        alert = st.alert
+        if alert is None:
+            if not math.isnan(st.above_since) and ts - st.above_since >= cfg.hold_s and judgement.candidates:
+                top = judgement.candidates[0][0]
+                flow = max(judgement.flow_l_s, 0.0)
+                st.alert = _Alert(self._districts.get(top, ""), self._grade(flow), ts, flow, top, ts)
+                changes.append(self._change("raised", st.alert, judgement, ts, threshold))
+            return
+        if not math.isnan(st.below_since) and ts - st.below_since >= cfg.clear_hold_s:
+            changes.append(self._change("cleared", alert, judgement, ts, threshold))
+            st.alert = None
+            st.below_since = math.nan
+            return
+        if stat <= threshold or not judgement.candidates or ts - alert.reported_ts < cfg.update_every_s:
+            return
+        flow = max(judgement.flow_l_s, 0.0)
+        top = judgement.candidates[0][0]
+        grade = self._grade(flow)
+        moved = abs(flow - alert.flow_l_s) > 0.25 * max(alert.flow_l_s, 1.0)
+        if grade != alert.grade or top != alert.top or moved:
+            alert.grade, alert.flow_l_s, alert.top, alert.reported_ts = grade, flow, top, ts
+            changes.append(self._change("updated", alert, judgement, ts, threshold))
+
+    def _grade(self, flow_l_s: float) -> int:
+        for grade, limit in enumerate(self.settings.grade_flows_l_s, start=1):
+            if flow_l_s >= limit:
+                return grade
+        return 4
+
+    def _change(self, event: str, alert: _Alert, judgement: Judgement, ts: float, threshold: float) -> AlertChange:
+        """Build one alert change; the evidence goes into ``detail``."""
+        where = alert.district or self.network.name
+        if event == "cleared":
+            zh = f"{where}供水管网疑似漏损已消除"
+            en = f"Suspected water leak in {where} is over"
+        else:
+            zh = f"{where}供水管网疑似漏损，估计漏量 {alert.flow_l_s:.1f} L/s，最可能位置：节点 {alert.top}"
+            en = (
+                f"Suspected water leak in {where}: about {alert.flow_l_s:.1f} L/s, "
+                f"most likely near junction {alert.top}"
+            )
+        detail = {
+            "candidates": [{"asset": f"water:node:{jid}", "score": score} for jid, score in judgement.candidates],
+            "estimated_flow_l_s": round(alert.flow_l_s, 2),
+            "statistic": round(judgement.statistic, 2),
+            "threshold": round(threshold, 2),
+            "sensors": judgement.sensors,
+        }
+        return AlertChange(
+            event=event,
+            cause_key=cause_key(alert.district),
+            kind=KIND,
+            sensor_id=None,
+            network=Network.WATER.value,
+            district=alert.district,
+            grade=alert.grade,
+            ts=datetime.fromtimestamp(ts, UTC),
+            value=round(alert.flow_l_s, 2),
+            threshold=None,
+            message=zh,
+            message_en=en,
+            detail=detail,
+        )
+
+
+def _candidate_districts(network: PipeNetwork, candidates: Sequence[str], sensors: Sequence[Sensor]) -> dict[str, str]:
+    """Give each candidate junction the district of the nearest sensor that has one."""
+    placed = [s for s in sensors if s.district]
+    if not placed:
+        return {}
+    xy = np.array([(s.x_m, s.y_m) for s in placed])
+    out: dict[str, str] = {}
+    for jid in candidates:
+        node = network.nodes.get(jid)
+        if node is None or node.kind is not NodeKind.JUNCTION:
+            continue
+        k = int(np.argmin((xy[:, 0] - node.x_m) ** 2 + (xy[:, 1] - node.y_m) ** 2))
+        out[jid] = placed[k].district
+    return out
+
+
+def _opt(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
+
+
+def _nan(value: Any) -> float:
+    return math.nan if value is None else float(value)
