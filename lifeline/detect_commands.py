@@ -79,7 +79,8 @@ def read_wide_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
     "model_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Load a fitted model (without --fit), or save the one fitted (with --fit).",
+    help="Load a fitted model (without --fit), or save the one fitted (with --fit): a numpy .npz archive with a "
+    "JSON header; anything else (a pickle included) is refused.",
 )
 def detect(csv_path: Path, out_path: Path, fit_path: Path | None, model_path: Path | None) -> None:
     """Flag anomalies in a wide sensor CSV (fit on a normal period with --fit, or load a saved --model)."""
@@ -96,7 +97,12 @@ def detect(csv_path: Path, out_path: Path, fit_path: Path | None, model_path: Pa
                 model_path.write_bytes(dump_detector(detector))
         else:
             assert model_path is not None
-            detector = load_detector(model_path.read_bytes())
+            try:
+                detector = load_detector(model_path.read_bytes())
+            except OSError as exc:
+                raise click.ClickException(f"{model_path}: cannot read the model: {exc}") from exc
+            except LifelineError as exc:
+                raise click.ClickException(f"{model_path}: {exc}") from exc
         frame, stamps = read_wide_csv(csv_path)
         result = score_detector(detector, frame)
     except LifelineError as exc:

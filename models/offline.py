@@ -5,19 +5,31 @@ network. The detector learns, from a period known to be normal:
 
 1. a robust hour-of-day profile per sensor (median and scaled MAD per hour, the scale floored), so the daily
    demand cycle is not an anomaly; a 0/1 status column's profile is its usual state per hour, and the floor turns
-   an unusual switch into a large deviation;
-2. standardised features: the deviation from the profile, its rolling mean over a short window, and for measured
-   quantities (not statuses, whose change is already an event) the change per step — a tank that fills while its
-   pumps are off is the kind of physical inconsistency a single-sensor threshold misses;
-3. a PCA model of those features; the anomaly score is the squared prediction error (SPE, the squared residual
-   outside the principal subspace) plus a weighted Hotelling T² inside it, each divided by its median on the
-   normal period, so neither dominates by scale;
-4. an alarm threshold: a high quantile of the normal period's smoothed score; an alarm needs the smoothed score to
-   stay above it for a few steps, because an attack or a fault lasts hours while noise does not.
+   an unusual switch into a large deviation. The standardised deviation is ``z``.
+2. one or both of two models of how the sensors hang together:
 
-Nothing is tuned to one network: sensors are told apart only by the quantity in their name (or a mapping given by
-the caller). The model is a few small numpy arrays; it pickles, and carries :data:`MODEL_VERSION`. The
-SVD is exact (LAPACK), so there is no random state: the same data always give the same model.
+   - **PCA** of features (``z``, its rolling mean, and for measured quantities its change per step); the score is
+     the squared prediction error (SPE) outside the principal subspace plus a weighted Hotelling T² inside it;
+   - **virtual sensors**: every sensor's ``z`` predicted by ridge regression from every *other* sensor's ``z`` now
+     and one step before; the score is the mean squared standardised residual. A tank whose level rises while
+     the flows that fill it do not, or a pump whose status and flow disagree, leaves a residual even when each
+     reading alone looks normal — the physical consistency a single-sensor threshold misses, learnt from data
+     without knowing the network's topology.
+
+3. an alarm threshold: a high quantile of the smoothed score on a held-out *calibration* tail of the normal
+   period, scored by a model fitted on the rest (a model scores the data it was fitted on too kindly); the final
+   model is then fitted on the whole normal period. An alarm needs the smoothed score to stay above the
+   threshold for a while, because an attack or a leak lasts hours while noise does not.
+
+Windows are given in hours and turned into samples from the normal period's median time step, so the same
+settings mean the same on hourly and 15-minute data. Nothing is tuned to one network: sensors are told apart only
+by the quantity in their name (``P_``, ``F_``, ``L_``, ``S_``) or a mapping given by the caller. The default
+settings were chosen on BATADAL's normal year alone, by cross-validation with synthetic anomalies
+(``bench/bench_batadal.py --select``; docs/models.md).
+
+A fitted model is a few numpy arrays and a JSON header, saved as a numpy ``.npz`` archive without pickles
+(:func:`dump_detector`, :func:`load_detector`); it carries :data:`MODEL_VERSION`. Fitting uses exact linear
+algebra only, so the same data always give the same model.
 
 Example:
     >>> import numpy as np, pandas as pd
@@ -30,18 +42,21 @@ Example:
     >>> suspect = normal.copy()
     >>> suspect.iloc[500:520, 0] -= 5.0
     >>> result = score_detector(detector, suspect)
-    >>> int(result["flag"].iloc[505:520].min())
+    >>> int(result["flag"].iloc[508:520].min())
     1
 """
 
 from __future__ import annotations
 
+import dataclasses
+import io
+import json
 import logging
-import pickle
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -51,8 +66,11 @@ from twin.errors import LifelineError
 
 logger = logging.getLogger(__name__)
 
-MODEL_VERSION: Final = "offline-pca-1"
+MODEL_VERSION: Final = "offline-2"
 """Changes whenever a fitted model's contents or meaning change; :func:`load_detector` refuses other versions."""
+
+METHODS: Final = ("pca", "ridge", "both")
+"""The sensor models a detector can use: PCA, virtual sensors (ridge), or the mean of both scores."""
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -97,28 +115,48 @@ def sensor_kind(column: str, kinds: Mapping[str, SensorKind] | None = None) -> S
 
 @dataclass(frozen=True, slots=True)
 class DetectorConfig:
-    """Settings of the offline detector. Windows count samples (steps of the table), so hours for hourly data.
+    """Settings of the offline detector. The defaults were chosen on BATADAL's normal year only (module docstring).
 
     Attributes:
-        rolling_window: length of the rolling mean of each standardised sensor, samples.
+        method: ``"pca"``, ``"ridge"`` (virtual sensors) or ``"both"`` (mean of the two scores).
+        rolling_h: length of the rolling mean of each standardised sensor (PCA features), hours.
         variance_kept: fraction of the normal period's feature variance the principal subspace keeps, 0–1.
-        threshold_quantile: quantile of the normal period's smoothed score used as the alarm threshold, 0–1.
-        smoothing_window: length of the rolling median applied to the raw score, samples.
-        min_alarm: shortest run of above-threshold samples that becomes an alarm, samples.
+        t2_weight: weight of the Hotelling T² term relative to the SPE term, 0 to use SPE alone.
+        ridge_alpha: ridge penalty per sample on standardised inputs, dimensionless (0.01 is mild).
+        top_k: the virtual-sensor score is the mean squared residual of the *top_k* worst sensors at each step
+            (an attack or a leak moves few sensors, which a mean over all would dilute); 0 for all sensors.
+        calibration_fraction: share of the normal period, at its end, held out to set the score's scale and the
+            threshold, 0–0.5; 0 sets them on the data the model was fitted on.
+        threshold_quantile: quantile of the calibration period's smoothed score used as the threshold, 0–1.
+        smoothing_h: length of the rolling median applied to the raw score, hours.
+        min_alarm_h: shortest time above the threshold that becomes an alarm, hours.
         scale_floor: smallest per-sensor scale, as a fraction of the sensor's overall standard deviation, so a
             sensor that is nearly constant at some hour does not turn noise into huge deviations.
-        clip: standardised values are clipped to ±clip, so one broken sensor cannot dominate the score.
-        t2_weight: weight of the Hotelling T² term relative to the SPE term, 0 to use SPE alone.
+        clip: standardised values and residuals are clipped to ±clip, so one broken sensor cannot dominate.
     """
 
-    rolling_window: int = 6
-    variance_kept: float = 0.95
-    threshold_quantile: float = 0.99
-    smoothing_window: int = 6
-    min_alarm: int = 4
+    method: str = "pca"
+    rolling_h: float = 6.0
+    variance_kept: float = 0.99
+    t2_weight: float = 0.0
+    ridge_alpha: float = 0.01
+    top_k: int = 0
+    calibration_fraction: float = 0.25
+    threshold_quantile: float = 0.98
+    smoothing_h: float = 1.0
+    min_alarm_h: float = 2.0
     scale_floor: float = 0.1
     clip: float = 20.0
-    t2_weight: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise OfflineModelError(f"method {self.method!r}: expected one of {METHODS}")
+        if not 0.0 <= self.calibration_fraction <= 0.5:
+            raise OfflineModelError(f"calibration_fraction {self.calibration_fraction}: expected 0–0.5")
+        if not 0.0 < self.threshold_quantile < 1.0 or not 0.0 < self.variance_kept <= 1.0:
+            raise OfflineModelError("threshold_quantile and variance_kept must be in (0, 1)")
+        if min(self.rolling_h, self.smoothing_h, self.min_alarm_h) <= 0 or min(self.ridge_alpha, self.top_k) < 0:
+            raise OfflineModelError("windows must be positive, ridge_alpha and top_k not negative")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,58 +171,96 @@ class SensorProfile:
 
 
 @dataclass(frozen=True, slots=True)
-class OfflineDetector:
-    """A fitted detector: per-sensor profiles, feature scaling, the PCA model and the alarm threshold.
+class PcaModel:
+    """PCA of the standardised features; ``components`` has shape (k, n_features)."""
 
-    Arrays are in feature order (:attr:`feature_names`); ``components`` has shape (k, n_features).
-    """
-
-    config: DetectorConfig
-    columns: tuple[str, ...]
-    profiles: Mapping[str, SensorProfile]
     feature_names: tuple[str, ...]
     feature_mean: FloatArray
     feature_std: FloatArray
     components: FloatArray
     component_variance: FloatArray
+
+
+@dataclass(frozen=True, slots=True)
+class RidgeModel:
+    """Virtual sensors: ``z_hat = ((x - input_mean) / input_std) @ coef + intercept``.
+
+    Inputs ``x`` are every sensor's ``z`` now and one step before, shape (2m,); ``coef`` has shape (2m, m) with
+    zeros where a sensor would predict itself; ``residual_scale`` (m,) is each residual's robust spread.
+    """
+
+    input_mean: FloatArray
+    input_std: FloatArray
+    coef: FloatArray
+    intercept: FloatArray
+    residual_scale: FloatArray
+
+
+@dataclass(frozen=True, slots=True)
+class OfflineDetector:
+    """A fitted detector: per-sensor profiles, the sensor models, the score's scale and the alarm threshold.
+
+    Attributes:
+        step_h: the normal period's median time step, hours; windows are turned into samples with it.
+        spe_median, t2_median, ridge_median: medians of each raw score part on the calibration period.
+        calibration_score: the calibration period's raw (unsmoothed) score, kept so that the alarm settings can
+            be changed without refitting (:func:`with_alarm`).
+        threshold: alarm threshold on the smoothed score, dimensionless.
+    """
+
+    config: DetectorConfig
+    columns: tuple[str, ...]
+    step_h: float
+    profiles: Mapping[str, SensorProfile]
+    pca: PcaModel | None
+    ridge: RidgeModel | None
     spe_median: float
     t2_median: float
+    ridge_median: float
+    calibration_score: FloatArray
     threshold: float
     version: str = field(default=MODEL_VERSION)
 
 
-def _hourly_profile(values: pd.Series, kind: SensorKind, config: DetectorConfig) -> SensorProfile:
-    hours = values.index.hour
-    overall_std = float(values.std(ddof=0)) if values.size > 1 else 0.0
-    floor = max(config.scale_floor * overall_std, 1e-3)
-    centre = np.zeros(24)
+def _steps(hours: float, step_h: float) -> int:
+    return max(1, round(hours / step_h))
+
+
+def _hourly_profile(values: pd.Series, kind: SensorKind, scale_floor: float) -> SensorProfile:
+    hours = np.asarray(values.index.hour)
+    data = values.to_numpy(dtype=np.float64)
+    overall_std = float(np.std(data)) if data.size > 1 else 0.0
+    floor = max(scale_floor * overall_std, 1e-3)
+    centre = np.full(24, float(np.median(data)))
     scale = np.full(24, floor)
-    grouped = values.groupby(hours)
-    median = grouped.median()
-    for hour, group in grouped:
-        mad = float(np.median(np.abs(group.to_numpy() - median[hour]))) * 1.4826
-        centre[int(hour)] = float(median[hour])
-        scale[int(hour)] = max(mad, floor)
-    missing = np.setdiff1d(np.arange(24), np.unique(np.asarray(hours)))
-    if missing.size:
-        centre[missing] = float(values.median())
+    for hour in np.unique(hours):
+        group = data[hours == hour]
+        median = float(np.median(group))
+        centre[hour] = median
+        scale[hour] = max(float(np.median(np.abs(group - median))) * 1.4826, floor)
     return SensorProfile(kind=kind, centre=centre, scale=scale)
 
 
-def _standardise(frame: pd.DataFrame, detector_profiles: Mapping[str, SensorProfile], clip: float) -> pd.DataFrame:
+def _standardise(frame: pd.DataFrame, profiles: Mapping[str, SensorProfile], clip: float) -> pd.DataFrame:
     hours = np.asarray(frame.index.hour)
     out = {}
-    for column, profile in detector_profiles.items():
+    for column, profile in profiles.items():
         z = (frame[column].to_numpy(dtype=np.float64) - profile.centre[hours]) / profile.scale[hours]
         out[column] = np.clip(z, -clip, clip)
     return pd.DataFrame(out, index=frame.index)
 
 
-def _features(z: pd.DataFrame, profiles: Mapping[str, SensorProfile], window: int) -> pd.DataFrame:
+def _pca_features(z: pd.DataFrame, profiles: Mapping[str, SensorProfile], window: int) -> pd.DataFrame:
     rolling = z.rolling(window, min_periods=1).mean().add_suffix("_mean")
     changing = [c for c, p in profiles.items() if p.kind is not SensorKind.STATUS]
     step = z[changing].diff().fillna(0.0).add_suffix("_step")
     return pd.concat([z, rolling, step], axis=1).fillna(0.0)
+
+
+def _ridge_inputs(z: pd.DataFrame) -> FloatArray:
+    now = z.to_numpy(dtype=np.float64)
+    before = np.vstack([now[:1], now[:-1]])
+    return np.hstack([now, before])
 
 
 def _check_frame(frame: pd.DataFrame, what: str) -> None:
@@ -196,32 +272,155 @@ def _check_frame(frame: pd.DataFrame, what: str) -> None:
         raise OfflineModelError(f"{what}: timestamps must be increasing")
 
 
-def _raw_scores(
-    x: FloatArray, mean: FloatArray, std: FloatArray, components: FloatArray, variance: FloatArray
-) -> tuple[FloatArray, FloatArray]:
-    centred = (x - mean) / std
-    projected = centred @ components.T
-    residual = centred - projected @ components
-    spe = np.einsum("ij,ij->i", residual, residual)
-    t2 = np.einsum("ij,ij->i", projected / variance, projected)
-    return spe, t2
+def _median_step_h(index: pd.DatetimeIndex) -> float:
+    if index.size < 2:
+        return 1.0
+    seconds = np.diff(index.asi8) / 1e9 if index.tz is None else np.diff(index.tz_convert("UTC").asi8) / 1e9
+    step = float(np.median(seconds)) / 3600.0
+    return step if step > 0 else 1.0
 
 
-def _smooth(score: pd.Series, window: int) -> pd.Series:
-    return score.rolling(window, min_periods=1).median()
+def _fit_pca(z: pd.DataFrame, profiles: Mapping[str, SensorProfile], config: DetectorConfig, step_h: float) -> PcaModel:
+    features = _pca_features(z, profiles, _steps(config.rolling_h, step_h))
+    x = features.to_numpy(dtype=np.float64)
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    std[std < 1e-9] = 1.0
+    _, singular, vt = np.linalg.svd((x - mean) / std, full_matrices=False)
+    variance = singular**2 / max(x.shape[0] - 1, 1)
+    kept = int(np.searchsorted(np.cumsum(variance) / variance.sum(), config.variance_kept) + 1)
+    kept = min(kept, vt.shape[0])
+    signs = np.sign(vt[:kept, np.argmax(np.abs(vt[:kept]), axis=1)].diagonal())
+    return PcaModel(
+        feature_names=tuple(str(c) for c in features.columns),
+        feature_mean=mean,
+        feature_std=std,
+        components=vt[:kept] * signs[:, None],
+        component_variance=np.maximum(variance[:kept], 1e-12),
+    )
 
 
-def _persistent(above: npt.NDArray[np.bool_], min_run: int) -> npt.NDArray[np.int64]:
+def _fit_ridge(z: pd.DataFrame, config: DetectorConfig) -> RidgeModel:
+    x = _ridge_inputs(z)
+    target = z.to_numpy(dtype=np.float64)
+    n, m = target.shape
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    std[std < 1e-9] = 1.0
+    xs = (x - mean) / std
+    intercept = target.mean(axis=0)
+    gram = xs.T @ xs
+    cross = xs.T @ (target - intercept)
+    coef = np.zeros((2 * m, m))
+    penalty = config.ridge_alpha * n
+    for j in range(m):
+        keep = np.ones(2 * m, dtype=bool)
+        keep[[j, m + j]] = False
+        sub = gram[np.ix_(keep, keep)] + penalty * np.eye(int(keep.sum()))
+        coef[keep, j] = np.linalg.solve(sub, cross[keep, j])
+    ridge = RidgeModel(mean, std, coef, intercept, np.ones(m))
+    residual = target - _ridge_predict(ridge, x)
+    return dataclasses.replace(ridge, residual_scale=_robust_scale(residual))
+
+
+def _robust_scale(residual: FloatArray) -> FloatArray:
+    median = np.median(residual, axis=0)
+    mad = np.median(np.abs(residual - median), axis=0) * 1.4826
+    return np.maximum(mad, 1e-3)
+
+
+def _ridge_predict(ridge: RidgeModel, x: FloatArray) -> FloatArray:
+    predicted: FloatArray = ((x - ridge.input_mean) / ridge.input_std) @ ridge.coef + ridge.intercept
+    return predicted
+
+
+@dataclass(frozen=True, slots=True)
+class _Core:
+    profiles: dict[str, SensorProfile]
+    pca: PcaModel | None
+    ridge: RidgeModel | None
+
+
+def _fit_core(
+    numeric: pd.DataFrame,
+    columns: tuple[str, ...],
+    kinds: Mapping[str, SensorKind] | None,
+    config: DetectorConfig,
+    step_h: float,
+) -> _Core:
+    profiles = {c: _hourly_profile(numeric[c], sensor_kind(c, kinds), config.scale_floor) for c in columns}
+    z = _standardise(numeric[list(columns)], profiles, config.clip)
+    pca = _fit_pca(z, profiles, config, step_h) if config.method in ("pca", "both") else None
+    ridge = _fit_ridge(z, config) if config.method in ("ridge", "both") else None
+    return _Core(profiles, pca, ridge)
+
+
+def _score_parts(core: _Core, numeric: pd.DataFrame, config: DetectorConfig, step_h: float) -> dict[str, FloatArray]:
+    """Raw score parts per sample: ``spe`` and ``t2`` (PCA) and ``ridge`` (mean squared residual)."""
+    z = _standardise(numeric, core.profiles, config.clip)
+    parts: dict[str, FloatArray] = {}
+    if core.pca is not None:
+        pca = core.pca
+        features = _pca_features(z, core.profiles, _steps(config.rolling_h, step_h))
+        x = features[list(pca.feature_names)].to_numpy(dtype=np.float64)
+        centred = (x - pca.feature_mean) / pca.feature_std
+        projected = centred @ pca.components.T
+        residual = centred - projected @ pca.components
+        parts["spe"] = np.einsum("ij,ij->i", residual, residual)
+        parts["t2"] = np.einsum("ij,ij->i", projected / pca.component_variance, projected)
+    if core.ridge is not None:
+        residual = (
+            z.to_numpy(dtype=np.float64) - _ridge_predict(core.ridge, _ridge_inputs(z))
+        ) / core.ridge.residual_scale
+        squared = np.minimum(residual**2, config.clip**2)
+        if 0 < config.top_k < squared.shape[1]:
+            squared = np.sort(squared, axis=1)[:, -config.top_k :]
+        parts["ridge"] = np.mean(squared, axis=1)
+    return parts
+
+
+def _combine(parts: Mapping[str, FloatArray], config: DetectorConfig, medians: Mapping[str, float]) -> FloatArray:
+    scores = []
+    if "spe" in parts:
+        pca = parts["spe"] / medians["spe"] + config.t2_weight * parts["t2"] / medians["t2"]
+        scores.append(pca / (1.0 + config.t2_weight))
+    if "ridge" in parts:
+        scores.append(parts["ridge"] / medians["ridge"])
+    combined: FloatArray = np.mean(scores, axis=0)
+    return combined
+
+
+def _medians(parts: Mapping[str, FloatArray]) -> dict[str, float]:
+    medians = {"spe": 1.0, "t2": 1.0, "ridge": 1.0}
+    medians.update({name: max(float(np.median(values)), 1e-12) for name, values in parts.items()})
+    return medians
+
+
+def smooth(raw: FloatArray, window: int) -> FloatArray:
+    """Return the rolling median of *raw* over *window* samples (the first samples use what there is)."""
+    smoothed: FloatArray = pd.Series(raw).rolling(window, min_periods=1).median().to_numpy(dtype=np.float64)
+    return smoothed
+
+
+def persistent(above: npt.NDArray[np.bool_], min_run: int) -> npt.NDArray[np.int64]:
+    """Return 1 on every run of True in *above* at least *min_run* samples long, from the run's first sample."""
     flags = np.zeros(above.size, dtype=np.int64)
-    start: int | None = None
-    for i, on in enumerate(np.append(above, False)):
-        if on and start is None:
-            start = i
-        elif not on and start is not None:
-            if i - start >= min_run:
-                flags[start:i] = 1
-            start = None
+    padded = np.concatenate(([False], above, [False])).astype(np.int8)
+    edges = np.diff(padded)
+    for start, stop in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True):
+        if stop - start >= min_run:
+            flags[start:stop] = 1
     return flags
+
+
+def _threshold(calibration_score: FloatArray, config: DetectorConfig, step_h: float) -> float:
+    smoothed = smooth(calibration_score, _steps(config.smoothing_h, step_h))
+    return float(np.quantile(smoothed, config.threshold_quantile))
+
+
+def _prepared(frame: pd.DataFrame) -> pd.DataFrame:
+    numeric = frame.apply(pd.to_numeric, errors="coerce")
+    return numeric.interpolate(limit_direction="both")
 
 
 def fit_detector(
@@ -235,7 +434,8 @@ def fit_detector(
     Args:
         normal: sensor readings, DataFrame (index = increasing timestamps, columns = sensor names); numeric values
             in the sensor's unit (pressure m, flow L/s, level m, status 0/1). Columns that are constant or all
-            missing are ignored. At least a few days of data are needed; a year covers seasons.
+            missing are ignored. At least a couple of weeks are needed (a quarter of them is held out to set the
+            threshold); a year covers seasons.
         config: detector settings; defaults to :class:`DetectorConfig`.
         kinds: column → :class:`SensorKind`, for columns whose names do not start with ``P_``, ``F_``, ``L_``,
             ``S_``.
@@ -244,48 +444,91 @@ def fit_detector(
         The fitted detector.
 
     Raises:
-        OfflineModelError: the index is not timestamps, the table is empty, or no column varies.
+        OfflineModelError: the index is not timestamps, the table is empty or too short, or no column varies.
     """
     config = config or DetectorConfig()
     _check_frame(normal, "normal period")
-    numeric = normal.apply(pd.to_numeric, errors="coerce")
-    numeric = numeric.interpolate(limit_direction="both")
+    numeric = _prepared(normal)
     columns = tuple(str(c) for c in numeric.columns if numeric[c].notna().any() and numeric[c].nunique() > 1)
     if not columns:
         raise OfflineModelError("normal period: no column varies, nothing to learn")
-    profiles = {c: _hourly_profile(numeric[c], sensor_kind(c, kinds), config) for c in columns}
-    features = _features(_standardise(numeric[list(columns)], profiles, config.clip), profiles, config.rolling_window)
-    x = features.to_numpy(dtype=np.float64)
-    mean = x.mean(axis=0)
-    std = x.std(axis=0)
-    std[std < 1e-9] = 1.0
-    centred = (x - mean) / std
-    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
-    variance = singular**2 / max(x.shape[0] - 1, 1)
-    kept = int(np.searchsorted(np.cumsum(variance) / variance.sum(), config.variance_kept) + 1)
-    kept = min(kept, vt.shape[0])
-    signs = np.sign(vt[:kept, np.argmax(np.abs(vt[:kept]), axis=1)].diagonal())
-    components = vt[:kept] * signs[:, None]
-    component_variance = np.maximum(variance[:kept], 1e-12)
-    spe, t2 = _raw_scores(x, mean, std, components, component_variance)
-    spe_median = max(float(np.median(spe)), 1e-12)
-    t2_median = max(float(np.median(t2)), 1e-12)
-    score = pd.Series(spe / spe_median + config.t2_weight * t2 / t2_median, index=normal.index)
-    threshold = float(_smooth(score, config.smoothing_window).quantile(config.threshold_quantile))
-    logger.info("offline detector fitted: %s sensors, %s features, %s components", len(columns), x.shape[1], kept)
+    numeric = numeric[list(columns)]
+    step_h = _median_step_h(normal.index)
+    held_out = round(len(numeric) * config.calibration_fraction)
+    if config.calibration_fraction > 0 and (held_out < 24 or len(numeric) - held_out < 48):
+        raise OfflineModelError(
+            f"normal period: {len(numeric)} rows are too few to hold {config.calibration_fraction:.0%} out "
+            "for calibration (needs at least 24 held out and 48 left)"
+        )
+    if held_out:
+        head, tail = numeric.iloc[:-held_out], numeric.iloc[-held_out:]
+        varying = tuple(c for c in columns if head[c].nunique() > 1)
+        split_core = _fit_core(head, varying, kinds, config, step_h)
+        parts = _score_parts(split_core, tail[list(varying)], config, step_h)
+    else:
+        parts = {}
+    core = _fit_core(numeric, columns, kinds, config, step_h)
+    if not held_out:
+        parts = _score_parts(core, numeric, config, step_h)
+    medians = _medians(parts)
+    calibration_score = _combine(parts, config, medians)
+    threshold = _threshold(calibration_score, config, step_h)
+    logger.info(
+        "offline detector fitted: %s sensors, method %s, threshold %.3f", len(columns), config.method, threshold
+    )
     return OfflineDetector(
         config=config,
         columns=columns,
-        profiles=profiles,
-        feature_names=tuple(str(c) for c in features.columns),
-        feature_mean=mean,
-        feature_std=std,
-        components=components,
-        component_variance=component_variance,
-        spe_median=spe_median,
-        t2_median=t2_median,
+        step_h=step_h,
+        profiles=core.profiles,
+        pca=core.pca,
+        ridge=core.ridge,
+        spe_median=medians["spe"],
+        t2_median=medians["t2"],
+        ridge_median=medians["ridge"],
+        calibration_score=calibration_score,
         threshold=threshold,
     )
+
+
+def with_alarm(
+    detector: OfflineDetector, *, threshold_quantile: float, smoothing_h: float, min_alarm_h: float
+) -> OfflineDetector:
+    """Return *detector* with other alarm settings and the threshold they give on its calibration score.
+
+    The sensor models are unchanged, so this costs no refit (model selection tries many alarm settings).
+    """
+    config = dataclasses.replace(
+        detector.config, threshold_quantile=threshold_quantile, smoothing_h=smoothing_h, min_alarm_h=min_alarm_h
+    )
+    threshold = _threshold(detector.calibration_score, config, detector.step_h)
+    return dataclasses.replace(detector, config=config, threshold=threshold)
+
+
+def raw_score(detector: OfflineDetector, frame: pd.DataFrame) -> FloatArray:
+    """Return the unsmoothed score of every row of *frame*, shape (n,), dimensionless (about 1 when normal).
+
+    Raises:
+        OfflineModelError: the index is not timestamps, the table is empty, or a fitted sensor is missing.
+    """
+    _check_frame(frame, "scored period")
+    missing = [c for c in detector.columns if c not in frame.columns]
+    if missing:
+        raise OfflineModelError(f"scored period: missing sensors {missing[:10]}")
+    numeric = _prepared(frame[list(detector.columns)])
+    numeric = numeric.fillna(pd.Series({c: float(p.centre.mean()) for c, p in detector.profiles.items()}))
+    core = _Core(dict(detector.profiles), detector.pca, detector.ridge)
+    parts = _score_parts(core, numeric, detector.config, detector.step_h)
+    medians = {"spe": detector.spe_median, "t2": detector.t2_median, "ridge": detector.ridge_median}
+    return _combine(parts, detector.config, medians)
+
+
+def flags_from_raw(detector: OfflineDetector, raw: FloatArray) -> tuple[FloatArray, npt.NDArray[np.int64]]:
+    """Smooth a raw score and turn it into alarms with *detector*'s settings; return (score, flag), each (n,)."""
+    config = detector.config
+    score = smooth(raw, _steps(config.smoothing_h, detector.step_h))
+    flags = persistent(score > detector.threshold, _steps(config.min_alarm_h, detector.step_h))
+    return score, flags
 
 
 def score_detector(detector: OfflineDetector, frame: pd.DataFrame) -> pd.DataFrame:
@@ -297,50 +540,101 @@ def score_detector(detector: OfflineDetector, frame: pd.DataFrame) -> pd.DataFra
             same units as when fitted). Extra columns are ignored; gaps are interpolated.
 
     Returns:
-        DataFrame (index = *frame*'s timestamps) with ``score`` (float, dimensionless: smoothed SPE and T², each
-        relative to its normal-period median, so about 2 is typical) and ``flag`` (int 0/1: 1 where the smoothed
-        score stays above the threshold for at least ``min_alarm`` samples).
+        DataFrame (index = *frame*'s timestamps) with ``flag`` (int 0/1: 1 where the smoothed score stays above
+        the threshold for at least ``min_alarm_h``) and ``score`` (float, dimensionless: the smoothed score,
+        about 1 when normal).
 
     Raises:
         OfflineModelError: the index is not timestamps, the table is empty, or a fitted sensor is missing.
     """
-    _check_frame(frame, "scored period")
-    missing = [c for c in detector.columns if c not in frame.columns]
-    if missing:
-        raise OfflineModelError(f"scored period: missing sensors {missing[:10]}")
-    config = detector.config
-    numeric = frame[list(detector.columns)].apply(pd.to_numeric, errors="coerce").interpolate(limit_direction="both")
-    numeric = numeric.fillna(pd.Series({c: float(p.centre.mean()) for c, p in detector.profiles.items()}))
-    features = _features(
-        _standardise(numeric, detector.profiles, config.clip), detector.profiles, config.rolling_window
-    )
-    x = features[list(detector.feature_names)].to_numpy(dtype=np.float64)
-    spe, t2 = _raw_scores(
-        x, detector.feature_mean, detector.feature_std, detector.components, detector.component_variance
-    )
-    raw = spe / detector.spe_median + config.t2_weight * t2 / detector.t2_median
-    score = _smooth(pd.Series(raw, index=frame.index), config.smoothing_window)
-    flags = _persistent(score.to_numpy() > detector.threshold, config.min_alarm)
-    return pd.DataFrame({"flag": flags, "score": score.to_numpy()}, index=frame.index)
+    score, flags = flags_from_raw(detector, raw_score(detector, frame))
+    return pd.DataFrame({"flag": flags, "score": score}, index=frame.index)
+
+
+# --- saving and loading: numpy arrays and a JSON header in an .npz archive, never pickles -------------------------
+
+_PCA_ARRAYS = ("feature_mean", "feature_std", "components", "component_variance")
+_RIDGE_ARRAYS = ("input_mean", "input_std", "coef", "intercept", "residual_scale")
 
 
 def dump_detector(detector: OfflineDetector) -> bytes:
-    """Serialise a fitted detector (pickle); write the bytes wherever the caller keeps models."""
-    return pickle.dumps(detector, protocol=pickle.HIGHEST_PROTOCOL)
+    """Serialise a fitted detector as a numpy ``.npz`` archive (arrays plus a JSON header, no pickles)."""
+    header: dict[str, Any] = {
+        "version": detector.version,
+        "config": dataclasses.asdict(detector.config),
+        "columns": list(detector.columns),
+        "kinds": [detector.profiles[c].kind.value for c in detector.columns],
+        "step_h": detector.step_h,
+        "spe_median": detector.spe_median,
+        "t2_median": detector.t2_median,
+        "ridge_median": detector.ridge_median,
+        "threshold": detector.threshold,
+        "pca_features": list(detector.pca.feature_names) if detector.pca else None,
+    }
+    arrays: dict[str, FloatArray] = {
+        "profile_centre": np.array([detector.profiles[c].centre for c in detector.columns]),
+        "profile_scale": np.array([detector.profiles[c].scale for c in detector.columns]),
+        "calibration_score": detector.calibration_score,
+    }
+    if detector.pca is not None:
+        arrays |= {f"pca_{name}": getattr(detector.pca, name) for name in _PCA_ARRAYS}
+    if detector.ridge is not None:
+        arrays |= {f"ridge_{name}": getattr(detector.ridge, name) for name in _RIDGE_ARRAYS}
+    buffer = io.BytesIO()
+    meta = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
+    np.savez_compressed(buffer, header=meta, **arrays)  # type: ignore[arg-type]
+    return buffer.getvalue()
 
 
 def load_detector(data: bytes) -> OfflineDetector:
-    """Rebuild a detector from :func:`dump_detector` bytes. Unpickle only bytes you trust.
+    """Rebuild a detector from :func:`dump_detector` bytes; nothing in them is executed.
 
     Raises:
-        OfflineModelError: the bytes are not a detector, or one saved by another :data:`MODEL_VERSION`.
+        OfflineModelError: the bytes are not a saved detector (a pickle, another file, a damaged archive), or one
+            saved by another :data:`MODEL_VERSION`.
     """
     try:
-        detector = pickle.loads(data)
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
-        raise OfflineModelError("not a saved offline detector") from exc
-    if not isinstance(detector, OfflineDetector):
-        raise OfflineModelError(f"not a saved offline detector: {type(detector).__name__}")
-    if detector.version != MODEL_VERSION:
-        raise OfflineModelError(f"saved model version {detector.version!r}, this code reads {MODEL_VERSION!r}")
-    return detector
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            arrays = {name: np.asarray(archive[name]) for name in archive.files}
+        header = json.loads(arrays.pop("header").tobytes().decode("utf-8"))
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
+        raise OfflineModelError("not a saved offline detector (expected a numpy .npz archive with a header)") from exc
+    if not isinstance(header, dict) or header.get("version") != MODEL_VERSION:
+        version = header.get("version") if isinstance(header, dict) else None
+        raise OfflineModelError(f"saved model version {version!r}, this code reads {MODEL_VERSION!r}")
+    try:
+        config = DetectorConfig(**header["config"])
+        columns = tuple(str(c) for c in header["columns"])
+        profiles = {
+            c: SensorProfile(
+                SensorKind(kind),
+                arrays["profile_centre"][i].astype(np.float64),
+                arrays["profile_scale"][i].astype(np.float64),
+            )
+            for i, (c, kind) in enumerate(zip(columns, header["kinds"], strict=True))
+        }
+        pca = (
+            PcaModel(tuple(header["pca_features"]), *(arrays[f"pca_{n}"].astype(np.float64) for n in _PCA_ARRAYS))
+            if header["pca_features"] is not None
+            else None
+        )
+        ridge = (
+            RidgeModel(*(arrays[f"ridge_{n}"].astype(np.float64) for n in _RIDGE_ARRAYS))
+            if "ridge_coef" in arrays
+            else None
+        )
+        return OfflineDetector(
+            config=config,
+            columns=columns,
+            step_h=float(header["step_h"]),
+            profiles=profiles,
+            pca=pca,
+            ridge=ridge,
+            spe_median=float(header["spe_median"]),
+            t2_median=float(header["t2_median"]),
+            ridge_median=float(header["ridge_median"]),
+            calibration_score=arrays["calibration_score"].astype(np.float64),
+            threshold=float(header["threshold"]),
+        )
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise OfflineModelError(f"saved offline detector is incomplete or damaged: {exc}") from exc

@@ -11,17 +11,21 @@ import pandas as pd
 import pytest
 
 from models.evaluation import (
+    ANOMALY_KINDS,
     EvaluationError,
     attack_spans,
     batadal_score,
     f1_score,
+    inject_anomalies,
     precision,
     recall,
     s_cm,
     s_ttd,
+    select_config,
 )
 from models.offline import (
     MODEL_VERSION,
+    DetectorConfig,
     OfflineModelError,
     dump_detector,
     fit_detector,
@@ -72,14 +76,15 @@ def test_detector_finds_batadal_attacks_with_few_false_alarms(
     assert result.index.equals(attacked.index)
     assert set(np.unique(result["flag"])) <= {0, 1}
     score = batadal_score(truth, result["flag"])
-    # Measured with the default configuration: P 0.462, R 0.685, F1 0.551, S_TTD 0.847, S_CM 0.820, S 0.834.
+    # Settings chosen on dataset03 alone (bench/bench_batadal.py --select); scored on dataset04 once:
+    # P 0.173, R 0.772, F1 0.283, S_TTD 0.947, S_CM 0.784, S 0.865.
     assert score.n_attacks == 5
-    assert precision(truth, result["flag"]) >= 0.44
-    assert recall(truth, result["flag"]) >= 0.66
-    assert f1_score(truth, result["flag"]) >= 0.53
-    assert score.s_ttd >= 0.82
-    assert score.s_cm >= 0.80
-    assert score.s >= 0.81
+    assert precision(truth, result["flag"]) >= 0.15
+    assert recall(truth, result["flag"]) >= 0.74
+    assert f1_score(truth, result["flag"]) >= 0.26
+    assert score.s_ttd >= 0.92
+    assert score.s_cm >= 0.76
+    assert score.s >= 0.84
     assert fitted - started < 20.0
     assert scored - fitted < 5.0
 
@@ -142,8 +147,80 @@ def test_fitting_needs_timestamps() -> None:
 
 
 def test_garbage_bytes_are_not_a_detector() -> None:
-    with pytest.raises(OfflineModelError):
-        load_detector(b"not a pickle")
+    with pytest.raises(OfflineModelError, match="not a saved offline detector"):
+        load_detector(b"not a model")
+
+
+def test_a_pickle_is_refused_without_being_run() -> None:
+    import pickle
+
+    with pytest.raises(OfflineModelError, match="not a saved offline detector"):
+        load_detector(pickle.dumps({"version": MODEL_VERSION}))
+
+
+def test_a_model_of_another_version_is_refused() -> None:
+    import io
+    import json
+
+    buffer = io.BytesIO()
+    np.savez(buffer, header=np.frombuffer(json.dumps({"version": "offline-pca-1"}).encode(), dtype=np.uint8))
+    with pytest.raises(OfflineModelError, match="version"):
+        load_detector(buffer.getvalue())
+
+
+@pytest.mark.parametrize("method", ["pca", "ridge", "both"])
+def test_every_method_saves_scores_and_reloads(method: str) -> None:
+    normal = _synthetic(24 * 30, seed=1)
+    suspect = _synthetic(24 * 10, seed=2)
+    suspect.iloc[100:130, suspect.columns.get_loc("P_J1")] -= 2.0
+    detector = fit_detector(normal, config=DetectorConfig(method=method))
+    restored = load_detector(dump_detector(detector))
+    pd.testing.assert_frame_equal(score_detector(detector, suspect), score_detector(restored, suspect))
+    assert score_detector(detector, suspect)["flag"].iloc[105:130].mean() > 0.8
+
+
+def test_windows_are_hours_whatever_the_step() -> None:
+    hourly = fit_detector(_synthetic(24 * 30, seed=1))
+    quarter = _synthetic(24 * 30 * 4, seed=1)
+    quarter.index = pd.date_range("2024-01-01", periods=len(quarter), freq="15min", tz="UTC")
+    fine = fit_detector(quarter)
+    assert hourly.step_h == pytest.approx(1.0) and fine.step_h == pytest.approx(0.25)
+
+
+def test_injected_anomalies_change_only_what_they_say(batadal: tuple[pd.DataFrame, pd.DataFrame, pd.Series]) -> None:
+    normal = batadal[0].iloc[:2000]
+    injected, truth, done = inject_anomalies(normal, rng=np.random.default_rng(3), count=6)
+    assert [d.kind for d in done] == list(ANOMALY_KINDS)
+    assert attack_spans(truth) == [(d.start, d.stop) for d in done]
+    changed = injected.ne(normal)
+    assert not changed[truth == 0].to_numpy().any()
+    for d in done:
+        touched = changed.iloc[d.start : d.stop]
+        assert touched.any().loc[list(d.columns)].any()
+        assert not touched.drop(columns=list(d.columns)).to_numpy().any()
+
+
+def test_selection_on_the_normal_year_keeps_the_false_alarm_budget(
+    batadal: tuple[pd.DataFrame, pd.DataFrame, pd.Series],
+) -> None:
+    # A small version of bench/bench_batadal.py --select, on half the normal year and never on dataset04.
+    normal = batadal[0].iloc[: 24 * 180]
+    selection = select_config(
+        normal,
+        models=[DetectorConfig(method="pca"), DetectorConfig(method="ridge")],
+        alarms=[(0.98, 1.0, 2.0), (0.995, 6.0, 3.0)],
+        folds=2,
+        anomalies_per_fold=5,
+        repeats=1,
+        false_alarm_budget=0.02,
+    )
+    assert len(selection.candidates) == 4
+    best = selection.candidates[0]
+    assert selection.within_budget and best.false_alarm_rate <= 0.02
+    assert best.config == selection.chosen
+    # Offsets, switches and replays of a few sensors are found; measured S about 0.7 on this subset.
+    assert best.detected >= 0.6
+    assert best.s >= 0.55
 
 
 def test_metrics_count_steps() -> None:
