@@ -25,7 +25,8 @@ Method, and why:
   leak there, in standard deviations); the test statistic is ``max_j s_j``. A leak is raised when it exceeds
   ``threshold`` (or ``threshold_factor`` × the largest value seen during calibration, whichever is larger) for
   ``hold_s``. Candidates are ranked by the cosine between *r* and *S_j* (the alert's ``score``, 0–1); the estimated
-  flow is the least-squares leak size at the best candidate, ``(S_j · r) / |S_j|²``, L/s.
+  flow is the least-squares leak size at the best candidate, ``(S_j · r) / |S_j|²``, L/s, with *r* from the
+  deviation smoothed over ``fast_tau_s`` (3 min) so that a burst is graded as one when it is raised.
 - **Grades** by estimated flow: ≥ 50 L/s I, ≥ 20 L/s II (a burst), ≥ 5 L/s III, otherwise IV.
 
 Readings in ``suspect``, of quality ``bad``, of unknown sensors or not newer than the sensor's last one change
@@ -269,6 +270,7 @@ class LeakSettings:
         calibrate_s: data after that used to learn each sensor's residual spread and the threshold, s.
         baseline_days: memory of the baseline once learned, days.
         tau_s: time constant of the deviation's smoothing, s.
+        fast_tau_s: time constant of a faster smoothing that sizes the leak (no lag behind a burst), s.
         stale_s: a sensor silent (or suspect) this long is left out, s.
         threshold: the matched-filter statistic that raises an alert, standard deviations.
         threshold_factor: or this many times the largest statistic seen during calibration, if larger.
@@ -285,12 +287,13 @@ class LeakSettings:
     calibrate_s: float = 24 * 3600.0
     baseline_days: float = 3.0
     tau_s: float = 20 * 60.0
+    fast_tau_s: float = 3 * 60.0
     stale_s: float = 15 * 60.0
     threshold: float = 6.0
     threshold_factor: float = 1.2
-    clear_fraction: float = 0.5
+    clear_fraction: float = 0.6
     hold_s: float = 5 * 60.0
-    clear_hold_s: float = 30 * 60.0
+    clear_hold_s: float = 20 * 60.0
     update_every_s: float = 10 * 60.0
     top: int = 5
     grade_flows_l_s: tuple[float, float, float] = (50.0, 20.0, 5.0)
@@ -316,6 +319,7 @@ class _State:
         baseline: mean value per sensor and time-of-day bin, shape (sensors, bins).
         count: readings that fed each bin (capped), shape (sensors, bins).
         dev: smoothed deviation from the baseline, shape (sensors,).
+        fast: the same, smoothed over ``fast_tau_s``, shape (sensors,).
         last_ts: time of each sensor's last trusted reading (NaN: never), shape (sensors,).
         var_sum, var_n: sum of squared residuals and how many, during calibration, shape (sensors,).
         first_ts: time of the first reading (NaN: none yet).
@@ -327,6 +331,7 @@ class _State:
     baseline: FloatArray
     count: FloatArray
     dev: FloatArray
+    fast: FloatArray
     last_ts: FloatArray
     var_sum: FloatArray
     var_n: FloatArray
@@ -342,6 +347,7 @@ class _State:
             baseline=np.zeros((sensors, bins)),
             count=np.zeros((sensors, bins)),
             dev=np.zeros(sensors),
+            fast=np.zeros(sensors),
             last_ts=np.full(sensors, np.nan),
             var_sum=np.zeros(sensors),
             var_n=np.zeros(sensors),
@@ -353,6 +359,7 @@ class _State:
             self.baseline.copy(),
             self.count.copy(),
             self.dev.copy(),
+            self.fast.copy(),
             self.last_ts.copy(),
             self.var_sum.copy(),
             self.var_n.copy(),
@@ -438,6 +445,7 @@ class WaterLeakDetector:
             gap = cfg.tau_s if math.isnan(last) or ts - last > cfg.stale_s else ts - last
             if not learning and not math.isnan(expected):
                 st.dev[row] += (1.0 - math.exp(-gap / cfg.tau_s)) * (value - expected - st.dev[row])
+                st.fast[row] += (1.0 - math.exp(-gap / cfg.fast_tau_s)) * (value - expected - st.fast[row])
             st.last_ts[row] = ts
             if learning or (st.alert is None and math.isnan(st.above_since)):
                 self._learn(st, row, ts, value, learning)
@@ -476,6 +484,7 @@ class WaterLeakDetector:
                 "baseline": st.baseline[k].tolist(),
                 "count": st.count[k].tolist(),
                 "dev": float(st.dev[k]),
+                "fast": float(st.fast[k]),
                 "last_ts": _opt(st.last_ts[k]),
                 "var_sum": float(st.var_sum[k]),
                 "var_n": float(st.var_n[k]),
@@ -508,6 +517,7 @@ class WaterLeakDetector:
                 st.baseline[row] = np.asarray(entry["baseline"], dtype=np.float64)
                 st.count[row] = np.asarray(entry["count"], dtype=np.float64)
             st.dev[row] = float(entry.get("dev", 0.0))
+            st.fast[row] = float(entry.get("fast", 0.0))
             st.last_ts[row] = _nan(entry.get("last_ts"))
             st.var_sum[row] = float(entry.get("var_sum", 0.0))
             st.var_n[row] = float(entry.get("var_n", 0.0))
@@ -633,7 +643,9 @@ class WaterLeakDetector:
         cosine = stats / r_norm
         order = np.argsort(-cosine)[: self.settings.top]
         candidates = [(self.response.candidates[k], round(float(cosine[k]), 4)) for k in order]
-        flow = float(dots[best] / (norms[best] ** 2))
+        # Sized from the fast deviation: the slow one lags a burst by tens of minutes.
+        fast = st.fast[mask] * inv
+        flow = float(leak[:, best] @ (fast - basis @ (basis.T @ fast)) / (norms[best] ** 2))
         return Judgement(float(stats[best]), candidates, flow, int(mask.sum()))
 
     def _decide(self, st: _State, judgement: Judgement, ts: float, changes: list[AlertChange]) -> None:
