@@ -30,6 +30,7 @@ from models.chain import DetectorChain
 from models.streaming import StreamDetector
 from models.thresholds import state_from_active
 from twin.alerts import AlertChange
+from twin.errors import LifelineError
 from twin.mqtt import MqttConfig, connect, make_client
 from twin.sensors import Sensor
 from twin.store.alerts import active_alerts, apply_change
@@ -105,6 +106,7 @@ class IngestService:
         clock: current UTC time (tests move it).
         detectors: factories of the learned detectors that run after sensor health, thresholds and the per-sensor
             baseline (see :class:`models.chain.DetectorChain`).
+        twin_detectors: also run the network detectors the stored twin supports (:mod:`models.registry`).
         state_save_s: how often the detectors' learned state is stored at least, seconds.
 
     Example:
@@ -127,6 +129,7 @@ class IngestService:
         failpoint: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         detectors: Sequence[DetectorFactory] = (),
+        twin_detectors: bool = True,
         state_save_s: float = STATE_SAVE_S,
     ) -> None:
         self.conninfo = conninfo
@@ -140,6 +143,7 @@ class IngestService:
         self.failpoint = failpoint
         self.clock = clock
         self.detector_factories = tuple(detectors)
+        self.twin_detectors = twin_detectors
         self.state_save_s = state_save_s
         self.stats = IngestStats()
         self._queue: queue.SimpleQueue[_Message] = queue.SimpleQueue()
@@ -417,7 +421,8 @@ class IngestService:
         if self._detector is None:
             rows = conn.execute("SELECT sensor_id, ts FROM sensor_latest").fetchall()
             state = state_from_active(active_alerts(conn), {r["sensor_id"]: r["ts"] for r in rows})
-            chain = DetectorChain.default(registry, threshold_state=state, extra=self.detector_factories)
+            extra = [*self.detector_factories, *(self._twin_factories(conn) if self.twin_detectors else [])]
+            chain = DetectorChain.default(registry, threshold_state=state, extra=extra)
             prefix = self._state_prefix()
             stored = {k[len(prefix) :]: v for k, v in load_states(conn).items() if k.startswith(prefix)}
             restored = chain.load_states(stored)
@@ -436,6 +441,21 @@ class IngestService:
             self._decoder.sensors = registry
         self._registry_loaded_at = time.monotonic()
         log.debug("loaded %d sensors", len(registry))
+
+    def _twin_factories(self, conn: DictConnection) -> list[DetectorFactory]:
+        """The network detectors for the stored twin; none (with a warning) if it cannot be loaded."""
+        from models.registry import learned_detectors
+        from twin.store.assets import load_city
+
+        try:
+            city = load_city(conn)
+        except (psycopg.Error, LifelineError, ValueError, KeyError) as exc:
+            log.warning("twin not loaded (%s): only the per-sensor detectors run", exc)
+            return []
+        if not city.networks:
+            log.info("no twin stored ('lifeline twin import …'): only the per-sensor detectors run")
+            return []
+        return learned_detectors(city)
 
     def _state_prefix(self) -> str:
         """Stored detector states are per worker: with a shared subscription each worker sees part of the stream."""
