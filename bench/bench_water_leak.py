@@ -8,6 +8,7 @@ replayed one batch per minute, ``now`` = the batch's time, as ``lifeline evaluat
 
     python bench/bench_water_leak.py                 # the whole evaluation (a few minutes, 2 workers)
     python bench/bench_water_leak.py --leaks 6 --normal 1 --workers 1
+    python bench/bench_water_leak.py --net3       # a few leaks and a normal run on WNTR's Net3 instead
 
 Figures printed: recall within 2 h for leaks ≥ 5 L/s and 1–5 L/s, median detection delay, false alarms per day per
 100 sensors, the share of leaks whose true junction (either end of a leaking pipe) is among the top 3 candidates,
@@ -23,10 +24,12 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import networkx as nx
 import numpy as np
+import wntr
 
 from models.water_leak import LeakSettings, WaterLeakDetector
 from simulators.water_scenarios import LeakEvent, WaterScenario
@@ -36,7 +39,8 @@ from twin.democity.sensors import place_sensors
 from twin.democity.water import build_water
 from twin.model import City, LinkKind, NodeKind, PipeNetwork
 from twin.readings import Reading
-from twin.sensors import Network, Sensor
+from twin.sensors import Network, Quantity, Sensor
+from twin.water import read_epanet
 
 START = datetime(2025, 7, 1, 16, tzinfo=UTC)
 """Local midnight in the demo city (UTC+8)."""
@@ -86,6 +90,35 @@ def demo_network() -> tuple[PipeNetwork, dict[str, Sensor]]:
     network, _inp = build_water(layout)
     city = City(name="demo", crs="EPSG:4547", terrain=layout.terrain, networks={Network.WATER: network})
     sensors = {k: s for k, s in place_sensors(city).items() if s.network is Network.WATER}
+    return network, sensors
+
+
+def net3_network() -> tuple[PipeNetwork, dict[str, Sensor]]:
+    """Return WNTR's Net3 with sensors placed as a utility might: pressure at every third junction, flow on every
+    pipe next to a pump, tank or reservoir, level in every tank."""
+    path = Path(wntr.__file__).parent / "library" / "networks" / "Net3.inp"
+    network = read_epanet(path)
+    sensors: dict[str, Sensor] = {}
+    junctions = sorted(n.node_id for n in network.nodes.values() if n.kind is NodeKind.JUNCTION)
+    for k, nid in enumerate(junctions):
+        node = network.nodes[nid]
+        if k % 3 == 0:
+            sensor = Sensor(
+                f"WP-{nid}", Network.WATER, Quantity.PRESSURE, f"P {nid}", f"water:{nid}", "", node.x_m, node.y_m
+            )
+            sensors[sensor.sensor_id] = sensor
+    sources = {n.node_id for n in network.nodes.values() if n.kind in (NodeKind.TANK, NodeKind.RESERVOIR)}
+    for link in network.links.values():
+        if link.kind is LinkKind.PUMP or link.from_id in sources or link.to_id in sources:
+            a, _b = network.endpoints(link)
+            sid = f"WF-{link.link_id}"
+            sensors[sid] = Sensor(
+                sid, Network.WATER, Quantity.FLOW, f"Q {link.link_id}", f"water:{link.link_id}", "", a.x_m, a.y_m
+            )
+    for node in network.nodes.values():
+        if node.kind is NodeKind.TANK:
+            sid = f"WL-{node.node_id}"
+            sensors[sid] = Sensor(sid, Network.WATER, Quantity.LEVEL, f"L {node.node_id}", f"water:{node.node_id}", "")
     return network, sensors
 
 
@@ -210,8 +243,8 @@ def draw_cases(network: PipeNetwork, count: int, seed: int) -> list[LeakCase]:
     return cases
 
 
-def _worker(args: tuple[LeakCase | None, int]) -> Outcome:
-    network, sensors = demo_network()
+def _worker(args: tuple[LeakCase | None, int, str]) -> Outcome:
+    network, sensors = net3_network() if args[2] == "net3" else demo_network()
     return run_case(network, sensors, args[0], args[1])
 
 
@@ -251,11 +284,13 @@ def main() -> None:
     parser.add_argument("--normal", type=int, default=6, help="normal 4-day scenarios (2 judged days each)")
     parser.add_argument("--seed", type=int, default=2025, help="draws the leaks and the normal scenarios' seeds")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--net3", action="store_true", help="WNTR's Net3 instead of the demo city")
     args = parser.parse_args()
-    network, _sensors = demo_network()
+    which = "net3" if args.net3 else "demo"
+    network, _sensors = net3_network() if args.net3 else demo_network()
     cases = draw_cases(network, args.leaks, args.seed)
     normal_seeds = [args.seed * 10 + k for k in range(args.normal)]
-    jobs: list[tuple[LeakCase | None, int]] = [(c, c.seed) for c in cases] + [(None, s) for s in normal_seeds]
+    jobs = [(c, c.seed, which) for c in cases] + [(None, s, which) for s in normal_seeds]
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         outcomes = list(pool.map(_worker, jobs))

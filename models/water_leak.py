@@ -280,6 +280,9 @@ class LeakSettings:
         update_every_s: an active alert's candidates and flow are refreshed at most this often, s.
         top: candidates listed in the alert.
         grade_flows_l_s: estimated flows (L/s) from which grades I, II and III apply (else IV).
+        operating_points: demand levels (× mean) at which the common modes are computed (see
+            :func:`network_response`); each adds a mode per demand pattern and tank, so a network with few
+            sensors needs fewer.
     """
 
     bin_s: float = 30 * 60.0
@@ -297,6 +300,7 @@ class LeakSettings:
     update_every_s: float = 10 * 60.0
     top: int = 5
     grade_flows_l_s: tuple[float, float, float] = (50.0, 20.0, 5.0)
+    operating_points: tuple[float, ...] = (0.5, 1.0, 1.5)
 
 
 @dataclass(slots=True)
@@ -551,7 +555,7 @@ class WaterLeakDetector:
         self.sensors = {s.sensor_id: s for s in chosen}
         self._ids = [s.sensor_id for s in chosen]
         self._row = {sid: k for k, sid in enumerate(self._ids)}
-        self.response = network_response(self.network, observed)
+        self.response = network_response(self.network, observed, operating_points=self.settings.operating_points)
         self._districts = _candidate_districts(self.network, self.response.candidates, chosen)
         self._projections: dict[bytes, tuple[FloatArray, FloatArray, FloatArray, FloatArray]] = {}
 
