@@ -326,11 +326,14 @@ class IngestService:
                 if event_id is not None:
                     published.append((event_id, change))
         detector.commit(detection)
-        if detection.changes or time.monotonic() - self._state_saved_at > self.state_save_s:
-            # Stored right after the batch (a crash in between leaves the state one batch behind, which the
-            # detectors tolerate: a re-raised alert updates the stored one, a stale clear changes nothing).
+        if time.monotonic() - self._state_saved_at > self.state_save_s:
             self._save_states_safely()
             self._state_saved_at = time.monotonic()
+        elif detection.changes:
+            # The detectors that changed an alert store their state now, so what they believe active matches
+            # the alerts table (a crash in between leaves them one batch behind: a re-raised alert updates the
+            # stored one, a stale clear changes nothing).
+            self._save_states_safely(detection.changed)
         stats = self.stats
         stats.database_ok = True
         stats.batches += 1
@@ -465,15 +468,15 @@ class IngestService:
         prefix = self._state_prefix()
         return {prefix + name: state for name, state in states.items()}
 
-    def _save_states_safely(self) -> None:
-        """Store the detectors' state at a clean stop (best effort: it is also stored with batches)."""
+    def _save_states_safely(self, names: Sequence[str] | None = None) -> None:
+        """Store the detectors' state (of *names*, or all); a failure is logged, the next save catches up."""
         if self._conn is None or self._detector is None:
             return
         try:
             with self._conn.transaction():
-                save_states(self._conn, self._state_keys(self._detector.dump_states()))
+                save_states(self._conn, self._state_keys(self._detector.dump_states(names)))
         except psycopg.Error as exc:
-            log.warning("could not store the detectors' state at stop: %s", exc)
+            log.warning("could not store the detectors' state: %s", exc)
 
     def _refresh_registry_safely(self) -> None:
         try:

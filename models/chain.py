@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -101,6 +101,11 @@ class ChainResult:
     suspect: frozenset[tuple[str, datetime]]
     timings: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def changed(self) -> list[str]:
+        """The names of the detectors that changed an alert in this batch."""
+        return [detector.name for detector, result in self.results if result.changes]
+
 
 class DetectorChain:
     """Run streaming detectors in order on each batch.
@@ -168,10 +173,12 @@ class DetectorChain:
         for detector in self.detectors:
             detector.update_sensors(sensors)
 
-    def dump_states(self) -> dict[str, dict[str, Any]]:
-        """Return each detector's committed state by name (detectors with nothing to keep are left out)."""
+    def dump_states(self, names: Collection[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Return each detector's committed state by name (only *names* if given; empty states are left out)."""
         out = {}
         for detector in self.detectors:
+            if names is not None and detector.name not in names:
+                continue
             state = detector.dump_state()
             if state:
                 out[detector.name] = state
