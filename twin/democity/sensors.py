@@ -41,7 +41,8 @@ def _drainage(city: City, net: PipeNetwork) -> list[Sensor]:
     out: list[Sensor] = []
     out_diam: dict[str, float] = {}
     for link in net.links.values():
-        out_diam[link.from_id] = max(out_diam.get(link.from_id, 0.0), link.diameter_m)
+        if link.diameter_m > 0:  # weirs and orifices have no diameter: they do not set a crown
+            out_diam[link.from_id] = max(out_diam.get(link.from_id, 0.0), link.diameter_m)
     # A low point's level sensor sits on the node where its water gathers: the node tagged with the low point
     # (a gully or an underpass wet well), else the nearest node.
     low_nodes: dict[str, str] = {}
