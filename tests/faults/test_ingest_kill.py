@@ -1,0 +1,72 @@
+"""SIGKILL the ingest process in the middle of a stream and start it again: every reading is stored once."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from twin.mqtt import MqttConfig
+from twin.store.db import DictConnection
+
+from .harness import (
+    Load,
+    LoadPublisher,
+    lifeline_env,
+    report,
+    row_count,
+    start_ingest_process,
+    time_to_recover,
+    wait_stored,
+)
+
+pytestmark = pytest.mark.integration
+
+READINGS = 20_000
+RATE_PER_S = 800.0
+
+
+def test_sigkill_mid_stream_then_restart_stores_every_reading_once(
+    pg_url: str, schema: str, broker: MqttConfig, prefix: str, db: DictConnection
+) -> None:
+    env = lifeline_env(
+        pg_url=pg_url, schema=schema, broker=broker, prefix=prefix, mqtt_client_id=f"ingest-kill-{uuid.uuid4().hex[:8]}"
+    )
+    load = Load(READINGS, prefix)
+    first = start_ingest_process(env, name="ingest (first)")
+    publisher = LoadPublisher(broker, load, rate_per_s=RATE_PER_S, client_id=f"load-{uuid.uuid4().hex[:8]}").start()
+    second = None
+    try:
+        publisher.wait_sent(READINGS // 3, timeout_s=120)
+        first.kill()
+        assert first.proc.returncode == -9
+        sent_at_kill, stored_at_kill = publisher.sent, row_count(db)
+        restarted_at = time.monotonic()
+        second = start_ingest_process(env, name="ingest (restarted)")
+        subscribed_s = time.monotonic() - restarted_at
+        recover_s = time_to_recover(db, publisher, restarted_at, timeout_s=120)
+        acked = publisher.finish()
+        tally = wait_stored(db, load, timeout_s=120)
+    finally:
+        publisher.close()
+        if second is not None:
+            second.stop()
+        first.stop()
+    redelivered = second.duplicates_ignored()
+    report(
+        "ingest SIGKILL at 1/3 of the stream, restarted (same client id)",
+        tally,
+        acked=acked,
+        recover_s=recover_s,
+        redelivered=redelivered,
+        note=(
+            f"killed with {stored_at_kill} stored of {sent_at_kill} sent; "
+            f"restarted ingest subscribed after {subscribed_s:.1f} s"
+        ),
+    )
+    assert 0 < stored_at_kill < READINGS, "the kill did not land in the middle of the stream"
+    assert acked == READINGS
+    assert tally.exact, tally
+    assert second.proc.returncode == 0, second.tail()
+    assert second.ingest_stats()["dead_letters"] == 0
