@@ -172,9 +172,39 @@ def serve(ctx: click.Context, host: str | None, port: int | None, scene_dir: Pat
         else None
     )
     app = create_app(
-        conninfo=_need(s.database_url, "DATABASE_URL"), schema=s.db_schema, drill_env=drill_env, scene_dir=scene_dir
+        conninfo=_need(s.database_url, "DATABASE_URL"),
+        schema=s.db_schema,
+        drill_env=drill_env,
+        scene_dir=scene_dir,
+        auth=_authenticator(s),
+        cors_origins=s.cors_origins,
     )
     uvicorn.run(app, host=host or s.http_host, port=port or s.http_port, log_level=s.log_level.lower())
+
+
+def _authenticator(s: Settings) -> Any:
+    """The API's authenticator from the settings; refuses to run without tokens unless auth is off on purpose."""
+    import logging
+
+    from viewer.auth import Authenticator
+
+    if s.auth == "off":
+        logging.getLogger("lifeline").warning(
+            "LIFELINE_AUTH=off: the API and websockets are open to anyone who can reach this port"
+        )
+        return Authenticator.open(rate_per_s=s.api_rate_per_s)
+    if s.api_tokens_file is None:
+        raise click.ClickException(
+            "the API needs tokens: create them with 'lifeline tokens create --name ops-1 --role operator"
+            " --file tokens.toml' and set LIFELINE_API_TOKENS_FILE=tokens.toml"
+            " (or LIFELINE_AUTH=off on a closed network)"
+        )
+    try:
+        auth = Authenticator.from_file(s.api_tokens_file, rate_per_s=s.api_rate_per_s, burst=s.api_burst)
+    except LifelineError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"API tokens: {len(auth.entries or [])} from {s.api_tokens_file}", err=True)
+    return auth
 
 
 def _stop_on_signals(stop: Any) -> None:
@@ -215,6 +245,7 @@ from lifeline.detect_commands import detect as _detect  # noqa: E402 - registere
 from lifeline.evaluate_commands import evaluate as _evaluate  # noqa: E402
 from lifeline.simulate_commands import replay as _replay  # noqa: E402
 from lifeline.simulate_commands import simulate as _simulate  # noqa: E402
+from lifeline.token_commands import tokens as _tokens  # noqa: E402
 from lifeline.twin_commands import twin as _twin_group  # noqa: E402
 
 cli.add_command(_twin_group)
@@ -222,6 +253,7 @@ cli.add_command(_replay)
 cli.add_command(_simulate)
 cli.add_command(_detect)
 cli.add_command(_evaluate)
+cli.add_command(_tokens)
 
 
 def main() -> None:

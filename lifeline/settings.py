@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
@@ -47,6 +48,13 @@ class Settings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)
+    auth: Literal["tokens", "off"] = Field(
+        "tokens", description="'lifeline serve' requires API tokens; 'off' only on a closed network (logged)"
+    )
+    api_tokens_file: Path | None = Field(None, description="TOML file of token digests ('lifeline tokens create')")
+    api_rate_per_s: float = Field(20.0, ge=0, description="API requests per second per client on average (0: off)")
+    api_burst: float = Field(100.0, ge=1, description="API requests a client may make at once")
+    cors_origins: list[str] = Field(default_factory=list, description="other origins allowed to call the API")
     embedded_broker: Literal["auto", "mosquitto", "amqtt"] = Field(
         "auto", description="broker the demo starts: Mosquitto where installed, else amqtt"
     )

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from twin.store.db import connect_kwargs
+from viewer.auth import Authenticator, Permission
+from viewer.deps import require
 from viewer.drills import DrillManager
 from viewer.hub import AlertHub
-from viewer.routes import alerts, drills, scene, sensors, twin
+from viewer.routes import alerts, drills, scene, sensors, session, twin
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
@@ -31,6 +34,8 @@ def create_app(
     scene_dir: Path | None = None,
     drill_env: dict[str, str] | None = None,
     drill_demo_city: bool = False,
+    auth: Authenticator | None = None,
+    cors_origins: Sequence[str] = (),
 ) -> FastAPI:
     """Build the viewer for the store at *conninfo* / *schema*.
 
@@ -43,6 +48,9 @@ def create_app(
         drill_env: environment for drill commands (broker and database settings); None: drills disabled.
         drill_demo_city: run drills on the built-in demo city instead of the stored twin.
         scene_dir: folder written by :func:`twin.scene.export_scene`; None: no 3D scene (its API answers 404).
+        auth: who may do what (:mod:`viewer.auth`); None: everyone is an anonymous admin (the demo, tests of
+            other features; ``lifeline serve`` requires tokens unless told otherwise).
+        cors_origins: origins other than the viewer's own that may call the API from a browser (none by default).
     """
 
     @asynccontextmanager
@@ -73,11 +81,22 @@ def create_app(
         version="0.1.0",
         lifespan=lifespan,
     )
-    app.include_router(sensors.router)
-    app.include_router(alerts.router)
-    app.include_router(twin.router)
+    reader = [Depends(require(Permission.READ))]
+    app.include_router(sensors.router, dependencies=reader)
+    app.include_router(alerts.router)  # the REST route and the websocket check the caller themselves
+    app.include_router(twin.router, dependencies=reader)
     app.include_router(scene.router)
     app.include_router(drills.router)
+    app.include_router(session.router)
+    app.state.auth = auth or Authenticator.open()
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+            allow_credentials=True,
+        )
     app.state.drills = DrillManager(env=drill_env, demo_city=drill_demo_city)
     app.state.scene_dir = scene_dir
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -95,6 +114,7 @@ def create_app(
             "schema": schema,
             "drill": drill or manager.running(),
             "drills_enabled": manager.enabled,
+            "auth_required": app.state.auth.required,
         }
 
     @app.get("/healthz", tags=["meta"], summary="Liveness and database reachability")

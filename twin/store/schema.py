@@ -287,10 +287,30 @@ def _v3_detectors(conn: psycopg.Connection[object], mode: StorageMode, policy: R
     )
 
 
+def _v4_audit(conn: psycopg.Connection[object], mode: StorageMode, policy: RetentionPolicy) -> None:
+    """Who did what through the viewer: sign-ins, refusals, drills, actions on alerts."""
+    conn.execute(
+        """
+        CREATE TABLE audit_log (
+            id          bigserial PRIMARY KEY,
+            ts          timestamptz NOT NULL DEFAULT now(),
+            actor       text NOT NULL,
+            role        text NOT NULL,
+            action      text NOT NULL,
+            target      text NOT NULL DEFAULT '',
+            outcome     text NOT NULL,
+            remote      text NOT NULL DEFAULT '',
+            detail      jsonb
+        )"""
+    )
+    conn.execute("CREATE INDEX audit_log_ts ON audit_log (ts DESC)")
+
+
 MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
     (1, "sensors, readings, rollups, alerts, dead letter", _v1_core),
     (2, "twin assets, versioned per import", _v2_twin_assets),
     (3, "alert evidence and detector state", _v3_detectors),
+    (4, "audit log", _v4_audit),
 )
 
 

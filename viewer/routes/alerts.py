@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
 from twin.store.alerts import list_alerts
-from viewer.deps import DbDep
+from viewer.deps import DbDep, Reader, get_auth, remote_of, token_of
 from viewer.hub import AlertHub
 from viewer.schemas import AlertPublic, alert_event_from_row
 
@@ -23,6 +23,7 @@ NETWORKS = ("drainage", "water", "gas", "rain")
 
 @router.get("/api/alerts", response_model=list[AlertPublic], summary="Alerts, newest first")
 def get_alerts(
+    _who: Reader,
     db: DbDep,
     active: Annotated[bool | None, Query(description="only active (true) or only cleared (false)")] = None,
     network: Annotated[str | None, Query(pattern="^(drainage|water|gas|rain)$")] = None,
@@ -45,6 +46,12 @@ async def alerts_socket(
     A client that reconnects with ``?after=<last event id it saw>`` receives what it missed, nothing twice.
     """
     hub: AlertHub = websocket.app.state.hub
+    auth = get_auth(websocket)
+    principal = auth.identify(token_of(websocket))
+    if principal is None or auth.limiter.take(f"ws:{remote_of(websocket)}") > 0:
+        # Closing before accepting answers the handshake with HTTP 403.
+        await websocket.close(code=1008, reason="sign in first (Authorization: Bearer or the session cookie)")
+        return
     await websocket.accept()
     if network is not None and network not in NETWORKS:
         await websocket.close(code=1008, reason=f"network must be one of {', '.join(NETWORKS)}")

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from twin.errors import ConfigError
+from viewer.deps import DrillRunner, Reader, audit
 from viewer.drills import DrillManager
 
 router = APIRouter(prefix="/api/drills", tags=["drills"])
@@ -28,24 +29,28 @@ def _manager(request: Request) -> DrillManager:
 
 
 @router.get("", summary="Drills started here, newest first")
-def list_drills(request: Request) -> list[dict[str, Any]]:
+def list_drills(request: Request, _who: Reader) -> list[dict[str, Any]]:
     return _manager(request).describe()
 
 
 @router.post("", status_code=201, summary="Start a drill")
-def start_drill(request: Request, body: Annotated[DrillCreate, Body()]) -> dict[str, Any]:
+def start_drill(request: Request, who: DrillRunner, body: Annotated[DrillCreate, Body()]) -> dict[str, Any]:
     try:
         drill = _manager(request).start(body.kind, speed=body.speed, params=body.params)
     except ConfigError as exc:
+        audit(request, who, "drill_start", "failed", body.kind, reason=str(exc)[:200])
         raise HTTPException(
             409 if "not enabled" in str(exc) or "running already" in str(exc) else 422, str(exc)
         ) from exc
+    audit(request, who, "drill_start", "ok", body.kind, drill_id=drill.as_dict().get("id"), speed=body.speed)
     return drill.as_dict()
 
 
 @router.delete("/{drill_id}", summary="Stop a drill")
-def stop_drill(request: Request, drill_id: int) -> dict[str, Any]:
+def stop_drill(request: Request, who: DrillRunner, drill_id: int) -> dict[str, Any]:
     try:
-        return _manager(request).stop(drill_id).as_dict()
+        stopped = _manager(request).stop(drill_id).as_dict()
     except KeyError as exc:
         raise HTTPException(404, f"no drill {drill_id}") from exc
+    audit(request, who, "drill_stop", "ok", str(drill_id))
+    return stopped

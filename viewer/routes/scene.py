@@ -12,6 +12,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse
 
 from twin.scene import GLB_NAME, META_NAME
+from viewer.deps import Reader
 
 router = APIRouter(tags=["scene"])
 
@@ -52,7 +53,7 @@ def _send(request: Request, name: str, media_type: str) -> FileResponse:
     response_class=FileResponse,
     responses={200: {"content": {"model/gltf-binary": {}}}, 404: {"description": "no scene exported"}},
 )
-def scene_glb(request: Request) -> FileResponse:
+def scene_glb(request: Request, _who: Reader) -> FileResponse:
     return _send(request, GLB_NAME, "model/gltf-binary")
 
 
@@ -62,7 +63,7 @@ def scene_glb(request: Request) -> FileResponse:
     response_class=FileResponse,
     responses={404: {"description": "no scene exported"}},
 )
-def scene_meta(request: Request) -> FileResponse:
+def scene_meta(request: Request, _who: Reader) -> FileResponse:
     return _send(request, META_NAME, "application/json")
 
 

@@ -12,6 +12,9 @@ const I18N = {
     raised: "新预警", updated: "更新", cleared: "已解除", ok: "正常", stale: "离线", bad: "数据异常",
     alarm: "预警", noData: "无数据", lang: "EN", scene3d: "三维场景",
     drillStart: "开始暴雨演练", drillStop: "停止演练",
+    signInTitle: "登录", signInHint: "请输入管理员发放的访问令牌", token: "访问令牌", signIn: "登录",
+    signOut: "退出", badToken: "令牌无效，请重试", tooMany: "尝试过于频繁，请稍后再试",
+    role_viewer: "查看", role_operator: "值班员", role_emergency: "应急人员", role_admin: "管理员",
   },
   en: {
     title: "Ji'an City Lifeline Safety Monitor", subtitle: "One network runs the city · drainage · water · gas",
@@ -23,6 +26,9 @@ const I18N = {
     cleared: "cleared", ok: "normal", stale: "offline", bad: "bad data", alarm: "alarm", noData: "no data",
     lang: "中文", scene3d: "3D scene",
     drillStart: "Start storm drill", drillStop: "Stop drill",
+    signInTitle: "Sign in", signInHint: "Enter the access token your administrator gave you", token: "Access token",
+    signIn: "Sign in", signOut: "Sign out", badToken: "Unknown token, try again", tooMany: "Too many attempts, wait a little",
+    role_viewer: "viewer", role_operator: "operator", role_emergency: "emergency", role_admin: "admin",
   },
 };
 const GRADE_ROMAN = { 1: "Ⅰ", 2: "Ⅱ", 3: "Ⅲ", 4: "Ⅳ" };
@@ -280,6 +286,38 @@ function esc(text) {
 
 function tick() { $("#clock").textContent = new Date().toLocaleTimeString(state.lang === "zh" ? "zh-CN" : "en-GB", { hour12: false }); }
 
+// Signing in: the token goes to POST /api/session once and lives on in an HttpOnly cookie, which the browser
+// also sends on the websocket. With authentication off (the demo) /api/session answers at once.
+async function signIn() {
+  const res = await fetch("/api/session");
+  if (res.ok) return res.json();
+  const form = $("#signin");
+  form.hidden = false;
+  $("#token").focus();
+  return new Promise((resolve) => {
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const r = await fetch("/api/session", { method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ token: $("#token").value.trim() }) });
+      if (r.status === 204) {
+        $("#token").value = "";
+        form.hidden = true;
+        resolve((await fetch("/api/session")).json());
+      } else {
+        $("#signin-error").textContent = t(r.status === 429 ? "tooMany" : "badToken");
+      }
+    });
+  });
+}
+
+function showUser(who) {
+  state.user = who;
+  const el = $("#user");
+  if (!who || !who.auth_required) { el.hidden = true; return; }
+  el.hidden = false;
+  $("#user-name").textContent = `${who.name} · ${t("role_" + who.role)}`;
+}
+
 async function main() {
   $("#lang").addEventListener("click", () => {
     state.lang = state.lang === "zh" ? "en" : "zh";
@@ -288,6 +326,11 @@ async function main() {
   });
   $("#chart-close").addEventListener("click", () => { $("#chart-panel").hidden = true; state.chartSensor = null; });
   applyLang();
+  $("#signout").addEventListener("click", async () => {
+    await fetch("/api/session", { method: "DELETE" });
+    location.reload();
+  });
+  showUser(await signIn());
   await refreshDrill();
   $("#drill-start").addEventListener("click", async () => {
     // A 50-year, 2-hour design storm through the drainage model, ten simulated minutes a second.

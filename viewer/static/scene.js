@@ -121,6 +121,10 @@ new ResizeObserver(resize).observe(container);
 // --- loading ------------------------------------------------------------------------------------------------------
 async function fetchOk(url, as) {
   const res = await fetch(url);
+  if (res.status === 401) {
+    location.href = "/";  // not signed in: the operations page asks for the token, then links back here
+    throw new Error("sign in first");
+  }
   if (!res.ok) {
     let detail = "";
     try { detail = (await res.json()).detail; } catch (e) { detail = res.statusText; }
