@@ -120,20 +120,26 @@ class LoadPublisher:
         self.sent = 0
         self.sent_at: list[float] = []
         self.errors: list[str] = []
-        self._infos: list[mqtt.MQTTMessageInfo] = []
         self._config = MqttConfig(
             host=config.host, port=config.port, client_id=client_id, session_expiry_s=300, protocol=config.protocol
         )
         self._client = make_client(self._config, persistent=True)
         self._connected = threading.Event()
         self.connects = 0
+        self._acked = 0
         self._client.on_connect = self._on_connect
+        self._client.on_publish = self._on_publish
         self._thread = threading.Thread(target=self._run, name="load-publisher", daemon=True)
 
     def _on_connect(self, _c: mqtt.Client, _u: object, _f: object, reason: Any, _p: object = None) -> None:
         if not reason.is_failure:
             self.connects += 1
             self._connected.set()
+
+    def _on_publish(self, _c: mqtt.Client, _u: object, _mid: int, _reason: object, _p: object = None) -> None:
+        # Called once per QoS 1 message, on its PUBACK (MQTTMessageInfo.is_published() raises for a message
+        # that was queued while disconnected, even after it has been sent and acknowledged).
+        self._acked += 1
 
     def start(self, timeout_s: float = 15.0) -> LoadPublisher:
         """Connect, then start publishing in the background."""
@@ -155,7 +161,6 @@ class LoadPublisher:
             info = self._client.publish(topic, payload, qos=1)
             if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
                 self.errors.append(f"message {k}: {mqtt.error_string(info.rc)}")
-            self._infos.append(info)
             self.sent_at.append(time.monotonic())
             self.sent = k + 1
 
@@ -165,7 +170,7 @@ class LoadPublisher:
 
     def acked(self) -> int:
         """Messages the broker has acknowledged so far."""
-        return sum(1 for info in list(self._infos) if info.is_published())
+        return self._acked
 
     def wait_sent(self, count: int, timeout_s: float) -> None:
         """Wait until *count* messages have been handed to the client."""
