@@ -3,14 +3,23 @@
 Delivery contract: messages are subscribed at QoS 1 in a persistent session and acknowledged only after the
 batch that holds them is committed (paho's manual acks). A crash before the commit, or between the commit and the
 acks, makes the broker deliver the message again; the write is idempotent on ``(sensor_id, ts)``, so every
-reading is stored exactly once. While the database is down the batch is retried with backoff and nothing is
-acknowledged, so the broker keeps the messages (bounded by ``receive_maximum`` in flight to us).
+reading is stored exactly once.
+
+While the database is away (a connection-class error), ingest spools each batch to disk (:mod:`ingest.spool`): its
+readings, dead letters and the alert changes the detectors made of it are appended as one record and synced to disk,
+and only then are its messages acknowledged, so ingest keeps consuming. Once the database answers again the spool is
+replayed in order, one transaction per chunk, a segment file deleted only after its records are committed; new
+batches go behind it (into the spool) until it is empty, so each sensor's readings keep their order. A full spool
+stops the acknowledgements: the broker keeps the messages (back-pressure) and ingest says so in its log and health.
+Without a spool directory the batch is retried with backoff and nothing is acknowledged, so the broker keeps the
+messages (bounded by ``receive_maximum`` in flight to us).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import queue
 import random
@@ -19,24 +28,38 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from ingest.health import HealthServer
 from ingest.protocol import Decoded, PayloadDecoder, PayloadLimits
-from models.chain import DetectorChain
+from ingest.spool import (
+    DEFAULT_MAX_BYTES,
+    Spool,
+    SpooledBatch,
+    SpoolError,
+    SpoolFullError,
+    SpoolRecord,
+    decode_batch,
+    encode_batch,
+)
+from models.chain import ChainResult, DetectorChain
 from models.streaming import StreamDetector
 from models.thresholds import state_from_active
 from twin.alerts import AlertChange
-from twin.errors import LifelineError
+from twin.errors import LifelineError, PayloadError
 from twin.mqtt import MqttConfig, connect, make_client
+from twin.readings import Reading
 from twin.sensors import Sensor
 from twin.store.alerts import active_alerts, apply_change
 from twin.store.db import DictConnection
 from twin.store.db import connect as db_connect
-from twin.store.dead_letter import store_dead_letters
+from twin.store.dead_letter import DeadLetter, digest_of, store_dead_letters
 from twin.store.detector_state import load_states, save_states
 from twin.store.readings import ReadingStore
 from twin.store.schema import StorageMode, current_mode
@@ -52,6 +75,25 @@ MAX_DELAY = 10.0
 STATE_SAVE_S = 30.0
 """The detectors' learned state is stored with a batch at least this often (seconds), and with every batch that
 changes an alert, so the alerts a detector believes active always match the stored ones."""
+REPLAY_RETRY_MAX_S = 2.0
+"""While spooling, the database is tried again at most this many seconds apart (backoff from INITIAL_DELAY)."""
+REPLAY_SLICE_S = 1.0
+"""The writer replays the spool for about this long (seconds) between two incoming batches, so ingest keeps
+accepting messages (into the spool) while it catches up."""
+REPLAY_CHUNK_BYTES = 8 << 20
+"""Spool records replayed in one transaction, bytes (at least one record)."""
+SPOOL_LOG_S = 10.0
+"""While not writing straight to the database, the spool's state is logged this often (a full spool at ERROR)."""
+DB_CONNECT_DEFAULTS: Mapping[str, str] = {
+    "connect_timeout": "10",
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "30000",
+}
+"""libpq settings added to the connection string unless it sets them: a database that vanishes without closing
+the connection (a cut network) is noticed within ~30 s instead of the operating system's minutes."""
 
 DetectorFactory = Callable[[Mapping[str, Sensor]], StreamDetector]
 
@@ -70,6 +112,18 @@ class IngestStats:
     last_commit: datetime | None = None
     database_ok: bool = True
     broker_connected: bool = False
+    spool_state: str = "off"
+    """``off`` (no spool configured), ``ok`` (writing straight to the database), ``spooling`` (database away,
+    batches go to disk), ``replaying`` (database back, catching up; new batches still go to disk) or ``full``
+    (the spool is at its bound or cannot be written: nothing is acknowledged, the broker keeps the messages)."""
+    spool_bytes: int = 0
+    """Bytes of spool files on disk."""
+    spool_records: int = 0
+    """Spooled batches not yet replayed."""
+    spool_oldest: datetime | None = None
+    """When the oldest batch not yet replayed was spooled (UTC)."""
+    readings_spooled: int = 0
+    readings_replayed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -108,6 +162,11 @@ class IngestService:
             baseline (see :class:`models.chain.DetectorChain`).
         twin_detectors: also run the network detectors the stored twin supports (:mod:`models.registry`).
         state_save_s: how often the detectors' learned state is stored at least, seconds.
+        spool_dir: where to spool batches while the database is away (one directory per worker, locked); None:
+            no spool, a failed batch is retried and nothing is acknowledged meanwhile.
+        spool_max_bytes: bound of the spool on disk, bytes; when reached, messages stay with the broker.
+        health_port: serve ``GET /health`` on this port (0: any free one, see :attr:`health_url`); None: no endpoint.
+        health_host: address of the health endpoint.
 
     Example:
         >>> svc = IngestService(conninfo="postgresql://127.0.0.1/test", schema="lifeline",   # doctest: +SKIP
@@ -131,6 +190,10 @@ class IngestService:
         detectors: Sequence[DetectorFactory] = (),
         twin_detectors: bool = True,
         state_save_s: float = STATE_SAVE_S,
+        spool_dir: Path | None = None,
+        spool_max_bytes: int = DEFAULT_MAX_BYTES,
+        health_port: int | None = None,
+        health_host: str = "127.0.0.1",
     ) -> None:
         self.conninfo = conninfo
         self.schema = schema
@@ -159,11 +222,38 @@ class IngestService:
         self._registry_loaded_at = 0.0
         self._client: mqtt.Client | None = None
         self._worker: threading.Thread | None = None
+        self.spool_dir = spool_dir
+        self.spool_max_bytes = spool_max_bytes
+        self._spool: Spool | None = None
+        self._replay_after = 0.0
+        self._replay_delay = INITIAL_DELAY
+        self._spool_logged_at = 0.0
+        self._unpublished: list[tuple[int, AlertChange]] = []
+        self._replay_started = 0.0
+        self._retry_logged_at = 0.0
+        self._replay_readings_at_start = 0
+        self.health_port = health_port
+        self.health_host = health_host
+        self._health: HealthServer | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Connect to the database (waiting for it), load sensors and detector state, then subscribe."""
+        """Open the spool, connect to the database (waiting for it), replay what a previous run spooled, load
+        sensors and detector state, then subscribe.
+
+        Raises:
+            SpoolError: the spool directory cannot be used (e.g. another process holds it).
+            OSError: the health endpoint's address cannot be bound.
+        """
+        if self.spool_dir is not None:
+            self._spool = Spool(self.spool_dir, max_bytes=self.spool_max_bytes)
+            self.stats.spool_state = "ok"
+            self._update_spool_stats()
+            log.info("spool at %s (bound %d bytes)", self.spool_dir, self.spool_max_bytes)
+        if self.health_port is not None:
+            self._health = HealthServer(self.health, host=self.health_host, port=self.health_port)
+            self._health.start()
         self._connect_db_until_ready()
         client = make_client(self.mqtt_config, persistent=True)
         client.manual_ack_set(True)
@@ -181,6 +271,17 @@ class IngestService:
         """The detectors this service runs (None before it has connected to the database)."""
         return self._detector
 
+    @property
+    def health_url(self) -> str | None:
+        """URL of the health endpoint, if one was asked for and started."""
+        return self._health.url if self._health is not None else None
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Return (healthy, counters): healthy while batches go straight into the database."""
+        stats = self.stats
+        healthy = stats.database_ok and stats.spool_state in ("ok", "off")
+        return healthy, stats.as_dict()
+
     def wait_ready(self, timeout: float) -> bool:
         """Wait until the subscription is in place; return False on timeout."""
         return self._subscribed.wait(timeout)
@@ -197,6 +298,10 @@ class IngestService:
             self._client.loop_stop()
         if self._conn is not None:
             self._conn.close()
+        if self._spool is not None and not (self._worker is not None and self._worker.is_alive()):
+            self._spool.close()
+        if self._health is not None:
+            self._health.stop()
         log.info("ingest stopped: %s", self.stats.as_dict())
 
     def run_forever(self) -> None:
@@ -246,14 +351,22 @@ class IngestService:
     # -- the writer thread ------------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        if self._unpublished:
+            self._publish_alerts([])
         while True:
+            if self._spool is not None and not self._spool.empty:
+                self._replay_when_due()
+                self._log_spool_now_and_then()
             batch = self._collect()
             if batch is None:
                 return
             if batch.messages:
-                self._write_with_retry(batch)
-            elif time.monotonic() - self._registry_loaded_at > self.registry_refresh_s:
+                self._handle(batch)
+            elif self._writing_direct() and time.monotonic() - self._registry_loaded_at > self.registry_refresh_s:
                 self._refresh_registry_safely()
+
+    def _writing_direct(self) -> bool:
+        return self.stats.database_ok and (self._spool is None or self._spool.empty)
 
     def _collect(self) -> _Batch | None:
         """Gather messages until batch_max readings or flush_interval after the first; None once stopping."""
@@ -263,7 +376,7 @@ class IngestService:
             if self._stop.is_set():
                 return None
             return _Batch()
-        if time.monotonic() - self._registry_loaded_at > self.registry_refresh_s:
+        if self._writing_direct() and time.monotonic() - self._registry_loaded_at > self.registry_refresh_s:
             self._refresh_registry_safely()
         batch = _Batch()
         self._add(batch, first)
@@ -287,36 +400,74 @@ class IngestService:
         batch.decoded.readings.extend(decoded.readings)
         batch.decoded.rejected.extend(decoded.rejected)
 
-    def _write_with_retry(self, batch: _Batch) -> None:
+    def _handle(self, batch: _Batch) -> None:
+        """Store *batch* (in the database, or in the spool while the database is away or the spool holds
+        anything), then acknowledge it; keep trying, without acknowledging, until one of them takes it."""
+        detector = self._detector
+        assert detector is not None
+        # The detectors change nothing until commit, so one evaluation serves every attempt.
+        detection = detector.evaluate(batch.decoded.readings, now=self.clock())
         delay = INITIAL_DELAY
         while True:
-            try:
-                changes = self._write(batch)
-                break
-            except psycopg.Error as exc:
-                self.stats.db_errors += 1
-                self.stats.database_ok = False
-                log.error(
-                    "database write failed (%s); %d messages kept unacknowledged, retrying in %.1f s",
-                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
-                    len(batch.messages),
-                    delay,
-                )
-                time.sleep(delay * (1 + random.uniform(-DELAY_JITTER, DELAY_JITTER)))
-                delay = min(delay * DELAY_BACKOFF, MAX_DELAY)
-                self._reconnect_db()
-        if self.failpoint == "crash_after_commit":
-            log.critical("failpoint crash_after_commit: exiting before acknowledging %d messages", len(batch.messages))
-            os._exit(70)
-        self._ack(batch)
-        self._publish_alerts(changes)
+            if self._spool is None or self._spool.empty:
+                try:
+                    if self._conn is None or self._conn.closed or self._conn.broken:
+                        self._drop_connection()
+                        self._open_db()
+                    changes = self._write(batch, detection)
+                except psycopg.Error as exc:
+                    connection_lost = _is_connection_error(exc, self._conn)
+                    spooling = self._spool is not None and connection_lost
+                    self._note_db_error(
+                        exc, batch, "spooling them to disk" if spooling else f"retrying in {delay:.1f} s"
+                    )
+                    if spooling:
+                        self._drop_connection()
+                    else:
+                        if self._stop.is_set():
+                            log.error("stopping: %d messages left unacknowledged with the broker", len(batch.messages))
+                            return
+                        time.sleep(delay * (1 + random.uniform(-DELAY_JITTER, DELAY_JITTER)))
+                        delay = min(delay * DELAY_BACKOFF, MAX_DELAY)
+                        self._drop_connection()
+                        continue
+                else:
+                    if self.failpoint == "crash_after_commit":
+                        log.critical(
+                            "failpoint crash_after_commit: exiting before acknowledging %d messages",
+                            len(batch.messages),
+                        )
+                        os._exit(70)
+                    self._ack(batch)
+                    self._publish_alerts(changes)
+                    return
+            if self._spool_batch(batch, detection):
+                return
+            # The spool cannot take it: hold the batch unacknowledged (the broker keeps the rest) until the
+            # database comes back and the spool drains.
+            if self._stop.is_set():
+                log.error("stopping: %d messages left unacknowledged with the broker", len(batch.messages))
+                return
+            time.sleep(delay * (1 + random.uniform(-DELAY_JITTER, DELAY_JITTER)))
+            delay = min(delay * DELAY_BACKOFF, REPLAY_RETRY_MAX_S)
+            if self._spool is not None and not self._spool.empty:
+                self._replay_when_due()
 
-    def _write(self, batch: _Batch) -> list[tuple[int, AlertChange]]:
+    def _note_db_error(self, exc: psycopg.Error, batch: _Batch, action: str) -> None:
+        self.stats.db_errors += 1
+        self.stats.database_ok = False
+        log.error(
+            "database write failed (%s); %d messages kept unacknowledged, %s",
+            _first_line(exc),
+            len(batch.messages),
+            action,
+        )
+
+    def _write(self, batch: _Batch, detection: ChainResult) -> list[tuple[int, AlertChange]]:
         conn, store, detector = self._conn, self._store, self._detector
         if conn is None or store is None or detector is None:
             raise psycopg.OperationalError("no database connection")
         readings = batch.decoded.readings
-        detection = detector.evaluate(readings, now=self.clock())
         published: list[tuple[int, AlertChange]] = []
         with conn.transaction():
             inserted = store.write([(r.sensor_id, r.ts, r.value, r.quality) for r in readings])
@@ -349,6 +500,197 @@ class IngestService:
             log.warning("dead letter from %s: %s (%s)", letter.topic[:120], letter.reason, letter.detail[:200])
         return published
 
+    # -- the spool ------------------------------------------------------------------------------------------
+
+    def _spool_batch(self, batch: _Batch, detection: ChainResult) -> bool:
+        """Append *batch* and its alert changes to the spool, durably, then acknowledge it; False if it did not fit."""
+        spool, detector = self._spool, self._detector
+        assert spool is not None and detector is not None
+        record = encode_batch(SpooledBatch(batch.decoded.readings, batch.decoded.rejected, detection.changes))
+        try:
+            spool.append(record)
+        except SpoolError as exc:
+            first = self.stats.spool_state != "full"
+            self.stats.spool_state = "full"
+            self._update_spool_stats()
+            if first or time.monotonic() - self._spool_logged_at > SPOOL_LOG_S:
+                self._spool_logged_at = time.monotonic()
+                log.error(
+                    "SPOOL FULL: %s; %d messages (and what follows) stay unacknowledged with the broker until the"
+                    " database takes the spool (%d batches, %d bytes, oldest %s)",
+                    exc if isinstance(exc, SpoolFullError) else f"cannot write the spool: {exc}",
+                    len(batch.messages),
+                    self.stats.spool_records,
+                    self.stats.spool_bytes,
+                    _iso(self.stats.spool_oldest),
+                )
+            return False
+        # The batch is durable: the detectors adopt what they concluded, as after a commit.
+        detector.commit(detection)
+        stats = self.stats
+        if stats.spool_state in ("ok", "full"):
+            log.warning(
+                "database unavailable: spooling batches to %s (bound %d bytes); they are replayed when it returns",
+                spool.directory,
+                spool.max_bytes,
+            )
+        stats.spool_state = "replaying" if stats.database_ok else "spooling"
+        stats.messages += len(batch.messages)
+        stats.readings_spooled += len(batch.decoded.readings)
+        self._update_spool_stats()
+        if self.failpoint == "crash_after_spool":
+            log.critical("failpoint crash_after_spool: exiting before acknowledging %d messages", len(batch.messages))
+            os._exit(71)
+        self._ack(batch)
+        return True
+
+    def _replay_when_due(self) -> None:
+        """Try the database (with backoff) and, if it answers, replay the spool for about REPLAY_SLICE_S."""
+        if time.monotonic() < self._replay_after:
+            return
+        try:
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._drop_connection()
+                self._open_db()
+            self._replay(budget_s=REPLAY_SLICE_S)
+        except psycopg.Error as exc:
+            self.stats.db_errors += 1
+            self.stats.database_ok = False
+            if self.stats.spool_state == "replaying":
+                self.stats.spool_state = "spooling"
+            self._drop_connection()
+            self._replay_after = time.monotonic() + self._replay_delay * (1 + random.uniform(0, DELAY_JITTER))
+            if time.monotonic() - self._retry_logged_at > SPOOL_LOG_S:
+                self._retry_logged_at = time.monotonic()
+                log.warning(
+                    "database still unavailable (%s); trying every %.0f s", _first_line(exc), REPLAY_RETRY_MAX_S
+                )
+            self._replay_delay = min(self._replay_delay * DELAY_BACKOFF, REPLAY_RETRY_MAX_S)
+            return
+        self._replay_delay = INITIAL_DELAY
+
+    def _replay(self, *, budget_s: float) -> None:
+        """Replay spooled batches in order, one transaction per chunk, for about *budget_s* seconds or until empty.
+
+        Raises:
+            psycopg.Error: the database failed; what was committed before stays replayed.
+        """
+        spool = self._spool
+        assert spool is not None
+        stats = self.stats
+        started = time.monotonic()
+        logged = started
+        if stats.spool_state != "replaying":
+            status = spool.status()
+            log.warning(
+                "database available: replaying the spool (%d batches, %d bytes, oldest %s)",
+                status.records,
+                status.bytes,
+                _iso(status.oldest),
+            )
+            self._replay_started = started
+            self._replay_readings_at_start = stats.readings_replayed
+        stats.spool_state = "replaying"
+        while not spool.empty:
+            records = spool.pending(max_bytes=REPLAY_CHUNK_BYTES)
+            published = self._replay_records(records)
+            spool.mark_replayed(records)
+            stats.database_ok = True
+            stats.last_commit = datetime.now(UTC)
+            self._update_spool_stats()
+            self._publish_alerts(published)
+            now = time.monotonic()
+            if now - logged > SPOOL_LOG_S:
+                logged = now
+                log.info(
+                    "replaying the spool: %d batches (%d bytes) left, oldest %s",
+                    stats.spool_records,
+                    stats.spool_bytes,
+                    _iso(stats.spool_oldest),
+                )
+            if now - started > budget_s:
+                return
+        seconds = time.monotonic() - self._replay_started
+        log.warning(
+            "spool replayed: %d readings in %.1f s; writing straight to the database again",
+            stats.readings_replayed - self._replay_readings_at_start,
+            seconds,
+        )
+        stats.spool_state = "ok"
+        self._save_states_safely()
+        self._state_saved_at = time.monotonic()
+
+    def _replay_records(self, records: Sequence[SpoolRecord]) -> list[tuple[int, AlertChange]]:
+        """Write the batches of *records* in one transaction; return the alert events made."""
+        conn, store = self._conn, self._store
+        if conn is None or store is None:
+            raise psycopg.OperationalError("no database connection")
+        readings: list[Reading] = []
+        letters: list[DeadLetter] = []
+        changes: list[AlertChange] = []
+        for record in records:
+            try:
+                batch = decode_batch(record.payload)
+            except PayloadError as exc:
+                # Its checksum held, so the bytes are what was written: keep them where people look.
+                log.error(
+                    "spool record %d:%d cannot be read (%s): stored as a dead letter", record.segment, record.index, exc
+                )
+                letters.append(_spool_dead_letter(record, exc, self.limits.dead_letter_max_raw_bytes))
+                continue
+            readings.extend(batch.readings)
+            letters.extend(batch.dead_letters)
+            changes.extend(batch.changes)
+        published: list[tuple[int, AlertChange]] = []
+        repeated = 0
+        with conn.transaction():
+            inserted = store.write([(r.sensor_id, r.ts, r.value, r.quality) for r in readings])
+            store_dead_letters(conn, letters)
+            for change in changes:
+                if _already_stored(conn, change):
+                    repeated += 1
+                    continue
+                event_id = apply_change(conn, change, schema=self.schema)
+                if event_id is not None:
+                    published.append((event_id, change))
+        stats = self.stats
+        stats.batches += len(records)
+        stats.readings_stored += inserted
+        stats.readings_duplicate += len(readings) - inserted
+        stats.readings_replayed += len(readings)
+        stats.dead_letters += len(letters)
+        stats.alert_events += len(published)
+        if len(readings) != inserted or repeated:
+            log.info(
+                "spool replay: %d readings stored, %d duplicates ignored, %d alert changes already stored",
+                inserted,
+                len(readings) - inserted,
+                repeated,
+            )
+        return published
+
+    def _update_spool_stats(self) -> None:
+        if self._spool is None:
+            return
+        status = self._spool.status()
+        self.stats.spool_bytes = status.bytes
+        self.stats.spool_records = status.records
+        self.stats.spool_oldest = status.oldest
+
+    def _log_spool_now_and_then(self) -> None:
+        if time.monotonic() - self._spool_logged_at < SPOOL_LOG_S:
+            return
+        self._spool_logged_at = time.monotonic()
+        stats = self.stats
+        log.warning(
+            "spool state %s: %d batches, %d bytes (bound %d), oldest %s",
+            stats.spool_state,
+            stats.spool_records,
+            stats.spool_bytes,
+            self.spool_max_bytes,
+            _iso(stats.spool_oldest),
+        )
+
     def _ack(self, batch: _Batch) -> None:
         client = self._client
         assert client is not None
@@ -360,7 +702,13 @@ class IngestService:
 
     def _publish_alerts(self, changes: list[tuple[int, AlertChange]]) -> None:
         client = self._client
-        assert client is not None
+        if client is None:
+            # Replayed at start, before the MQTT client exists: published once it does.
+            self._unpublished.extend(changes)
+            return
+        if self._unpublished:
+            changes = [*self._unpublished, *changes]
+            self._unpublished = []
         for event_id, change in changes:
             topic = f"{self.prefix}/alerts/{change.network}/{change.sensor_id or change.kind}"
             payload = orjson.dumps(
@@ -391,6 +739,7 @@ class IngestService:
                 self._open_db()
                 return
             except psycopg.OperationalError as exc:
+                self._drop_connection()
                 if self._stop.is_set():
                     raise
                 log.error("database not reachable (%s); retrying in %.1f s", str(exc).strip()[:200], delay)
@@ -398,24 +747,24 @@ class IngestService:
                 delay = min(delay * DELAY_BACKOFF, MAX_DELAY)
 
     def _open_db(self) -> None:
-        conn = db_connect(self.conninfo, schema=self.schema, autocommit=True)
+        conn = db_connect(_with_connect_defaults(self.conninfo), schema=self.schema, autocommit=True)
         mode = current_mode(conn, schema=self.schema)
         if mode is None:
             conn.close()
             raise psycopg.OperationalError(f"schema {self.schema!r} is not migrated; run 'lifeline db migrate'")
         self._conn, self._mode = conn, mode
         self._store = ReadingStore(conn, mode=mode)
+        if self._detector is None and self._spool is not None and not self._spool.empty:
+            # What a previous run spooled goes in first: the detectors rebuild their state from the stored alerts.
+            log.warning("replaying the spool left by a previous run before consuming")
+            self._replay(budget_s=math.inf)
         self._load_registry()
 
-    def _reconnect_db(self) -> None:
+    def _drop_connection(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(psycopg.Error):
                 self._conn.close()
             self._conn = None
-        try:
-            self._open_db()
-        except psycopg.Error as exc:
-            log.error("database reconnect failed: %s", str(exc).strip()[:200])
 
     def _load_registry(self) -> None:
         conn = self._conn
@@ -484,3 +833,51 @@ class IngestService:
         except (psycopg.Error, AssertionError) as exc:
             self._registry_loaded_at = time.monotonic()
             log.warning("could not refresh the sensor list: %s", exc)
+
+
+def _is_connection_error(exc: psycopg.Error, conn: DictConnection | None) -> bool:
+    """True for errors that mean the database cannot be reached or used now (worth spooling), not a bad batch."""
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return True
+    return conn is None or conn.closed or conn.broken
+
+
+def _already_stored(conn: DictConnection, change: AlertChange) -> bool:
+    """True if *change* is already in ``alert_events`` (a replay of a batch whose commit did happen)."""
+    events = ["raised", "updated"] if change.event == "raised" else [change.event]
+    row = conn.execute(
+        """SELECT 1 FROM alert_events e JOIN alerts a ON a.id = e.alert_id
+           WHERE a.cause_key = %s AND e.ts = %s AND e.event = ANY(%s)
+             AND (%s OR e.grade = %s) AND e.value IS NOT DISTINCT FROM %s LIMIT 1""",
+        (change.cause_key, change.ts, events, change.event == "cleared", change.grade, change.value),
+    ).fetchone()
+    return row is not None
+
+
+def _spool_dead_letter(record: SpoolRecord, exc: Exception, max_raw: int) -> DeadLetter:
+    topic = f"spool/{record.segment}/{record.index}"
+    return DeadLetter(
+        topic=topic,
+        raw=record.payload[:max_raw],
+        raw_size=len(record.payload),
+        digest=digest_of(topic, record.payload),
+        item_index=-1,
+        reason="spool_record",
+        detail=str(exc)[:500],
+    )
+
+
+def _with_connect_defaults(conninfo: str) -> str:
+    """Return *conninfo* with :data:`DB_CONNECT_DEFAULTS` added where it does not set them."""
+    given = conninfo_to_dict(conninfo)
+    extra = {k: v for k, v in DB_CONNECT_DEFAULTS.items() if k not in given}
+    return make_conninfo(conninfo, **extra) if extra else conninfo
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _iso(ts: datetime | None) -> str:
+    return ts.isoformat(timespec="seconds") if ts is not None else "-"

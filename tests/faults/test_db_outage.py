@@ -1,0 +1,315 @@
+"""The database goes away under a steady stream: ingest spools to disk, keeps acknowledging, and catches up.
+
+Ingest reaches PostgreSQL through a TCP forwarder the test owns, so the shared server stays up for everyone else:
+cutting the forwarder kills every open connection and refuses new ones (as a database restart or a network cut
+would), restoring it lets connections through again. ``LIFELINE_TEST_OUTAGE_S`` sets the outage (default 20 s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import paho.mqtt.client as mqtt
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from ingest.service import IngestService
+from simulators.publisher import Publisher
+from twin.mqtt import MqttConfig, connect, make_client
+from twin.store.db import DictConnection
+
+from ..conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+OUTAGE_S = float(os.environ.get("LIFELINE_TEST_OUTAGE_S", "20"))
+RATE_HZ = 200.0
+"""Messages a second in the steady stream (one reading each)."""
+BACKGROUND = ["D-L-002", "D-L-003", "D-L-004", "D-L-005", "D-L-006", "W-P-001", "W-P-002", "W-P-003"]
+
+
+class CuttableProxy:
+    """A threaded TCP forwarder to *upstream* on a free local port; :meth:`cut` kills and refuses connections."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self.port = int(self._listener.getsockname()[1])
+        self._open = threading.Event()
+        self._open.set()
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+        self.refused = 0
+        self.killed = 0
+        threading.Thread(target=self._accept, name="db-proxy", daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not self._open.is_set():
+                self.refused += 1
+                client.close()
+                continue
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            server.settimeout(None)
+            with self._lock:
+                self._sockets |= {client, server}
+            for src, dst in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                self._kill(s)
+
+    def _kill(self, s: socket.socket) -> None:
+        with self._lock:
+            known = s in self._sockets
+            self._sockets.discard(s)
+        if known:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def cut(self) -> None:
+        """Refuse new connections and kill the open ones."""
+        self._open.clear()
+        with self._lock:
+            open_now = list(self._sockets)
+        self.killed += len(open_now) // 2
+        for s in open_now:
+            self._kill(s)
+
+    def restore(self) -> None:
+        """Let connections through again."""
+        self._open.set()
+
+    def close(self) -> None:
+        self.cut()
+        self._closed.set()
+        self._listener.close()
+
+
+@pytest.fixture
+def proxy(pg_url: str) -> Iterator[CuttableProxy]:
+    params = conninfo_to_dict(pg_url)
+    p = CuttableProxy((str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432)))
+    yield p
+    p.close()
+
+
+def _via(pg_url: str, proxy: CuttableProxy) -> str:
+    return make_conninfo(pg_url, host="127.0.0.1", port=str(proxy.port), connect_timeout="5")
+
+
+@dataclass
+class HealthLog:
+    """States seen on the health endpoint, one entry per change: (time.monotonic(), HTTP status, state)."""
+
+    url: str
+    changes: list[tuple[float, int, str]] = field(default_factory=list)
+    errors: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        with httpx.Client(timeout=5) as http:
+            while not self._stop.is_set():
+                try:
+                    r = http.get(self.url)
+                    entry = (time.monotonic(), r.status_code, str(r.json()["spool_state"]))
+                    if not self.changes or self.changes[-1][1:] != entry[1:]:
+                        self.changes.append(entry)
+                except httpx.HTTPError:
+                    self.errors += 1
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def states(self) -> list[str]:
+        out: list[str] = []
+        for _t, _code, state in self.changes:
+            if not out or out[-1] != state:
+                out.append(state)
+        return out
+
+
+def _start_listener(broker: MqttConfig, prefix: str) -> tuple[mqtt.Client, list[dict[str, Any]]]:
+    received: list[dict[str, Any]] = []
+    ready = threading.Event()
+    client = make_client(broker, client_id=f"alerts-{uuid.uuid4().hex[:6]}")
+    client.on_connect = lambda c, *_: c.subscribe(f"{prefix}/alerts/#", qos=1)
+    client.on_subscribe = lambda *_: ready.set()
+    client.on_message = lambda _c, _u, m: received.append(orjson.loads(m.payload))
+    connect(client, broker, blocking=True)
+    client.loop_start()
+    assert ready.wait(10), "alert listener did not subscribe"
+    return client, received
+
+
+def _ms(ts: datetime) -> int:
+    return int(ts.timestamp() * 1000)
+
+
+def _background_value(sensor: str, i: int) -> tuple[float, str]:
+    """A plausible, moving value (never stuck, never near a limit) in the sensor's unit."""
+    if sensor.startswith("D-L"):
+        return 0.3 + 0.1 * math.sin(i / 7.0) + 0.001 * (i % 13), "m"
+    return 300.0 + 5.0 * math.sin(i / 5.0) + 0.01 * (i % 11), "kPa"
+
+
+def test_database_outage_under_load_spools_and_catches_up_with_nothing_lost(
+    pg_url: str,
+    schema: str,
+    broker: MqttConfig,
+    prefix: str,
+    db: DictConnection,
+    proxy: CuttableProxy,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO", logger="ingest")
+    spool_dir = tmp_path / "spool"
+    svc = IngestService(
+        conninfo=_via(pg_url, proxy),
+        schema=schema,
+        mqtt_config=MqttConfig(
+            host=broker.host, port=broker.port, client_id=f"ingest-{uuid.uuid4().hex[:8]}", session_expiry_s=300
+        ),
+        prefix=prefix,
+        registry_refresh_s=1.0,
+        spool_dir=spool_dir,
+        health_port=0,
+    )
+    svc.start()
+    listener, alerts_received = _start_listener(broker, prefix)
+    health: HealthLog | None = None
+    try:
+        assert svc.wait_ready(10), "ingest did not subscribe within 10 s"
+        assert svc.health_url is not None
+        health = HealthLog(svc.health_url)
+        threading.Thread(target=health.run, daemon=True).start()
+        wait_for(lambda: health.changes, what="a first health answer")
+
+        published: set[tuple[str, int]] = set()
+        before, after = 5.0, 10.0
+        # D-L-001 rises past grade II during the outage, falls back, and past grade III after it (each level held
+        # for several readings, so sensor health takes them as level changes, not spikes).
+        script = [(1.0, 0.40)]
+        script += [(before + 3.0 + 0.5 * k, 1.72 + 0.01 * k) for k in range(5)]
+        script += [(before + 8.0 + 0.5 * k, 0.30 + 0.01 * k) for k in range(5)]
+        script += [(before + OUTAGE_S + 3.0 + 0.5 * k, 1.30 + 0.01 * k) for k in range(5)]
+        cut_at = restored_at = 0.0
+        with Publisher(broker, client_id=f"load-{uuid.uuid4().hex[:6]}") as pub:
+            t0 = time.monotonic()
+            i = 0
+            while (elapsed := time.monotonic() - t0) < before + OUTAGE_S + after:
+                if not cut_at and elapsed >= before:
+                    proxy.cut()
+                    cut_at = time.monotonic()
+                if cut_at and not restored_at and elapsed >= before + OUTAGE_S:
+                    proxy.restore()
+                    restored_at = time.monotonic()
+                sensor = BACKGROUND[i % len(BACKGROUND)]
+                value, unit = _background_value(sensor, i // len(BACKGROUND))
+                ts = _ms(datetime.now(UTC))
+                if (sensor, ts) not in published:
+                    published.add((sensor, ts))
+                    network = "drainage" if sensor.startswith("D") else "water"
+                    pub.publish(f"{prefix}/{network}/{sensor}", orjson.dumps({"ts": ts, "value": value, "unit": unit}))
+                while script and elapsed >= script[0][0]:
+                    _at, level = script.pop(0)
+                    ts = _ms(datetime.now(UTC))
+                    published.add(("D-L-001", ts))
+                    pub.publish(f"{prefix}/drainage/D-L-001", orjson.dumps({"ts": ts, "value": level, "unit": "m"}))
+                if i == len(BACKGROUND) * 500:  # one refused message, in the outage: a dead letter, spooled too
+                    pub.publish(f"{prefix}/drainage/D-L-002", b'{"ts": "yesterday", "value": 1}')
+                i += 1
+                time.sleep(max(0.0, t0 + i / RATE_HZ - time.monotonic()))
+        assert not script
+
+        stats = svc.stats
+        wait_for(lambda: stats.spool_state == "ok", timeout=120, interval=0.1, what="the spool to drain")
+        drained_at = next((t for t, _code, state in health.changes if t > restored_at and state == "ok"), math.nan)
+        wait_for(lambda: stats.messages >= len(published) + 1, timeout=60, what="every message processed")
+        keys = {(r["sensor_id"], _ms(r["ts"])) for r in db.execute("SELECT sensor_id, ts FROM readings").fetchall()}
+        rows = db.execute("SELECT count(*) AS n FROM readings").fetchone()
+        assert rows is not None
+        lost = published - keys
+        extra = keys - published
+        events = db.execute(
+            """SELECT e.id, e.event, e.ts, e.grade, a.cause_key FROM alert_events e JOIN alerts a ON a.id = e.alert_id
+               ORDER BY e.id"""
+        ).fetchall()
+        event_keys = [(e["cause_key"], e["event"], e["ts"]) for e in events]
+        repeated_events = len(event_keys) - len(set(event_keys))
+        wait_for(lambda: len(alerts_received) >= len(events), timeout=20, what="alert events on MQTT")
+        mqtt_ids = [a["event_id"] for a in alerts_received]
+        dead = db.execute("SELECT reason FROM dead_letter").fetchall()
+        print(
+            f"\noutage {OUTAGE_S:.0f} s at {RATE_HZ:.0f} msg/s: published {len(published)}, stored {len(keys)},"
+            f" duplicated rows {int(rows['n']) - len(keys)}, lost {len(lost)}, unexpected {len(extra)};"
+            f" spooled {stats.readings_spooled} readings, replayed {stats.readings_replayed},"
+            f" redelivered-and-ignored {stats.readings_duplicate}; alert events {len(events)}"
+            f" (repeated {repeated_events}), on MQTT {len(mqtt_ids)}; connections killed {proxy.killed},"
+            f" refused {proxy.refused}; catch-up {drained_at - restored_at:.1f} s after the restore;"
+            f" health {[(round(t - t0, 1), code, state) for t, code, state in health.changes]}"
+        )
+    finally:
+        if health is not None:
+            health.stop()
+        listener.disconnect()
+        listener.loop_stop()
+        svc.stop()
+
+    assert (len(lost), len(extra)) == (0, 0), f"lost {sorted(lost)[:5]}, unexpected {sorted(extra)[:5]}"
+    assert stats.readings_stored == len(published)
+    assert stats.readings_spooled > RATE_HZ * OUTAGE_S * 0.5, "the outage's readings went through the spool"
+    assert stats.readings_replayed == stats.readings_spooled
+    assert (stats.spool_records, stats.spool_bytes) == (0, 0)
+    assert list(spool_dir.glob("*.seg")) == []
+    assert len(dead) == 1, dead
+
+    # The threshold alert on D-L-001: raised in the outage at II, cleared in it, raised after it at III, each once.
+    d_l_001 = [(e["event"], e["grade"]) for e in events if e["cause_key"] == "threshold:D-L-001:high"]
+    assert d_l_001 == [("raised", 2), ("cleared", 2), ("raised", 3)], d_l_001
+    assert repeated_events == 0
+    assert sorted(mqtt_ids) == [e["id"] for e in events], "each event published once"
+
+    states = health.states()
+    assert states[0] == "ok" and states[-1] == "ok", health.changes
+    assert "spooling" in states, health.changes
+    assert set(states) <= {"ok", "spooling", "replaying"}, health.changes
+    assert {code for _t, code, state in health.changes if state != "ok"} == {503}
+    assert {code for _t, code, state in health.changes if state == "ok"} == {200}
+    assert "database unavailable: spooling batches" in caplog.text
+    assert "spool replayed" in caplog.text
