@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +18,17 @@ from fastapi.staticfiles import StaticFiles
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from twin.lifecycle import EscalationPolicy
 from twin.store.db import connect_kwargs
+from twin.store.lifecycle import escalate_due
 from viewer.auth import Authenticator, Permission
 from viewer.deps import require
 from viewer.drills import DrillManager
 from viewer.hub import AlertHub
-from viewer.routes import alerts, drills, scene, sensors, session, twin
+from viewer.routes import alerts, drills, lifecycle, scene, sensors, session, twin
 
 log = logging.getLogger(__name__)
+DEFAULT_ESCALATION = EscalationPolicy()
 STATIC_DIR = Path(__file__).parent / "static"
 
 
@@ -36,6 +42,9 @@ def create_app(
     drill_demo_city: bool = False,
     auth: Authenticator | None = None,
     cors_origins: Sequence[str] = (),
+    escalation: EscalationPolicy | None = DEFAULT_ESCALATION,
+    escalation_interval_s: float = 10.0,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> FastAPI:
     """Build the viewer for the store at *conninfo* / *schema*.
 
@@ -51,6 +60,9 @@ def create_app(
         auth: who may do what (:mod:`viewer.auth`); None: everyone is an anonymous admin (the demo, tests of
             other features; ``lifeline serve`` requires tokens unless told otherwise).
         cors_origins: origins other than the viewer's own that may call the API from a browser (none by default).
+        escalation: when unacknowledged alerts escalate and to whom (:mod:`twin.lifecycle`); None: never.
+        escalation_interval_s: how often the escalation check runs, seconds.
+        clock: the current time, aware UTC (tests move it).
     """
 
     @asynccontextmanager
@@ -68,12 +80,33 @@ def create_app(
         await hub.start()
         app.state.pool = pool
         app.state.hub = hub
+        escalator = asyncio.create_task(_escalate_forever(pool)) if escalation is not None else None
         try:
             yield
         finally:
+            if escalator is not None:
+                escalator.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await escalator
             app.state.drills.close()
             await hub.stop()
             pool.close()
+
+    async def _escalate_forever(pool: ConnectionPool[Any]) -> None:
+        assert escalation is not None
+
+        def once() -> int:
+            with pool.connection() as conn:
+                return len(escalate_due(conn, escalation, now=clock(), schema=schema))
+
+        while True:
+            try:
+                escalated = await asyncio.to_thread(once)
+                if escalated:
+                    log.warning("%d unacknowledged alert(s) escalated", escalated)
+            except Exception:  # the loop must survive a database outage
+                log.exception("escalation check failed; trying again in %.0f s", escalation_interval_s)
+            await asyncio.sleep(escalation_interval_s)
 
     app = FastAPI(
         title="Lifeline Twin",
@@ -88,7 +121,10 @@ def create_app(
     app.include_router(scene.router)
     app.include_router(drills.router)
     app.include_router(session.router)
+    app.include_router(lifecycle.router)
     app.state.auth = auth or Authenticator.open()
+    app.state.clock = clock
+    app.state.schema = schema
     if cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -67,6 +67,11 @@ class AlertPublic(BaseModel):
     peak_value: float | None
     message: str
     message_en: str
+    detail: dict[str, Any] | None = Field(None, description="the detector's evidence: candidates, eta_s, …")
+    escalation_level: int = Field(0, description="0: not escalated; n: the n-th contact of the chain was called")
+    acknowledged_at: datetime | None = None
+    assignee: str | None = Field(None, description="who the work order went to")
+    incident_id: int | None = Field(None, description="the incident grouping related alerts")
 
 
 class AlertEventPublic(BaseModel):
@@ -74,12 +79,26 @@ class AlertEventPublic(BaseModel):
 
     type: str = "alert"
     event_id: int
-    event: str = Field(description="raised, updated or cleared")
+    event: str = Field(
+        description="from the detectors: raised, updated, cleared; from people: acknowledge, dispatch, resolve,"
+        " recheck, close, reopen; escalated"
+    )
     event_ts: datetime
+    actor: str = "system"
+    note: str = ""
+    event_detail: dict[str, Any] | None = None
     alert: AlertPublic
 
 
 def alert_event_from_row(row: dict[str, Any]) -> AlertEventPublic:
     """Build the websocket message from a row of :func:`twin.store.alerts.events_after`."""
     alert = AlertPublic.model_validate(row)
-    return AlertEventPublic(event_id=row["event_id"], event=row["event"], event_ts=row["event_ts"], alert=alert)
+    return AlertEventPublic(
+        event_id=row["event_id"],
+        event=row["event"],
+        event_ts=row["event_ts"],
+        actor=row.get("event_actor") or "system",
+        note=row.get("event_note") or "",
+        event_detail=row.get("event_detail"),
+        alert=alert,
+    )

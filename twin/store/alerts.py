@@ -17,7 +17,8 @@ from twin.alerts import AlertChange
 from twin.store.db import alerts_channel
 
 _ALERT_COLUMNS = """a.id, a.cause_key, a.kind, a.sensor_id, a.network, a.district, a.grade, a.active, a.state,
-    a.raised_at, a.updated_at, a.cleared_at, a.value, a.threshold, a.peak_value, a.message, a.message_en, a.detail"""
+    a.raised_at, a.updated_at, a.cleared_at, a.value, a.threshold, a.peak_value, a.message, a.message_en, a.detail,
+    a.escalation_level, a.acknowledged_at, a.assignee, a.incident_id"""
 
 
 def apply_change(conn: psycopg.Connection[Any], change: AlertChange, *, schema: str) -> int | None:
@@ -60,10 +61,11 @@ def apply_change(conn: psycopg.Connection[Any], change: AlertChange, *, schema: 
     if row is None:
         if change.event != "raised":
             return None
+        incident = _incident_for(cur, change)
         cur.execute(
             """INSERT INTO alerts (cause_key, kind, sensor_id, network, district, grade, raised_at, updated_at,
-                                   value, threshold, peak_value, message, message_en, detail)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id, grade""",
+                                   value, threshold, peak_value, message, message_en, detail, incident_id)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id, grade""",
             (
                 change.cause_key,
                 change.kind,
@@ -79,6 +81,7 @@ def apply_change(conn: psycopg.Connection[Any], change: AlertChange, *, schema: 
                 change.message,
                 change.message_en,
                 detail,
+                incident,
             ),
         )
         row = cur.fetchone()
@@ -93,6 +96,40 @@ def apply_change(conn: psycopg.Connection[Any], change: AlertChange, *, schema: 
     assert ev is not None
     cur.execute("SELECT pg_notify(%s, %s)", (alerts_channel(schema), str(ev["id"])))
     return int(ev["id"])
+
+
+INCIDENT_WINDOW_S = 2 * 3600
+"""A new lifeline warning joins the open incident of its network and district updated within this many seconds."""
+
+
+def _incident_for(cur: psycopg.Cursor[Any], change: AlertChange) -> int | None:
+    """Group a new lifeline warning with related ones (the same leak seen by several sensors, a storm flooding
+    several points): the open incident of the same network and district, else a new one. Maintenance alerts
+    (sensor health) are not grouped."""
+    if change.kind == "sensor_health":
+        return None
+    cur.execute(
+        """SELECT id FROM incidents
+           WHERE closed_at IS NULL AND network = %s AND district = %s
+             AND updated_at >= %s::timestamptz - make_interval(secs => %s)
+           ORDER BY id DESC LIMIT 1 FOR UPDATE""",
+        (change.network, change.district, change.ts, INCIDENT_WINDOW_S),
+    )
+    found = cur.fetchone()
+    if found is not None:
+        cur.execute(
+            "UPDATE incidents SET updated_at = greatest(updated_at, %s), alerts = alerts + 1 WHERE id = %s",
+            (change.ts, found["id"]),
+        )
+        return int(found["id"])
+    cur.execute(
+        """INSERT INTO incidents (network, district, opened_at, updated_at, alerts) VALUES (%s, %s, %s, %s, 1)
+           RETURNING id""",
+        (change.network, change.district, change.ts, change.ts),
+    )
+    new = cur.fetchone()
+    assert new is not None
+    return int(new["id"])
 
 
 def active_alerts(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
@@ -128,7 +165,7 @@ def events_after(conn: psycopg.Connection[Any], *, after_id: int, limit: int = 1
     cur = conn.cursor(row_factory=dict_row)
     cur.execute(
         f"""SELECT e.id AS event_id, e.event, e.ts AS event_ts, e.grade AS event_grade, e.value AS event_value,
-                   {_ALERT_COLUMNS}
+                   e.actor AS event_actor, e.note AS event_note, e.detail AS event_detail, {_ALERT_COLUMNS}
             FROM alert_events e JOIN alerts a ON a.id = e.alert_id
             WHERE e.id > %s ORDER BY e.id LIMIT %s""",  # noqa: S608
         (after_id, limit),

@@ -306,11 +306,46 @@ def _v4_audit(conn: psycopg.Connection[object], mode: StorageMode, policy: Reten
     conn.execute("CREATE INDEX audit_log_ts ON audit_log (ts DESC)")
 
 
+def _v5_lifecycle(conn: psycopg.Connection[object], mode: StorageMode, policy: RetentionPolicy) -> None:
+    """People handling alerts: states, escalation, work orders, incidents; webhook delivery cursors."""
+    conn.execute(
+        """
+        CREATE TABLE incidents (
+            id          bigserial PRIMARY KEY,
+            network     text NOT NULL,
+            district    text NOT NULL DEFAULT '',
+            opened_at   timestamptz NOT NULL,
+            updated_at  timestamptz NOT NULL,
+            closed_at   timestamptz,
+            alerts      integer NOT NULL DEFAULT 0
+        )"""
+    )
+    conn.execute("CREATE INDEX incidents_open ON incidents (network, district, updated_at) WHERE closed_at IS NULL")
+    conn.execute(
+        """ALTER TABLE alerts
+               ADD COLUMN escalation_level smallint NOT NULL DEFAULT 0,
+               ADD COLUMN acknowledged_at  timestamptz,
+               ADD COLUMN assignee         text,
+               ADD COLUMN incident_id      bigint REFERENCES incidents (id)"""
+    )
+    conn.execute("CREATE INDEX alerts_unacknowledged ON alerts (raised_at) WHERE state = 'raised'")
+    conn.execute("ALTER TABLE alert_events ADD COLUMN detail jsonb")
+    conn.execute(
+        """
+        CREATE TABLE webhook_cursor (
+            name          text PRIMARY KEY,
+            last_event_id bigint NOT NULL,
+            updated_at    timestamptz NOT NULL DEFAULT now()
+        )"""
+    )
+
+
 MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
     (1, "sensors, readings, rollups, alerts, dead letter", _v1_core),
     (2, "twin assets, versioned per import", _v2_twin_assets),
     (3, "alert evidence and detector state", _v3_detectors),
     (4, "audit log", _v4_audit),
+    (5, "alert lifecycle, escalation, incidents, webhook cursors", _v5_lifecycle),
 )
 
 

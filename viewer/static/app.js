@@ -15,6 +15,11 @@ const I18N = {
     signInTitle: "登录", signInHint: "请输入管理员发放的访问令牌", token: "访问令牌", signIn: "登录",
     signOut: "退出", badToken: "令牌无效，请重试", tooMany: "尝试过于频繁，请稍后再试",
     role_viewer: "查看", role_operator: "值班员", role_emergency: "应急人员", role_admin: "管理员",
+    st_raised: "待响应", st_acknowledged: "已叫应", st_dispatched: "已派单", st_resolved: "已处置",
+    st_rechecked: "已复查", st_closed: "已关闭", escalated: "已升级",
+    act_acknowledge: "叫应", act_dispatch: "派单", act_resolve: "处置完成", act_recheck: "复查通过",
+    act_reopen: "复查未通过", act_close: "关闭", askAssignee: "派往（队伍或人员）", askTask: "任务内容",
+    askNote: "备注（可空）", history: "记录", actFailed: "操作失败",
   },
   en: {
     title: "Ji'an City Lifeline Safety Monitor", subtitle: "One network runs the city · drainage · water · gas",
@@ -29,9 +34,24 @@ const I18N = {
     signInTitle: "Sign in", signInHint: "Enter the access token your administrator gave you", token: "Access token",
     signIn: "Sign in", signOut: "Sign out", badToken: "Unknown token, try again", tooMany: "Too many attempts, wait a little",
     role_viewer: "viewer", role_operator: "operator", role_emergency: "emergency", role_admin: "admin",
+    st_raised: "new", st_acknowledged: "acknowledged", st_dispatched: "dispatched", st_resolved: "resolved",
+    st_rechecked: "re-checked", st_closed: "closed", escalated: "escalated",
+    act_acknowledge: "Acknowledge", act_dispatch: "Dispatch", act_resolve: "Resolved", act_recheck: "Re-check OK",
+    act_reopen: "Re-check failed", act_close: "Close", askAssignee: "Dispatch to (team or person)",
+    askTask: "Task", askNote: "Note (optional)", history: "History", actFailed: "Action failed",
   },
 };
 const GRADE_ROMAN = { 1: "Ⅰ", 2: "Ⅱ", 3: "Ⅲ", 4: "Ⅳ" };
+// The lifecycle (twin/lifecycle.py): the actions each state allows, and the roles that may take each.
+const NEXT_ACTIONS = {
+  raised: ["acknowledge", "dispatch"], acknowledged: ["dispatch", "resolve"], dispatched: ["resolve"],
+  resolved: ["recheck", "reopen"], rechecked: ["close", "reopen"], closed: [],
+};
+const ACTION_ROLES = {
+  acknowledge: ["operator", "emergency", "admin"], dispatch: ["operator", "admin"],
+  resolve: ["operator", "emergency", "admin"], recheck: ["operator", "admin"], close: ["operator", "admin"],
+  reopen: ["operator", "admin"],
+};
 const NET_COLOUR = { drainage: "#26c6da", water: "#42a5f5", gas: "#ffb300", rain: "#9ccc65" };
 const GRADE_COLOUR = { 1: "#e53935", 2: "#fb8c00", 3: "#fdd835", 4: "#1e88e5" };
 
@@ -170,17 +190,46 @@ function renderAlerts(flashId) {
   ul.replaceChildren();
   for (const a of list.slice(0, 100)) {
     const li = document.createElement("li");
-    li.className = "g" + a.grade + (a.active ? "" : " cleared") + (a.id === flashId ? " flash" : "");
+    li.className = "g" + a.grade + (a.active ? "" : " cleared") + (a.id === flashId ? " flash" : "")
+      + (a.escalation_level > 0 && a.state === "raised" ? " escalated" : "");
     li.dataset.alertId = a.id;
     const msg = state.lang === "zh" ? a.message : a.message_en;
+    const role = state.user ? state.user.role : "viewer";
+    const buttons = (NEXT_ACTIONS[a.state] || []).filter((act) => ACTION_ROLES[act].includes(role))
+      .map((act) => `<button type="button" class="act" data-action="${act}">${t("act_" + act)}</button>`).join("");
+    const escalated = a.escalation_level > 0 && a.state === "raised"
+      ? `<span class="esc">${t("escalated")} ${a.escalation_level}</span>` : "";
     li.innerHTML = `<div><span class="chip g${a.grade}">${GRADE_ROMAN[a.grade]}</span> ${esc(msg)}</div>
       <div class="meta"><span>${t(a.network)}</span><span>${esc(a.district)}</span>
-      <span>${fmtTime(a.updated_at)}</span><span>${a.active ? "" : t("cleared")}</span></div>`;
+      <span>${fmtTime(a.updated_at)}</span><span>${a.active ? "" : t("cleared")}</span>
+      <span class="state st-${a.state}">${t("st_" + a.state)}</span>${escalated}
+      ${a.assignee ? `<span>→ ${esc(a.assignee)}</span>` : ""}</div>
+      <div class="actions">${buttons}</div>`;
+    li.querySelectorAll("button.act").forEach((b) => b.addEventListener("click", () => act(a.id, b.dataset.action)));
     ul.appendChild(li);
   }
   const active = list.filter((a) => a.active).length;
   $("#alert-count").textContent = active;
   $("#no-alerts").hidden = list.length > 0;
+}
+
+async function act(alertId, action) {
+  const body = { action };
+  if (action === "dispatch") {
+    body.assignee = (prompt(t("askAssignee")) || "").trim();
+    body.task = (prompt(t("askTask")) || "").trim();
+    if (!body.assignee || !body.task) return;
+  } else if (action !== "acknowledge") {
+    body.note = (prompt(t("askNote")) || "").trim();
+  }
+  const res = await fetch(`/api/alerts/${alertId}/actions`, { method: "POST",
+    headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  if (!res.ok) {
+    let detail = "";
+    try { detail = (await res.json()).detail; } catch (e) { detail = res.statusText; }
+    alert(`${t("actFailed")}: ${detail}`);
+  }
+  // The new state arrives over the websocket like every other alert event.
 }
 
 async function refreshDrill() {
@@ -226,9 +275,10 @@ function connectAlerts() {
     state.lastEventId = Math.max(state.lastEventId || 0, msg.event_id);
     state.alerts.set(msg.alert.id, msg.alert);
     scheduleSensorReload();
-    renderAlerts(msg.event === "cleared" ? null : msg.alert.id);
+    const loud = msg.event === "raised" || msg.event === "escalated" || (msg.event === "updated" && msg.alert.state === "raised");
+    renderAlerts(loud ? msg.alert.id : null);
     renderCards(); renderMap(); renderSensors();
-    if (msg.event !== "cleared" && msg.alert.grade <= 2) beep(msg.alert.grade);
+    if (loud && msg.alert.grade <= 2) beep(msg.alert.grade);
     if (state.chartSensor === msg.alert.sensor_id) openChart(state.chartSensor);
   };
   ws.onclose = () => { setConn(false); setTimeout(connectAlerts, 2000); };
