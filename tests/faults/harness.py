@@ -58,6 +58,10 @@ _QUIET_VALUE: Mapping[Quantity, tuple[float, str]] = {
     Quantity.METHANE: (1.0, "%LEL"),
 }
 
+# A flood wave at a drainage level sensor, metres: 0.3 m up to 1.8 m and back in 0.1 m steps, crossing the grade
+# IV, III and II limits (0.8, 1.2, 1.6 m) both ways. Gradual, so sensor health sees no spike.
+_ALERT_CYCLE_M = tuple(round(0.3 + 0.1 * min(i, 30 - i), 1) for i in range(30))
+
 
 # -- the load -------------------------------------------------------------------------------------------------
 
@@ -66,29 +70,53 @@ _QUIET_VALUE: Mapping[Quantity, tuple[float, str]] = {
 class Load:
     """A fixed load: *n* readings spread over the demo sensors, one reading per message.
 
-    Reading *k* belongs to sensor ``k % len(sensors)`` at ``start + (k // len(sensors))`` seconds, so every
+    Reading *k* belongs to sensor ``k % len(sensors)`` at ``start + (k // len(sensors)) * step_s``, so every
     ``(sensor_id, ts)`` is distinct; its value is a quiet value for the quantity plus ``(k % 1000) / 10000``, so a
     stored value can be checked against the published one.
+
+    With *alerting*, the load uses only the drainage level sensors and runs each through flood waves (0.3 m to
+    1.8 m and back in 0.1 m steps, 30 readings), which cross their alarm limits both ways: about six alert events a
+    wave.
 
     Attributes:
         n: number of readings (= messages).
         prefix: the test's topic prefix.
+        alerting: make alert events (see above) instead of quiet readings.
         start: time of the first reading (UTC); defaults to two hours ago, well inside the accepted age.
+        step_s: seconds between a sensor's readings.
     """
 
     n: int
     prefix: str
+    alerting: bool = False
     start: datetime = field(default_factory=lambda: (datetime.now(UTC) - timedelta(hours=2)).replace(microsecond=0))
-    sensors: tuple[Sensor, ...] = field(default_factory=lambda: tuple(demo_sensors()))
+    step_s: float = 1.0
+    sensors: tuple[Sensor, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        sensors = demo_sensors()
+        if self.alerting:
+            sensors = [s for s in sensors if s.quantity is Quantity.LEVEL and s.network.value == "drainage"]
+        object.__setattr__(self, "sensors", tuple(sensors))
+
+    @classmethod
+    def live(cls, n: int, prefix: str, *, rate_per_s: float, alerting: bool = False) -> Load:
+        """A load whose timestamps follow the publishing schedule at *rate_per_s* from now, as live sensors'
+        would: sensor health judges a steady delay of hours as a clock running late and distrusts the readings.
+        """
+        probe = cls(1, prefix, alerting=alerting)
+        return cls(n, prefix, alerting=alerting, start=datetime.now(UTC), step_s=len(probe.sensors) / rate_per_s)
 
     def key(self, k: int) -> tuple[str, int]:
         """Return reading *k*'s ``(sensor_id, ts in epoch milliseconds)``."""
         sensor = self.sensors[k % len(self.sensors)]
         start_ms = int(self.start.timestamp() * 1000)
-        return sensor.sensor_id, start_ms + (k // len(self.sensors)) * 1000
+        return sensor.sensor_id, start_ms + (k // len(self.sensors)) * round(self.step_s * 1000)
 
     def value(self, k: int) -> float:
         """Return reading *k*'s value in the sensor's canonical unit."""
+        if self.alerting:
+            return _ALERT_CYCLE_M[(k // len(self.sensors)) % len(_ALERT_CYCLE_M)]
         base, _unit = _QUIET_VALUE[self.sensors[k % len(self.sensors)].quantity]
         return round(base + (k % 1000) / 10000, 4)
 
@@ -545,3 +573,68 @@ class RestartableMosquitto:
                 self.proc.kill()
                 self.proc.wait(10)
         self.proc = None
+
+
+# -- a websocket client that resumes -----------------------------------------------------------------------------
+
+
+class ResumingAlertClient:
+    """A reconnecting ``/ws/alerts`` client that resumes from the last alert event it saw.
+
+    It behaves as emergency staff's client should: on any disconnect it tries again every *retry_s* seconds with
+    ``?after=<last event id it saw>`` (``?after=0`` the first time, so it sees every event).
+
+    Attributes:
+        event_ids: every ``event_id`` received, in order, repeats included.
+        connections: monotonic times at which a connection was opened (the first included).
+        disconnects: monotonic times at which a connection was lost.
+        first_message_at: for each connection, when its first message (``hello``) arrived.
+    """
+
+    def __init__(self, ws_url: str, *, retry_s: float = 0.2) -> None:
+        self.ws_url = ws_url
+        self.retry_s = retry_s
+        self.event_ids: list[int] = []
+        self.connections: list[float] = []
+        self.disconnects: list[float] = []
+        self.first_message_at: list[float] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ws-client", daemon=True)
+
+    def start(self) -> ResumingAlertClient:
+        self._thread.start()
+        return self
+
+    @property
+    def last_id(self) -> int:
+        return self.event_ids[-1] if self.event_ids else 0
+
+    def _run(self) -> None:
+        from websockets.exceptions import WebSocketException
+        from websockets.sync.client import connect as ws_connect
+
+        while not self._stop.is_set():
+            try:
+                with ws_connect(f"{self.ws_url}?after={self.last_id}", open_timeout=5) as ws:
+                    self.connections.append(time.monotonic())
+                    first = True
+                    while not self._stop.is_set():
+                        try:
+                            message = json.loads(ws.recv(timeout=0.5))
+                        except TimeoutError:
+                            continue
+                        if first:
+                            self.first_message_at.append(time.monotonic())
+                            first = False
+                        if message.get("type") == "alert":
+                            self.event_ids.append(int(message["event_id"]))
+            except (OSError, WebSocketException) as exc:
+                if self.connections and (not self.disconnects or self.disconnects[-1] < self.connections[-1]):
+                    self.disconnects.append(time.monotonic())
+                self.errors.append(f"{type(exc).__name__}: {exc}"[:200])
+                self._stop.wait(self.retry_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
