@@ -178,8 +178,23 @@ def serve(ctx: click.Context, host: str | None, port: int | None, scene_dir: Pat
         scene_dir=scene_dir,
         auth=_authenticator(s),
         cors_origins=s.cors_origins,
+        webhooks=_webhooks(s),
     )
     uvicorn.run(app, host=host or s.http_host, port=port or s.http_port, log_level=s.log_level.lower())
+
+
+def _webhooks(s: Settings) -> Any:
+    from viewer.webhooks import parse_hooks
+
+    try:
+        hooks = parse_hooks(
+            s.webhook_urls, events=s.webhook_events, max_grade=s.webhook_max_grade, secret=s.webhook_secret
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if hooks:
+        click.echo(f"webhooks: {len(hooks)} ({', '.join(s.webhook_events)}; grade ≤ {s.webhook_max_grade})", err=True)
+    return hooks
 
 
 def _authenticator(s: Settings) -> Any:

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     api_rate_per_s: float = Field(20.0, ge=0, description="API requests per second per client on average (0: off)")
     api_burst: float = Field(100.0, ge=1, description="API requests a client may make at once")
     cors_origins: list[str] = Field(default_factory=list, description="other origins allowed to call the API")
+    webhook_urls: list[str] = Field(default_factory=list, description="JSON list of URLs that receive alert events")
+    webhook_events: list[str] = Field(default_factory=lambda: ["raised", "escalated"], description="event kinds sent")
+    webhook_max_grade: int = Field(2, ge=1, le=4, description="send alerts of this grade or worse (1 = only I)")
+    webhook_secret: str | None = Field(None, repr=False, description="HMAC key of the X-Lifeline-Signature header")
     embedded_broker: Literal["auto", "mosquitto", "amqtt"] = Field(
         "auto", description="broker the demo starts: Mosquitto where installed, else amqtt"
     )

@@ -26,6 +26,7 @@ from viewer.deps import require
 from viewer.drills import DrillManager
 from viewer.hub import AlertHub
 from viewer.routes import alerts, drills, lifecycle, scene, sensors, session, twin
+from viewer.webhooks import Webhook, WebhookSender
 
 log = logging.getLogger(__name__)
 DEFAULT_ESCALATION = EscalationPolicy()
@@ -45,6 +46,7 @@ def create_app(
     escalation: EscalationPolicy | None = DEFAULT_ESCALATION,
     escalation_interval_s: float = 10.0,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    webhooks: Sequence[Webhook] = (),
 ) -> FastAPI:
     """Build the viewer for the store at *conninfo* / *schema*.
 
@@ -63,6 +65,7 @@ def create_app(
         escalation: when unacknowledged alerts escalate and to whom (:mod:`twin.lifecycle`); None: never.
         escalation_interval_s: how often the escalation check runs, seconds.
         clock: the current time, aware UTC (tests move it).
+        webhooks: receivers of alert events (:mod:`viewer.webhooks`).
     """
 
     @asynccontextmanager
@@ -80,17 +83,33 @@ def create_app(
         await hub.start()
         app.state.pool = pool
         app.state.hub = hub
-        escalator = asyncio.create_task(_escalate_forever(pool)) if escalation is not None else None
+        tasks = [asyncio.create_task(_escalate_forever(pool))] if escalation is not None else []
+        if webhooks:
+            wake = asyncio.Event()
+            senders = [WebhookSender(h, conninfo=conninfo, schema=schema, wake=wake) for h in webhooks]
+            app.state.webhook_senders = senders
+            tasks += [asyncio.create_task(sender.run()) for sender in senders]
+            tasks.append(asyncio.create_task(_wake_on_events(hub, wake)))
         try:
             yield
         finally:
-            if escalator is not None:
-                escalator.cancel()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
-                    await escalator
+                    await task
             app.state.drills.close()
             await hub.stop()
             pool.close()
+
+    async def _wake_on_events(hub: AlertHub, wake: asyncio.Event) -> None:
+        while True:
+            queue = hub.subscribe()
+            try:
+                while await queue.get() is not None:
+                    wake.set()
+            finally:
+                hub.unsubscribe(queue)
 
     async def _escalate_forever(pool: ConnectionPool[Any]) -> None:
         assert escalation is not None
