@@ -211,6 +211,8 @@ class IngestService:
         self.stats = IngestStats()
         self._queue: queue.SimpleQueue[_Message] = queue.SimpleQueue()
         self._stop = threading.Event()
+        self._stop_lock = threading.Lock()
+        self._stopped = False
         self._subscribed = threading.Event()
         self._generation = 0
         self._conn: DictConnection | None = None
@@ -287,7 +289,14 @@ class IngestService:
         return self._subscribed.wait(timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Write what is queued, then disconnect. Messages not yet written stay with the broker."""
+        """Write what is queued, then disconnect. Messages not yet written stay with the broker.
+
+        A second call (a signal handler and :meth:`run_forever` both stop) does nothing.
+        """
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
         self._stop.set()
         if self._worker is not None:
             self._worker.join(timeout)

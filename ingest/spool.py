@@ -370,8 +370,10 @@ class Spool:
         return all(s.replayed >= len(s.records) for s in self._segments)
 
     def close(self) -> None:
-        """Close the active segment and release the directory."""
+        """Close the active segment and release the directory (a second call does nothing)."""
         self._close_active()
+        if self._lock.closed:
+            return
         with contextlib.suppress(OSError):
             fcntl.flock(self._lock.fileno(), fcntl.LOCK_UN)
         self._lock.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 from typing import Literal
@@ -38,7 +39,22 @@ class Settings(BaseSettings):
 
     ingest_batch_max: int = Field(5000, ge=1, description="readings per database write at most")
     ingest_flush_interval_s: float = Field(0.05, gt=0, description="longest wait before a partial batch is written")
-    ingest_failpoint: str | None = Field(None, description="fault tests only: 'crash_after_commit'")
+    ingest_failpoint: str | None = Field(
+        None, description="fault tests only: 'crash_after_commit' or 'crash_after_spool'"
+    )
+    ingest_health_port: int | None = Field(
+        None, ge=0, le=65535, description="serve ingest's GET /health on this port (200 while writing to the database)"
+    )
+    ingest_health_host: str = Field("127.0.0.1", description="address of ingest's health endpoint")
+
+    spool_dir: Path | None = Field(
+        None,
+        description="parent of ingest's disk spools (one subdirectory per MQTT client id); unset:"
+        " $XDG_STATE_HOME/lifeline/spool, else ~/.local/state/lifeline/spool",
+    )
+    spool_max_bytes: int = Field(
+        1 << 30, ge=0, description="bound of one worker's spool on disk, bytes; 0 turns the spool off"
+    )
 
     max_payload_bytes: int = Field(256 * 1024, ge=64)
     max_batch_items: int = Field(5000, ge=1)
@@ -72,6 +88,21 @@ class Settings(BaseSettings):
             max_age_s=self.max_age_s,
             dead_letter_max_raw_bytes=self.dead_letter_max_raw_bytes,
         )
+
+    def spool_directory(self, client_id: str) -> Path | None:
+        """Return the spool directory of the ingest worker *client_id*, or None when the spool is off.
+
+        Each worker gets its own subdirectory (a spool is locked by one process), named by its client id with
+        anything but letters, digits, ``-``, ``_`` and ``.`` replaced by ``_``.
+        """
+        if self.spool_max_bytes == 0:
+            return None
+        base = self.spool_dir
+        if base is None:
+            state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+            base = Path(state) / "lifeline" / "spool"
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in client_id).lstrip(".") or "ingest"
+        return base.expanduser() / safe
 
     def mqtt_config(self, url: str | None = None) -> MqttConfig:
         """Return the broker connection described by *url* (default: ``mqtt_url``) and the MQTT settings."""

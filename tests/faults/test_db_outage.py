@@ -313,3 +313,242 @@ def test_database_outage_under_load_spools_and_catches_up_with_nothing_lost(
     assert {code for _t, code, state in health.changes if state == "ok"} == {200}
     assert "database unavailable: spooling batches" in caplog.text
     assert "spool replayed" in caplog.text
+
+
+def _stored_keys(db: DictConnection) -> set[tuple[str, int]]:
+    return {(r["sensor_id"], _ms(r["ts"])) for r in db.execute("SELECT sensor_id, ts FROM readings").fetchall()}
+
+
+def test_full_spool_stops_acknowledging_says_so_and_loses_nothing(
+    pg_url: str,
+    schema: str,
+    broker: MqttConfig,
+    prefix: str,
+    db: DictConnection,
+    proxy: CuttableProxy,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    spool_dir = tmp_path / "spool"
+    svc = IngestService(
+        conninfo=_via(pg_url, proxy),
+        schema=schema,
+        mqtt_config=MqttConfig(
+            host=broker.host, port=broker.port, client_id=f"ingest-{uuid.uuid4().hex[:8]}", session_expiry_s=300
+        ),
+        prefix=prefix,
+        registry_refresh_s=1.0,
+        spool_dir=spool_dir,
+        spool_max_bytes=16 * 1024,  # fills within about a second at this rate
+        health_port=0,
+    )
+    svc.start()
+    published: set[tuple[str, int]] = set()
+    try:
+        assert svc.wait_ready(10)
+        assert svc.health_url is not None
+        health = HealthLog(svc.health_url)
+        threading.Thread(target=health.run, daemon=True).start()
+        outage = 8.0
+        with Publisher(broker, client_id=f"load-{uuid.uuid4().hex[:6]}") as pub:
+            t0 = time.monotonic()
+            i = 0
+            proxy.cut()
+            while (elapsed := time.monotonic() - t0) < outage + 3.0:
+                if elapsed >= outage and not proxy._open.is_set():
+                    proxy.restore()
+                sensor = BACKGROUND[i % len(BACKGROUND)]
+                value, unit = _background_value(sensor, i // len(BACKGROUND))
+                ts = _ms(datetime.now(UTC))
+                if (sensor, ts) not in published:
+                    published.add((sensor, ts))
+                    network = "drainage" if sensor.startswith("D") else "water"
+                    pub.publish(f"{prefix}/{network}/{sensor}", orjson.dumps({"ts": ts, "value": value, "unit": unit}))
+                i += 1
+                time.sleep(max(0.0, t0 + i / RATE_HZ - time.monotonic()))
+        wait_for(lambda: len(_stored_keys(db)) >= len(published), timeout=60, what="every reading stored")
+        wait_for(lambda: svc.stats.spool_state == "ok", timeout=30, what="the spool to drain")
+        health.stop()
+    finally:
+        svc.stop()
+    keys = _stored_keys(db)
+    full_logs = caplog.text.count("SPOOL FULL")
+    print(
+        f"\nfull spool: published {len(published)}, stored {len(keys & published)}, lost {len(published - keys)};"
+        f" {full_logs} SPOOL FULL errors logged; health {[(round(t - t0, 1), c, s) for t, c, s in health.changes]}"
+    )
+    assert published == keys
+    assert "full" in health.states(), health.changes
+    assert {code for _t, code, state in health.changes if state == "full"} == {503}
+    assert health.states()[-1] == "ok"
+    assert 1 <= full_logs <= outage // 10 + 2, "loud, but once per interval rather than once per retry"
+    assert svc.stats.readings_stored == len(published)
+
+
+def test_replay_of_batches_already_committed_stores_nothing_twice(
+    pg_url: str, schema: str, broker: MqttConfig, prefix: str, db: DictConnection, tmp_path: Path
+) -> None:
+    """A crash between a commit and the spool's deletion, or a commit whose answer was lost, replays a batch
+    the store already holds: its readings, dead letter and alert change must not land twice."""
+    from ingest.spool import Spool, SpooledBatch, encode_batch
+    from twin.alerts import AlertChange
+    from twin.readings import Reading
+    from twin.store.alerts import apply_change
+    from twin.store.dead_letter import DeadLetter, digest_of, store_dead_letters
+    from twin.store.readings import ReadingStore
+    from twin.store.schema import current_mode
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    raw = b"not json"
+    letter = DeadLetter("t/x", raw, len(raw), digest_of("t/x", raw), -1, "not_json", "")
+
+    def change(event: str, grade: int, value: float, seconds: int) -> AlertChange:
+        return AlertChange(
+            event=event,
+            cause_key="threshold:D-L-001:high",
+            kind="threshold",
+            sensor_id="D-L-001",
+            network="drainage",
+            district="吉州区",
+            grade=grade,
+            ts=now.replace(second=seconds),
+            value=value,
+            threshold=1.6,
+            message="Ⅱ级",
+            message_en="grade II",
+        )
+
+    committed = SpooledBatch(
+        [Reading("D-L-001", now.replace(second=1), 1.72, 0), Reading("D-L-001", now.replace(second=2), 1.73, 0)],
+        [letter],
+        [change("raised", 2, 1.72, 1)],
+    )
+    not_committed = SpooledBatch(
+        [Reading("D-L-001", now.replace(second=3), 0.30, 0)], [], [change("cleared", 2, 0.30, 3)]
+    )
+    mode = current_mode(db, schema=schema)
+    assert mode is not None
+    with db.transaction():
+        ReadingStore(db, mode=mode).write([(r.sensor_id, r.ts, r.value, r.quality) for r in committed.readings])
+        store_dead_letters(db, committed.dead_letters)
+        for c in committed.changes:
+            apply_change(db, c, schema=schema)
+    spool_dir = tmp_path / "spool"
+    with Spool(spool_dir) as spool:
+        spool.append(encode_batch(committed))
+        spool.append(encode_batch(not_committed))
+
+    svc = IngestService(
+        conninfo=pg_url,
+        schema=schema,
+        mqtt_config=MqttConfig(host=broker.host, port=broker.port, client_id=f"ingest-{uuid.uuid4().hex[:8]}"),
+        prefix=prefix,
+        spool_dir=spool_dir,
+    )
+    svc.start()
+    try:
+        assert svc.wait_ready(10)
+        stats = svc.stats
+        assert (stats.readings_stored, stats.readings_duplicate, stats.readings_replayed) == (1, 2, 3)
+        assert (stats.spool_state, stats.spool_records) == ("ok", 0)
+    finally:
+        svc.stop()
+    events = db.execute(
+        "SELECT e.event FROM alert_events e JOIN alerts a ON a.id = e.alert_id ORDER BY e.id"
+    ).fetchall()
+    assert [e["event"] for e in events] == ["raised", "cleared"]
+    counts = db.execute(
+        "SELECT (SELECT count(*) FROM readings) AS r, (SELECT count(*) FROM dead_letter) AS d,"
+        " (SELECT count(*) FROM alerts) AS a"
+    ).fetchone()
+    assert counts == {"r": 3, "d": 1, "a": 1}
+    assert list(spool_dir.glob("*.seg")) == []
+
+
+_WORKER = """
+import logging, sys
+from pathlib import Path
+from ingest.service import IngestService
+from twin.mqtt import MqttConfig
+logging.basicConfig(level="INFO", stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+conninfo, schema, host, port, client_id, prefix, spool_dir, failpoint = sys.argv[1:9]
+svc = IngestService(conninfo=conninfo, schema=schema, prefix=prefix, spool_dir=Path(spool_dir),
+                    mqtt_config=MqttConfig(host=host, port=int(port), client_id=client_id, session_expiry_s=300),
+                    failpoint=failpoint or None, registry_refresh_s=1.0)
+import signal
+signal.signal(signal.SIGTERM, lambda *_: svc.stop())
+svc.run_forever()
+"""
+
+
+class _Worker:
+    """An ingest process with a spool, its log collected."""
+
+    def __init__(self, args: list[str]) -> None:
+        import subprocess
+        import sys
+
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _WORKER, *args], text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def saw(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait(5)
+        return int(self.proc.returncode)
+
+
+def test_crash_after_spooling_before_ack_loses_and_doubles_nothing(
+    pg_url: str, schema: str, broker: MqttConfig, prefix: str, db: DictConnection, proxy: CuttableProxy, tmp_path: Path
+) -> None:
+    """The process dies right after a spooled batch is on disk, before its acks: on restart the spool is replayed
+    and the broker delivers the batch again; every reading is stored once, the alert raised once."""
+    args = [_via(pg_url, proxy), schema, broker.host, str(broker.port), f"ingest-{uuid.uuid4().hex[:8]}", prefix]
+    args.append(str(tmp_path / "spool"))
+    first = _Worker([*args, "crash_after_spool"])
+    published: list[tuple[str, int]] = []
+    try:
+        wait_for(lambda: first.saw("subscribed to"), timeout=30, what="the first worker subscribed")
+        proxy.cut()
+        with Publisher(broker, client_id=f"crash-{uuid.uuid4().hex[:6]}") as pub:
+            base = _ms(datetime.now(UTC)) - 60_000
+            for k in range(40):
+                ts = base + 1000 * k
+                value = 1.72 if 10 <= k < 20 else 0.4 + 0.001 * k  # raises grade II, then clears
+                published.append(("D-L-001", ts))
+                pub.publish(f"{prefix}/drainage/D-L-001", orjson.dumps({"ts": ts, "value": value, "unit": "m"}))
+        assert first.proc.wait(30) == 71, "".join(first.lines[-20:])
+    finally:
+        first.stop()
+    assert first.saw("failpoint crash_after_spool")
+    assert sorted((tmp_path / "spool").glob("*.seg")), "the spooled batch is on disk"
+    proxy.restore()
+    second = _Worker([*args, ""])
+    try:
+        wait_for(lambda: len(_stored_keys(db)) >= len(published), timeout=30, what="every reading stored")
+        wait_for(lambda: second.saw("duplicates ignored"), timeout=20, what="the redelivered batch seen as such")
+    finally:
+        assert second.stop() == 0, "".join(second.lines[-20:])
+    assert _stored_keys(db) == set(published)
+    assert second.saw("replaying the spool left by a previous run")
+    events = db.execute(
+        "SELECT e.event, e.ts FROM alert_events e JOIN alerts a ON a.id = e.alert_id ORDER BY e.id"
+    ).fetchall()
+    print(f"\ncrash after spooling: events {[e['event'] for e in events]}")
+    assert [e["event"] for e in events] == ["raised", "cleared"]
+    assert list((tmp_path / "spool").glob("*.seg")) == []
