@@ -1,0 +1,158 @@
+"""A slow database and a full disk under PostgreSQL while readings stream: ingest waits or retries, nothing is lost.
+
+Slow: another session holds ``LOCK TABLE readings IN EXCLUSIVE MODE`` (reads go on, every write waits) for
+:data:`HOLD_S` seconds, as a long migration, a vacuum full or an overloaded server would. Ingest's write simply
+waits; nothing is acknowledged meanwhile, so the broker holds what comes in (at most ``receive_maximum`` in flight
+to ingest).
+
+Full disk: a statement trigger on ``readings`` (in the test's own schema) raises what PostgreSQL raises when it
+cannot extend a file — SQLSTATE 53100 ``disk_full``, "No space left on device" — for :data:`HOLD_S` seconds. The
+write fails and is retried with backoff; nothing is acknowledged until it succeeds.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from twin.mqtt import MqttConfig
+from twin.store.db import DictConnection, connect
+
+from .harness import (
+    Load,
+    LoadPublisher,
+    lifeline_env,
+    report,
+    row_count,
+    start_ingest_process,
+    time_to_recover,
+    wait_stored,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+READINGS = 10_000
+RATE_PER_S = 800.0
+HOLD_S = 8.0
+"""How long the database stays slow or full, seconds."""
+
+
+def test_writes_blocked_by_a_lock_wait_and_lose_nothing(
+    pg_url: str, schema: str, broker: MqttConfig, prefix: str, db: DictConnection
+) -> None:
+    env = lifeline_env(
+        pg_url=pg_url, schema=schema, broker=broker, prefix=prefix, mqtt_client_id=f"ingest-slow-{uuid.uuid4().hex[:8]}"
+    )
+    load = Load(READINGS, prefix)
+    ingest = start_ingest_process(env)
+    publisher = LoadPublisher(broker, load, rate_per_s=RATE_PER_S, client_id=f"load-{uuid.uuid4().hex[:8]}").start()
+    try:
+        publisher.wait_sent(READINGS // 3, timeout_s=120)
+        with connect(pg_url, schema=schema) as locker:
+            locker.execute("LOCK TABLE readings IN EXCLUSIVE MODE")
+            locked = (publisher.sent, row_count(db))
+            # The lock is held: ingest's next write must be waiting for it.
+            wait_until(lambda: _waiting_on_lock(db, schema), timeout_s=10, what="ingest's write to wait for the lock")
+            time.sleep(HOLD_S)
+            rows_while_locked = row_count(db) - locked[1]
+            locker.rollback()
+        released_at = time.monotonic()
+        recover_s = time_to_recover(db, publisher, released_at, timeout_s=120)
+        acked = publisher.finish()
+        tally = wait_stored(db, load, timeout_s=120)
+    finally:
+        publisher.close()
+        ingest.stop()
+    report(
+        f"slow database: writes blocked by a table lock for {HOLD_S:.0f} s",
+        tally,
+        acked=acked,
+        recover_s=recover_s,
+        redelivered=ingest.duplicates_ignored(),
+        note=(
+            f"locked with {locked[1]} stored of {locked[0]} sent, {publisher.sent - locked[0]} sent while locked, "
+            f"{rows_while_locked} stored while locked"
+        ),
+    )
+    assert 0 < locked[1] < READINGS, "the lock did not land in the middle of the stream"
+    assert rows_while_locked == 0
+    assert acked == READINGS
+    assert tally.exact, tally
+    stats = ingest.ingest_stats()
+    assert stats["dead_letters"] == 0
+    assert ingest.proc.returncode == 0, ingest.tail()
+
+
+def _waiting_on_lock(db: DictConnection, schema: str) -> bool:
+    """Whether a session of this schema's ingest is waiting for a lock."""
+    row = db.execute(
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'lifeline-twin'"
+        " AND wait_event_type = 'Lock' AND query ILIKE %s",
+        ("%readings%",),
+    ).fetchone()
+    return row is not None and int(row["n"]) > 0
+
+
+_DISK_FULL = """
+CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'could not extend file "base/16384/24576": No space left on device'
+        USING ERRCODE = 'disk_full', HINT = 'Check free disk space.';
+END $$;
+CREATE TRIGGER fault_disk_full BEFORE INSERT ON {readings} FOR EACH STATEMENT EXECUTE FUNCTION {function}();
+"""
+
+
+def test_disk_full_errors_are_retried_and_lose_nothing(
+    pg_url: str, schema: str, broker: MqttConfig, prefix: str, db: DictConnection
+) -> None:
+    env = lifeline_env(
+        pg_url=pg_url, schema=schema, broker=broker, prefix=prefix, mqtt_client_id=f"ingest-full-{uuid.uuid4().hex[:8]}"
+    )
+    load = Load(READINGS, prefix)
+    ingest = start_ingest_process(env)
+    publisher = LoadPublisher(broker, load, rate_per_s=RATE_PER_S, client_id=f"load-{uuid.uuid4().hex[:8]}").start()
+    function = sql.Identifier(schema, "fault_disk_full")
+    readings = sql.Identifier(schema, "readings")
+    try:
+        publisher.wait_sent(READINGS // 3, timeout_s=120)
+        db.execute(sql.SQL(_DISK_FULL).format(function=function, readings=readings))
+        full = (publisher.sent, row_count(db))
+        wait_until(lambda: ingest.count("No space left on device"), timeout_s=10, what="ingest to hit the full disk")
+        time.sleep(HOLD_S)
+        rows_while_full = row_count(db) - full[1]
+        db.execute(sql.SQL("DROP TRIGGER fault_disk_full ON {}").format(readings))
+        freed_at = time.monotonic()
+        recover_s = time_to_recover(db, publisher, freed_at, timeout_s=120)
+        acked = publisher.finish()
+        tally = wait_stored(db, load, timeout_s=120)
+    finally:
+        publisher.close()
+        ingest.stop()
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP TRIGGER IF EXISTS fault_disk_full ON {}").format(readings))
+    failures = ingest.count("No space left on device")
+    report(
+        f"disk full (SQLSTATE 53100 on every write) for {HOLD_S:.0f} s",
+        tally,
+        acked=acked,
+        recover_s=recover_s,
+        redelivered=ingest.duplicates_ignored(),
+        note=(
+            f"full with {full[1]} stored of {full[0]} sent, {rows_while_full} stored while full, "
+            f"{failures} failed writes logged"
+        ),
+    )
+    assert 0 < full[1] < READINGS, "the fault did not land in the middle of the stream"
+    assert rows_while_full == 0
+    assert acked == READINGS
+    assert tally.exact, tally
+    stats = ingest.ingest_stats()
+    assert stats["db_errors"] >= 1
+    assert stats["dead_letters"] == 0
+    assert ingest.proc.returncode == 0, ingest.tail()
