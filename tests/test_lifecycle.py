@@ -27,7 +27,8 @@ from .conftest import serve
 
 pytestmark = pytest.mark.integration
 
-T0 = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
+# A few seconds ahead of the wall clock: escalation counts from the later of the alert's time and when it was stored.
+T0 = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=5)
 
 
 def _raise(

@@ -12,7 +12,8 @@ States (``alerts.state``)::
 Whether the *cause* is still present is a separate matter, kept by the detectors in ``alerts.active``: an alert may
 be acknowledged while its cause goes on, and its cause may clear before anyone looks.
 
-Escalation (叫应): an alert still ``raised`` (nobody has acknowledged it) after the grade's deadline is escalated:
+Escalation (叫应): an alert still ``raised`` (nobody has acknowledged it) after the grade's deadline — counted from
+when it was raised, or from when it reached the store if later — is escalated:
 its ``escalation_level`` goes up by one and the next contact of the escalation chain is named in the event; again
 after each further deadline, up to the end of the chain. Deadlines by grade: I 5 min, II 10 min, III 30 min, IV 2 h.
 """

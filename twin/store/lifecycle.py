@@ -81,13 +81,18 @@ def apply_action(
 def escalate_due(conn: psycopg.Connection[Any], policy: EscalationPolicy, *, now: datetime, schema: str) -> list[int]:
     """Escalate every unacknowledged alert whose deadline has passed; return the new event ids.
 
-    Safe to run from several processes at once: each step is a conditional update on the current level.
+    The deadlines count from when the alert was raised, or from when it reached the store if that was later (a
+    gateway delivering hours of buffered readings does not make their alerts overdue at once). Safe to run from
+    several processes at once: each step is a conditional update on the current level.
     """
     cur = conn.cursor(row_factory=dict_row)
-    cur.execute("SELECT id, grade, raised_at, escalation_level FROM alerts WHERE state = 'raised' ORDER BY id")
+    cur.execute(
+        """SELECT id, grade, greatest(raised_at, created_at) AS since, escalation_level FROM alerts
+           WHERE state = 'raised' ORDER BY id"""
+    )
     events: list[int] = []
     for alert in cur.fetchall():
-        due = policy.due_level(int(alert["grade"]), alert["raised_at"], now)
+        due = policy.due_level(int(alert["grade"]), alert["since"], now)
         if due <= alert["escalation_level"]:
             continue
         with conn.transaction():

@@ -326,7 +326,8 @@ def _v5_lifecycle(conn: psycopg.Connection[object], mode: StorageMode, policy: R
                ADD COLUMN escalation_level smallint NOT NULL DEFAULT 0,
                ADD COLUMN acknowledged_at  timestamptz,
                ADD COLUMN assignee         text,
-               ADD COLUMN incident_id      bigint REFERENCES incidents (id)"""
+               ADD COLUMN incident_id      bigint REFERENCES incidents (id),
+               ADD COLUMN created_at       timestamptz NOT NULL DEFAULT now()"""
     )
     conn.execute("CREATE INDEX alerts_unacknowledged ON alerts (raised_at) WHERE state = 'raised'")
     conn.execute("ALTER TABLE alert_events ADD COLUMN detail jsonb")
