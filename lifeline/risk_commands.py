@@ -1,0 +1,237 @@
+"""``lifeline risk``: waterlogging (内涝) nowcast with SWMM, surrogate training, instant what-ifs."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lifeline.settings import Settings
+from lifeline.simulate_commands import load_city_and_sensors
+
+DEFAULT_SURROGATE = Path("waterlogging-surrogate")
+
+
+def _drainage_setup(settings: Settings, use_demo: bool) -> tuple[Any, Any, Any, Any]:
+    """The city, its drainage network, the ponding model and the risk assets."""
+    from models.waterlogging.ponding import PondingModel
+    from models.waterlogging.risk import RiskAssets
+    from twin.sensors import Network
+
+    city = load_city_and_sensors(settings, demo=use_demo)
+    if Network.DRAINAGE not in city.networks:
+        raise click.UsageError("the twin has no drainage network (lifeline twin import model.inp)")
+    network = city.networks[Network.DRAINAGE]
+    model = PondingModel(network, city.terrain, city.low_points.values())
+    return city, network, model, RiskAssets.for_city(city, model)
+
+
+def _write_geojson(risk: Any, crs: str, out: Path, horizon: timedelta | None = None) -> None:
+    from models.waterlogging.risk import risk_geojson
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(risk_geojson(risk, crs, horizon=horizon), ensure_ascii=False), encoding="utf-8")
+
+
+def _show(risk: Any, limit: int = 12) -> None:
+    rows = risk.graded()
+    counts = {g: sum(1 for r in rows if r["grade"] == g) for g in (1, 2, 3, 4)}
+    click.echo(f"graded assets: I {counts[1]}, II {counts[2]}, III {counts[3]}, IV {counts[4]}")
+    for r in rows[:limit]:
+        eta = f"{r['eta_s'] / 60:.0f} min" if r["eta_s"] is not None else "—"
+        click.echo(f"  {r['grade']}  {r['ref']:<22} {r['depth_m']:.2f} m  eta {eta:>7}  {r['name']}")
+
+
+@click.group()
+def risk() -> None:
+    """Waterlogging (内涝) risk: SWMM nowcast, surrogate, what-ifs."""
+
+
+@risk.command("nowcast")
+@click.option("--return-period", type=float, default=20.0, show_default=True, help="Forecast design storm, years.")
+@click.option("--duration", type=int, default=120, show_default=True, help="Forecast storm duration, minutes.")
+@click.option("--peak-ratio", type=float, default=0.4, show_default=True, help="Chicago peak position.")
+@click.option(
+    "--forecast-csv",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Forecast rain (ts, rain_mm_h at a regular step) instead of a design storm.",
+)
+@click.option(
+    "--observed-csv",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Gauge rain up to now (ts, rain_mm_h, same step); the model warms up on it.",
+)
+@click.option("--horizon", type=float, default=6.0, show_default=True, help="Hours ahead.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("risk-map.geojson"), show_default=True)
+@click.option("--demo", "use_demo", is_flag=True, help="Use the built-in demo city instead of the stored twin.")
+@click.pass_context
+def nowcast_command(
+    ctx: click.Context,
+    return_period: float,
+    duration: int,
+    peak_ratio: float,
+    forecast_csv: Path | None,
+    observed_csv: Path | None,
+    horizon: float,
+    out: Path,
+    use_demo: bool,
+) -> None:
+    """Run SWMM ahead of now on the observed and forecast rain; write the risk map and print the warnings."""
+    from models.waterlogging.nowcast import nowcast, swmm_pool
+    from models.waterlogging.risk import alert_changes, assess
+    from twin.errors import LifelineError
+    from twin.storms import DEFAULT_FORMULA, FORMULAS, chicago_storm, read_rain_csv
+
+    if horizon <= 0 or horizon > 48:
+        raise click.BadParameter("between 0 and 48 hours", param_hint="--horizon")
+    settings: Settings = ctx.obj
+    city, network, model, assets = _drainage_setup(settings, use_demo)
+    step = timedelta(minutes=1)
+    try:
+        if forecast_csv is not None:
+            records = read_rain_csv(forecast_csv)
+            forecast = [v for _ts, v in records]
+            if len(records) > 1:
+                step = records[1][0] - records[0][0]
+        else:
+            forecast = chicago_storm(
+                FORMULAS[DEFAULT_FORMULA],
+                return_period_years=return_period,
+                duration_min=duration,
+                peak_ratio=peak_ratio,
+            )
+        observed = [v for _ts, v in read_rain_csv(observed_csv)] if observed_csv is not None else []
+        now = datetime.now(UTC).replace(second=0, microsecond=0)
+        click.echo(f"nowcast: {len(network.nodes)} nodes, {horizon:g} h ahead, SWMM in a worker process …", err=True)
+        started = time.perf_counter()
+        with swmm_pool(1) as pool:
+            cast = nowcast(
+                network,
+                now=now,
+                observed_rain_mm_h=observed,
+                forecast_rain_mm_h=forecast,
+                rain_step=step,
+                horizon=timedelta(hours=horizon),
+                executor=pool,
+            )
+    except LifelineError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"done in {time.perf_counter() - started:.1f} s ({cast.runs} SWMM run(s))", err=True)
+    flooded = cast.flooded(min_volume_m3=1.0)
+    click.echo(f"nodes expected to flood: {len(flooded)}, {float(cast.volume_m3.sum()):.0f} m³ in all")
+    risk_map = assess(
+        assets,
+        model.fill(cast.volume_m3),
+        issued=cast.issued,
+        source="nowcast",
+        node_eta_s=cast.eta_s,
+        node_duration_s=cast.duration_s,
+    )
+    _show(risk_map)
+    changes, _active = alert_changes(risk_map, {})
+    for change in changes:
+        click.echo(f"预警 {change.cause_key} 级别{change.grade}: {change.message}")
+    _write_geojson(risk_map, city.crs, out, timedelta(hours=horizon))
+    click.echo(f"risk map: {out}")
+
+
+@risk.command("train-surrogate")
+@click.option("--storms", type=int, default=60, show_default=True, help="Training storms (SWMM runs).")
+@click.option("--test", "test_storms", type=int, default=20, show_default=True, help="Unseen storms to score.")
+@click.option("--workers", type=int, default=2, show_default=True, help="SWMM worker processes.")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_SURROGATE, show_default=True)
+@click.option("--demo", "use_demo", is_flag=True, help="Use the built-in demo city instead of the stored twin.")
+@click.pass_context
+def train_surrogate(
+    ctx: click.Context, storms: int, test_storms: int, workers: int, seed: int, out: Path, use_demo: bool
+) -> None:
+    """Run SWMM on many design storms, fit the surrogate, score it on unseen storms and save it (npz + JSON)."""
+    from models.waterlogging.nowcast import swmm_pool
+    from models.waterlogging.surrogate import Surrogate, evaluate, sample_storms, simulate_storms
+    from twin.errors import LifelineError
+
+    if storms < 5 or test_storms < 1 or workers < 1:
+        raise click.UsageError("need at least 5 training storms, 1 test storm and 1 worker")
+    settings: Settings = ctx.obj
+    _city, network, _model, assets = _drainage_setup(settings, use_demo)
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % 5 == 0:
+            click.echo(f"  SWMM runs {done}/{total}", err=True)
+
+    try:
+        with swmm_pool(workers) as pool:
+            click.echo(f"simulating {storms} training storms …", err=True)
+            train = simulate_storms(network, sample_storms(storms, seed=seed), executor=pool, progress=progress)
+            click.echo(f"simulating {test_storms} unseen storms …", err=True)
+            unseen = simulate_storms(
+                network, sample_storms(test_storms, seed=seed + 1000), executor=pool, progress=progress
+            )
+    except LifelineError as exc:
+        raise click.ClickException(str(exc)) from exc
+    surrogate = Surrogate.fit(train, network_name=network.name)
+    score = evaluate(surrogate, unseen, assets)
+    surrogate.info["unseen"] = {
+        "storms": score.storms,
+        "r2_volume": score.r2_volume,
+        "mae_m3": score.mae_m3,
+        "grade_agreement": score.grade_agreement,
+        "grade_agreement_all": score.grade_agreement_all,
+    }
+    surrogate.save(out)
+    click.echo(
+        f"unseen storms: R² {score.r2_volume:.3f} on node flood volume, grade agreement "
+        f"{score.grade_agreement:.1%} (graded assets), {score.grade_agreement_all:.2%} (all)"
+    )
+    click.echo(f"saved: {out}")
+
+
+@risk.command("whatif")
+@click.option("--return-period", type=float, required=True, help="Years.")
+@click.option("--duration", type=int, default=120, show_default=True, help="Minutes.")
+@click.option("--peak-ratio", type=float, default=0.4, show_default=True)
+@click.option("--antecedent", type=float, default=10.0, show_default=True, help="Rain in the hours before, mm.")
+@click.option(
+    "--surrogate",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_SURROGATE,
+    show_default=True,
+)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("whatif.geojson"), show_default=True)
+@click.option("--demo", "use_demo", is_flag=True, help="Use the built-in demo city instead of the stored twin.")
+@click.pass_context
+def whatif(
+    ctx: click.Context,
+    return_period: float,
+    duration: int,
+    peak_ratio: float,
+    antecedent: float,
+    folder: Path,
+    out: Path,
+    use_demo: bool,
+) -> None:
+    """Show at once what a design storm would flood, from the trained surrogate (no SWMM run)."""
+    from models.waterlogging.surrogate import StormFeatures, Surrogate
+    from twin.errors import ConfigError
+
+    try:
+        storm = StormFeatures(return_period, duration, peak_ratio, antecedent)
+        surrogate = Surrogate.load(folder)
+    except ConfigError as exc:
+        raise click.ClickException(f"{exc} (train one with: lifeline risk train-surrogate)") from exc
+    settings: Settings = ctx.obj
+    city, _network, _model, assets = _drainage_setup(settings, use_demo)
+    started = time.perf_counter()
+    risk_map = surrogate.risk_map(storm, assets, issued=datetime.now(UTC))
+    click.echo(f"surrogate risk map in {(time.perf_counter() - started) * 1000:.1f} ms")
+    _show(risk_map)
+    _write_geojson(risk_map, city.crs, out)
+    click.echo(f"risk map: {out}")
