@@ -121,25 +121,40 @@ def sensors_load(ctx: click.Context, files: tuple[Path, ...], with_demo: bool) -
 
 
 @cli.command()
+@click.option(
+    "--health-port", type=int, default=None, help="Serve GET /health here (default: LIFELINE_INGEST_HEALTH_PORT)."
+)
 @click.pass_context
-def ingest(ctx: click.Context) -> None:
-    """Consume sensor messages from MQTT into the database until SIGINT/SIGTERM."""
+def ingest(ctx: click.Context, health_port: int | None) -> None:
+    """Consume sensor messages from MQTT into the database until SIGINT/SIGTERM.
+
+    While the database is away, batches are spooled to disk (LIFELINE_SPOOL_DIR) and replayed when it returns.
+    """
     from ingest.service import IngestService
+    from ingest.spool import SpoolError
 
     s = _settings(ctx)
     _migrate(s)
+    mqtt_config = s.mqtt_config(_need(s.mqtt_url, "MQTT_URL"))
     svc = IngestService(
         conninfo=_need(s.database_url, "DATABASE_URL"),
         schema=s.db_schema,
-        mqtt_config=s.mqtt_config(_need(s.mqtt_url, "MQTT_URL")),
+        mqtt_config=mqtt_config,
         prefix=s.topic_prefix,
         limits=s.payload_limits(),
         batch_max=s.ingest_batch_max,
         flush_interval_s=s.ingest_flush_interval_s,
         failpoint=s.ingest_failpoint,
+        spool_dir=s.spool_directory(mqtt_config.client_id),
+        spool_max_bytes=s.spool_max_bytes,
+        health_port=health_port if health_port is not None else s.ingest_health_port,
+        health_host=s.ingest_health_host,
     )
     _stop_on_signals(svc.stop)
-    svc.run_forever()
+    try:
+        svc.run_forever()
+    except SpoolError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @cli.command()
