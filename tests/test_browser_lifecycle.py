@@ -56,6 +56,8 @@ def test_operator_acknowledges_and_dispatches_from_the_page(
         page.click("#alerts li.g2 button[data-action=dispatch]")
         page.wait_for_selector("#alerts li.g2 .st-dispatched")
         assert "→ 排水抢修二队" in page.inner_text("#alerts li.g2")
+        page.wait_for_selector("#d-drainage:has-text('1')")  # the dashboard follows the alert events
+        page.wait_for_selector("#d-await:has-text('0 (0)')")
         page.screenshot(path=str(ARTIFACTS / "alert_dispatched.png"))
         page.close()
     row = wait_for(lambda: db.execute("SELECT state, assignee FROM alerts").fetchone(), what="the alert")

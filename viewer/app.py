@@ -25,7 +25,7 @@ from viewer.auth import Authenticator, Permission
 from viewer.deps import require
 from viewer.drills import DrillManager
 from viewer.hub import AlertHub
-from viewer.routes import alerts, drills, lifecycle, scene, sensors, session, twin
+from viewer.routes import alerts, dashboard, drills, lifecycle, scene, sensors, session, twin
 from viewer.webhooks import Webhook, WebhookSender
 
 log = logging.getLogger(__name__)
@@ -141,6 +141,7 @@ def create_app(
     app.include_router(drills.router)
     app.include_router(session.router)
     app.include_router(lifecycle.router)
+    app.include_router(dashboard.router)
     app.state.auth = auth or Authenticator.open()
     app.state.clock = clock
     app.state.schema = schema

@@ -20,6 +20,8 @@ const I18N = {
     act_acknowledge: "叫应", act_dispatch: "派单", act_resolve: "处置完成", act_recheck: "复查通过",
     act_reopen: "复查未通过", act_close: "关闭", askAssignee: "派往（队伍或人员）", askTask: "任务内容",
     askNote: "备注（可空）", history: "记录", actFailed: "操作失败",
+    activeDrainage: "排水 活动预警", activeWater: "供水 活动预警", activeGas: "燃气 活动预警",
+    awaiting: "待叫应（已升级）", rainRecent: "近1 / 3小时降雨 mm", ackTime: "叫应 / 处置 中位用时 min",
   },
   en: {
     title: "Ji'an City Lifeline Safety Monitor", subtitle: "One network runs the city · drainage · water · gas",
@@ -39,6 +41,9 @@ const I18N = {
     act_acknowledge: "Acknowledge", act_dispatch: "Dispatch", act_resolve: "Resolved", act_recheck: "Re-check OK",
     act_reopen: "Re-check failed", act_close: "Close", askAssignee: "Dispatch to (team or person)",
     askTask: "Task", askNote: "Note (optional)", history: "History", actFailed: "Action failed",
+    activeDrainage: "Drainage active alerts", activeWater: "Water active alerts", activeGas: "Gas active alerts",
+    awaiting: "Awaiting response (escalated)", rainRecent: "Rain last 1 / 3 h mm",
+    ackTime: "Median minutes to acknowledge / resolve",
   },
 };
 const GRADE_ROMAN = { 1: "Ⅰ", 2: "Ⅱ", 3: "Ⅲ", 4: "Ⅳ" };
@@ -232,6 +237,25 @@ async function act(alertId, action) {
   // The new state arrives over the websocket like every other alert event.
 }
 
+async function loadDashboard() {
+  const d = await getJSON("/api/dashboard");
+  const sum = (net) => Object.values(d.active[net] || {}).reduce((a, b) => a + b, 0);
+  $("#d-drainage").textContent = sum("drainage");
+  $("#d-water").textContent = sum("water");
+  $("#d-gas").textContent = sum("gas");
+  $("#d-await").textContent = `${d.awaiting_response} (${d.escalated})`;
+  $("#d-await-card").classList.toggle("alarm", d.escalated > 0);
+  const mm = (v) => (v === null || v === undefined ? "–" : v.toFixed(1));
+  $("#d-rain").textContent = `${mm(d.rain.last_1h_mm)} / ${mm(d.rain.last_3h_mm)}`;
+  $("#d-ack").textContent = `${mm(d.response.median_ack_min)} / ${mm(d.response.median_resolve_min)}`;
+}
+
+let dashboardReload = null;
+function scheduleDashboard() {
+  if (dashboardReload) return;
+  dashboardReload = setTimeout(() => { dashboardReload = null; loadDashboard().catch(() => {}); }, 500);
+}
+
 async function refreshDrill() {
   const info = await getJSON("/api/info");
   $("#drill").hidden = !info.drill;
@@ -275,6 +299,7 @@ function connectAlerts() {
     state.lastEventId = Math.max(state.lastEventId || 0, msg.event_id);
     state.alerts.set(msg.alert.id, msg.alert);
     scheduleSensorReload();
+    scheduleDashboard();
     const loud = msg.event === "raised" || msg.event === "escalated" || (msg.event === "updated" && msg.alert.state === "raised");
     renderAlerts(loud ? msg.alert.id : null);
     renderCards(); renderMap(); renderSensors();
@@ -400,6 +425,8 @@ async function main() {
   await loadAlerts();
   setInterval(tick, 1000); tick();
   setInterval(() => loadSensors().catch(() => {}), 5000);
+  await loadDashboard().catch((e) => console.error(e));
+  setInterval(() => loadDashboard().catch(() => {}), 10000);
 }
 
 main().catch((err) => { console.error(err); setConn(false); });
