@@ -155,6 +155,8 @@ class LoadPublisher:
         self._connected = threading.Event()
         self.connects = 0
         self._acked = 0
+        self._mids: list[int] = []
+        self._acked_at_by_mid: dict[int, float] = {}
         self._client.on_connect = self._on_connect
         self._client.on_publish = self._on_publish
         self._thread = threading.Thread(target=self._run, name="load-publisher", daemon=True)
@@ -164,10 +166,18 @@ class LoadPublisher:
             self.connects += 1
             self._connected.set()
 
-    def _on_publish(self, _c: mqtt.Client, _u: object, _mid: int, _reason: object, _p: object = None) -> None:
+    def _on_publish(self, _c: mqtt.Client, _u: object, mid: int, _reason: object, _p: object = None) -> None:
         # Called once per QoS 1 message, on its PUBACK (MQTTMessageInfo.is_published() raises for a message
         # that was queued while disconnected, even after it has been sent and acknowledged).
         self._acked += 1
+        self._acked_at_by_mid[mid] = time.time()
+
+    def acked_at(self, k: int) -> float | None:
+        """Wall-clock time (epoch seconds) at which the broker acknowledged message *k*, or None if it has not.
+
+        Packet ids wrap at 65,535, so this holds only for loads smaller than that.
+        """
+        return self._acked_at_by_mid.get(self._mids[k]) if k < len(self._mids) else None
 
     def start(self, timeout_s: float = 15.0) -> LoadPublisher:
         """Connect, then start publishing in the background."""
@@ -187,6 +197,7 @@ class LoadPublisher:
                 time.sleep(delay)
             topic, payload = self.load.message(k)
             info = self._client.publish(topic, payload, qos=1)
+            self._mids.append(info.mid)
             if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
                 self.errors.append(f"message {k}: {mqtt.error_string(info.rc)}")
             self.sent_at.append(time.monotonic())
@@ -275,6 +286,13 @@ def count_stored(db: DictConnection, load: Load) -> Tally:
     )
 
 
+def lost_readings(db: DictConnection, load: Load) -> list[int]:
+    """Indexes of the readings of *load* that are not in the table."""
+    rows = db.execute("SELECT sensor_id, round(extract(epoch FROM ts) * 1000)::bigint AS ts_ms FROM readings")
+    present = {(row["sensor_id"], int(row["ts_ms"])) for row in rows.fetchall()}
+    return [k for k in range(load.n) if load.key(k) not in present]
+
+
 def row_count(db: DictConnection) -> int:
     row = db.execute("SELECT count(*) AS n FROM readings").fetchone()
     assert row is not None
@@ -290,14 +308,21 @@ def is_stored(db: DictConnection, load: Load, k: int) -> bool:
     return row is not None
 
 
-def wait_stored(db: DictConnection, load: Load, *, timeout_s: float) -> Tally:
-    """Wait until every reading of *load* is stored (or *timeout_s* passes); return the final count.
+def wait_stored(db: DictConnection, load: Load, *, timeout_s: float, quiet_s: float | None = None) -> Tally:
+    """Wait until every reading of *load* is stored, *timeout_s* passes, or (given *quiet_s*) the table has not
+    grown for *quiet_s* seconds; return the final count.
 
-    Returns the count at the deadline rather than failing, so the test reports what was lost.
+    Returns the count rather than failing, so the test reports what was lost.
     """
     deadline = time.monotonic() + timeout_s
-    while row_count(db) < load.n and time.monotonic() < deadline:
+    rows, grew_at = row_count(db), time.monotonic()
+    while rows < load.n and time.monotonic() < deadline:
+        if quiet_s is not None and time.monotonic() - grew_at > quiet_s:
+            break
         time.sleep(0.2)
+        now_rows = row_count(db)
+        if now_rows != rows:
+            rows, grew_at = now_rows, time.monotonic()
     # Anything still in flight would show as a late duplicate or a late row: give it a moment.
     time.sleep(1.0)
     return count_stored(db, load)
