@@ -86,3 +86,52 @@ def test_two_workers_on_a_shared_subscription_store_each_reading_once_when_one_i
     assert stats_b["readings_stored"] > 0
     assert stats_a2["readings_stored"] > 0
     assert stats_b["dead_letters"] == stats_a2["dead_letters"] == 0
+
+
+def test_a_dead_workers_share_waits_in_its_session_until_it_returns(
+    pg_url: str, schema: str, broker: MqttConfig, prefix: str, db: DictConnection
+) -> None:
+    """Mosquitto 2.0 keeps handing a killed worker its share of the stream (into its persistent session)."""
+    group = f"ingest-{uuid.uuid4().hex[:6]}"
+    run = uuid.uuid4().hex[:6]
+    env_a = lifeline_env(
+        pg_url=pg_url, schema=schema, broker=broker, prefix=prefix, mqtt_shared_group=group, mqtt_client_id=f"a-{run}"
+    )
+    env_b = {**env_a, "LIFELINE_MQTT_CLIENT_ID": f"b-{run}"}
+    n = 8_000
+    load = Load(n, prefix)
+    worker_a = start_ingest_process(env_a, name="worker a")
+    worker_b = start_ingest_process(env_b, name="worker b")
+    publisher = LoadPublisher(broker, load, rate_per_s=RATE_PER_S, client_id=f"load-{run}").start()
+    restarted_a = None
+    try:
+        publisher.wait_sent(n // 4, timeout_s=120)
+        worker_a.kill()
+        acked = publisher.finish()
+        # The stream is over and worker b has stored all it was given.
+        while_down = wait_stored(db, load, timeout_s=60, quiet_s=3.0)
+        restarted_at = time.monotonic()
+        restarted_a = start_ingest_process(env_a, name="worker a (restarted)")
+        tally = wait_stored(db, load, timeout_s=120)
+        back_s = time.monotonic() - restarted_at
+    finally:
+        publisher.close()
+        for worker in (restarted_a, worker_b, worker_a):
+            if worker is not None:
+                worker.stop()
+    assert restarted_a is not None
+    report(
+        "shared subscription: one of two workers SIGKILLed at 1/4 and left down until the stream ended",
+        tally,
+        acked=acked,
+        recover_s=back_s,
+        redelivered=worker_b.duplicates_ignored() + restarted_a.duplicates_ignored(),
+        note=(
+            f"stored while it was down: {while_down.stored} (its share waited in its session); time to recover = "
+            f"from its restart to all stored"
+        ),
+    )
+    assert acked == n
+    assert tally.exact, tally
+    assert while_down.lost > 0, "the broker gave the dead worker's share to the live one: update docs/reliability.md"
+    assert restarted_a.ingest_stats()["readings_stored"] == while_down.lost
