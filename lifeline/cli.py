@@ -274,6 +274,7 @@ def broker_config(ctx: click.Context, out_dir: Path, use_demo: bool, port: int, 
 from lifeline.alerts_client import alerts as _alerts  # noqa: E402 - registered after the group exists
 from lifeline.detect_commands import detect as _detect  # noqa: E402
 from lifeline.evaluate_commands import evaluate as _evaluate  # noqa: E402
+from lifeline.risk_commands import risk as _risk  # noqa: E402
 from lifeline.simulate_commands import replay as _replay  # noqa: E402
 from lifeline.simulate_commands import simulate as _simulate  # noqa: E402
 from lifeline.token_commands import tokens as _tokens  # noqa: E402
@@ -286,6 +287,7 @@ cli.add_command(_detect)
 cli.add_command(_evaluate)
 cli.add_command(_tokens)
 cli.add_command(_alerts)
+cli.add_command(_risk)
 
 
 def main() -> None:
