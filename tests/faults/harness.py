@@ -403,10 +403,13 @@ def wait_until(predicate: Callable[[], Any], *, timeout_s: float, what: str, int
         time.sleep(interval_s)
 
 
-def lifeline_env(*, pg_url: str, schema: str, broker: MqttConfig, prefix: str, **settings: str) -> dict[str, str]:
+def lifeline_env(
+    *, pg_url: str, schema: str, broker: MqttConfig, prefix: str, state_dir: Path, **settings: str
+) -> dict[str, str]:
     """The environment of a ``lifeline`` subprocess: this test's database schema, broker and topic prefix.
 
-    Extra *settings* are given without the ``LIFELINE_`` prefix, e.g. ``mqtt_client_id="ingest-a"``.
+    Ingest's disk spools go under *state_dir* (the test's ``tmp_path``), not the user's home. Extra *settings* are
+    given without the ``LIFELINE_`` prefix, e.g. ``mqtt_client_id="ingest-a"``.
     """
     env = {
         **os.environ,
@@ -415,6 +418,7 @@ def lifeline_env(*, pg_url: str, schema: str, broker: MqttConfig, prefix: str, *
         "LIFELINE_DB_SCHEMA": schema,
         "LIFELINE_TOPIC_PREFIX": prefix,
         "LIFELINE_MQTT_SESSION_EXPIRY_S": "300",
+        "LIFELINE_SPOOL_DIR": str(state_dir / "spool"),
         "LIFELINE_LOG_LEVEL": "INFO",
     }
     env.update({f"LIFELINE_{name.upper()}": value for name, value in settings.items()})

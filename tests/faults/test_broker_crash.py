@@ -55,7 +55,8 @@ def test_broker_crash_loses_only_messages_acknowledged_after_its_last_save(
         schema=schema,
         broker=mosquitto.config,
         prefix=prefix,
-        mqtt_client_id=f"ingest-crash-{uuid.uuid4().hex[:8]}",
+        state_dir=tmp_path,
+        mqtt_client_id=f"ingest-bcrash-{uuid.uuid4().hex[:8]}",
     )
     load = Load(READINGS, prefix)
     ingest = start_ingest_process(env)

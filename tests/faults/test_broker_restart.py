@@ -46,6 +46,7 @@ def test_broker_restart_mid_stream_loses_nothing(
         schema=schema,
         broker=mosquitto.config,
         prefix=prefix,
+        state_dir=tmp_path,
         mqtt_client_id=f"ingest-brk-{uuid.uuid4().hex[:8]}",
     )
     load = Load(READINGS, prefix)

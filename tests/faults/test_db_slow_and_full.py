@@ -7,13 +7,16 @@ to ingest).
 
 Full disk: a statement trigger on ``readings`` (in the test's own schema) raises what PostgreSQL raises when it
 cannot extend a file — SQLSTATE 53100 ``disk_full``, "No space left on device" — for :data:`HOLD_S` seconds. The
-write fails and is retried with backoff; nothing is acknowledged until it succeeds.
+write fails. Ingest counts it (an ``OperationalError``) as the database being unusable: with its disk spool on (the
+default) it spools the batches to its own disk, acknowledges them and replays them once writes succeed again; with
+the spool off (``LIFELINE_SPOOL_MAX_BYTES=0``) it retries with backoff and acknowledges nothing meanwhile.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -36,17 +39,22 @@ from .harness import (
 
 pytestmark = pytest.mark.integration
 
-READINGS = 10_000
+READINGS = 8_000
 RATE_PER_S = 800.0
-HOLD_S = 8.0
+HOLD_S = 6.0
 """How long the database stays slow or full, seconds."""
 
 
 def test_writes_blocked_by_a_lock_wait_and_lose_nothing(
-    pg_url: str, schema: str, broker: MqttConfig, prefix: str, db: DictConnection
+    pg_url: str, schema: str, broker: MqttConfig, prefix: str, db: DictConnection, tmp_path: Path
 ) -> None:
     env = lifeline_env(
-        pg_url=pg_url, schema=schema, broker=broker, prefix=prefix, mqtt_client_id=f"ingest-slow-{uuid.uuid4().hex[:8]}"
+        pg_url=pg_url,
+        schema=schema,
+        broker=broker,
+        prefix=prefix,
+        state_dir=tmp_path,
+        mqtt_client_id=f"ingest-slow-{uuid.uuid4().hex[:8]}",
     )
     load = Load(READINGS, prefix)
     ingest = start_ingest_process(env)
@@ -108,11 +116,18 @@ CREATE TRIGGER fault_disk_full BEFORE INSERT ON {readings} FOR EACH STATEMENT EX
 """
 
 
-def test_disk_full_errors_are_retried_and_lose_nothing(
-    pg_url: str, schema: str, broker: MqttConfig, prefix: str, db: DictConnection
+@pytest.mark.parametrize("spool", [True, False], ids=["spool", "no-spool"])
+def test_disk_full_errors_are_spooled_or_retried_and_lose_nothing(
+    spool: bool, pg_url: str, schema: str, broker: MqttConfig, prefix: str, db: DictConnection, tmp_path: Path
 ) -> None:
     env = lifeline_env(
-        pg_url=pg_url, schema=schema, broker=broker, prefix=prefix, mqtt_client_id=f"ingest-full-{uuid.uuid4().hex[:8]}"
+        pg_url=pg_url,
+        schema=schema,
+        broker=broker,
+        prefix=prefix,
+        state_dir=tmp_path,
+        mqtt_client_id=f"ingest-full-{uuid.uuid4().hex[:8]}",
+        **({} if spool else {"spool_max_bytes": "0"}),
     )
     load = Load(READINGS, prefix)
     ingest = start_ingest_process(env)
@@ -137,22 +152,25 @@ def test_disk_full_errors_are_retried_and_lose_nothing(
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP TRIGGER IF EXISTS fault_disk_full ON {}").format(readings))
     failures = ingest.count("No space left on device")
+    stats = ingest.ingest_stats()
     report(
-        f"disk full (SQLSTATE 53100 on every write) for {HOLD_S:.0f} s",
+        f"disk full (SQLSTATE 53100 on every write) for {HOLD_S:.0f} s, {'spool on' if spool else 'spool off'}",
         tally,
         acked=acked,
         recover_s=recover_s,
         redelivered=ingest.duplicates_ignored(),
         note=(
             f"full with {full[1]} stored of {full[0]} sent, {rows_while_full} stored while full, "
-            f"{failures} failed writes logged"
+            f"{failures} failed writes logged, {stats['readings_spooled']} readings spooled"
         ),
     )
     assert 0 < full[1] < READINGS, "the fault did not land in the middle of the stream"
     assert rows_while_full == 0
     assert acked == READINGS
     assert tally.exact, tally
-    stats = ingest.ingest_stats()
     assert stats["db_errors"] >= 1
     assert stats["dead_letters"] == 0
+    # With a spool the failed batches went to disk (and were acknowledged) and were replayed; without one they
+    # were retried and the broker kept them.
+    assert (stats["readings_spooled"] > 0) is spool
     assert ingest.proc.returncode == 0, ingest.tail()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -28,10 +29,15 @@ RATE_PER_S = 800.0
 
 
 def test_sigkill_mid_stream_then_restart_stores_every_reading_once(
-    pg_url: str, schema: str, broker: MqttConfig, prefix: str, db: DictConnection
+    pg_url: str, schema: str, broker: MqttConfig, prefix: str, db: DictConnection, tmp_path: Path
 ) -> None:
     env = lifeline_env(
-        pg_url=pg_url, schema=schema, broker=broker, prefix=prefix, mqtt_client_id=f"ingest-kill-{uuid.uuid4().hex[:8]}"
+        pg_url=pg_url,
+        schema=schema,
+        broker=broker,
+        prefix=prefix,
+        state_dir=tmp_path,
+        mqtt_client_id=f"ingest-kill-{uuid.uuid4().hex[:8]}",
     )
     load = Load(READINGS, prefix)
     first = start_ingest_process(env, name="ingest (first)")

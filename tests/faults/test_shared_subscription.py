@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -34,12 +35,18 @@ RATE_PER_S = 800.0
 
 
 def test_two_workers_on_a_shared_subscription_store_each_reading_once_when_one_is_killed(
-    pg_url: str, schema: str, broker: MqttConfig, prefix: str, db: DictConnection
+    pg_url: str, schema: str, broker: MqttConfig, prefix: str, db: DictConnection, tmp_path: Path
 ) -> None:
     group = f"ingest-{uuid.uuid4().hex[:6]}"
     run = uuid.uuid4().hex[:6]
     env_a = lifeline_env(
-        pg_url=pg_url, schema=schema, broker=broker, prefix=prefix, mqtt_shared_group=group, mqtt_client_id=f"a-{run}"
+        pg_url=pg_url,
+        schema=schema,
+        broker=broker,
+        prefix=prefix,
+        state_dir=tmp_path,
+        mqtt_shared_group=group,
+        mqtt_client_id=f"a-{run}",
     )
     env_b = {**env_a, "LIFELINE_MQTT_CLIENT_ID": f"b-{run}"}
     load = Load(READINGS, prefix)
@@ -89,13 +96,19 @@ def test_two_workers_on_a_shared_subscription_store_each_reading_once_when_one_i
 
 
 def test_a_dead_workers_share_waits_in_its_session_until_it_returns(
-    pg_url: str, schema: str, broker: MqttConfig, prefix: str, db: DictConnection
+    pg_url: str, schema: str, broker: MqttConfig, prefix: str, db: DictConnection, tmp_path: Path
 ) -> None:
     """Mosquitto 2.0 keeps handing a killed worker its share of the stream (into its persistent session)."""
     group = f"ingest-{uuid.uuid4().hex[:6]}"
     run = uuid.uuid4().hex[:6]
     env_a = lifeline_env(
-        pg_url=pg_url, schema=schema, broker=broker, prefix=prefix, mqtt_shared_group=group, mqtt_client_id=f"a-{run}"
+        pg_url=pg_url,
+        schema=schema,
+        broker=broker,
+        prefix=prefix,
+        state_dir=tmp_path,
+        mqtt_shared_group=group,
+        mqtt_client_id=f"a-{run}",
     )
     env_b = {**env_a, "LIFELINE_MQTT_CLIENT_ID": f"b-{run}"}
     n = 8_000

@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -70,10 +71,11 @@ def test_viewer_restart_client_resumes_from_last_id_and_misses_nothing(
     broker: MqttConfig,
     prefix: str,
     db: DictConnection,
+    tmp_path: Path,
 ) -> None:
     start_ingest()
     port = _free_port()
-    env = lifeline_env(pg_url=pg_url, schema=schema, broker=broker, prefix=prefix, auth="off")
+    env = lifeline_env(pg_url=pg_url, schema=schema, broker=broker, prefix=prefix, state_dir=tmp_path, auth="off")
     viewer, _ = _start_viewer(env, port)
     client = ResumingAlertClient(f"ws://127.0.0.1:{port}/ws/alerts").start()
     load = Load.live(READINGS, prefix, rate_per_s=RATE_PER_S, alerting=True)
