@@ -27,8 +27,15 @@ from .conftest import serve
 
 pytestmark = pytest.mark.integration
 
-# A few seconds ahead of the wall clock: escalation counts from the later of the alert's time and when it was stored.
-T0 = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=5)
+# Each test's start, a few seconds ahead of the wall clock (escalation counts from the later of the alert's time and
+# when it was stored); set per test, since a long test session would otherwise leave it behind.
+T0 = datetime.now(UTC)
+
+
+@pytest.fixture(autouse=True)
+def _t0() -> None:
+    global T0
+    T0 = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=5)
 
 
 def _raise(
@@ -38,7 +45,7 @@ def _raise(
     sensor: str,
     grade: int,
     district: str = "吉州区",
-    at: datetime = T0,
+    at: datetime | None = None,
     kind: str = "threshold",
     network: str = "drainage",
 ) -> int:
@@ -50,7 +57,7 @@ def _raise(
         network=network,
         district=district,
         grade=grade,
-        ts=at,
+        ts=T0 if at is None else at,
         value=1.0,
         threshold=0.5,
         message=f"{sensor} 液位超限",
