@@ -58,6 +58,7 @@ class Settings(BaseSettings):
 
     max_payload_bytes: int = Field(256 * 1024, ge=64)
     max_batch_items: int = Field(5000, ge=1)
+    max_id_chars: int = Field(64, ge=8, le=1024, description="longest sensor id, unit or quality string accepted")
     max_future_s: float = Field(300.0, ge=0)
     max_age_s: float = Field(30 * 86400.0, gt=0)
     dead_letter_max_raw_bytes: int = Field(1024 * 1024, ge=0)
@@ -84,6 +85,7 @@ class Settings(BaseSettings):
         return PayloadLimits(
             max_payload_bytes=self.max_payload_bytes,
             max_batch_items=self.max_batch_items,
+            max_id_chars=self.max_id_chars,
             max_future_s=self.max_future_s,
             max_age_s=self.max_age_s,
             dead_letter_max_raw_bytes=self.dead_letter_max_raw_bytes,
