@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,6 +43,8 @@ from twin.demo import demo_sensors
 from twin.mqtt import MqttConfig, connect, make_client
 from twin.sensors import Quantity, Sensor
 from twin.store.db import DictConnection
+
+from ..conftest import free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -213,11 +215,11 @@ class LoadPublisher:
 
     def wait_sent(self, count: int, timeout_s: float) -> None:
         """Wait until *count* messages have been handed to the client."""
-        wait_until(lambda: self.sent >= count, timeout_s=timeout_s, what=f"{count} messages published")
+        wait_for(lambda: self.sent >= count, timeout=timeout_s, what=f"{count} messages published")
 
     def first_sent_after(self, t: float) -> int:
         """Index of the first message published at or after monotonic time *t* (the last one if none was)."""
-        wait_until(lambda: self.done or (self.sent_at and self.sent_at[-1] >= t), timeout_s=60, what="publishing")
+        wait_for(lambda: self.done or (self.sent_at and self.sent_at[-1] >= t), timeout=60, what="publishing")
         for k, at in enumerate(self.sent_at):
             if at >= t:
                 return k
@@ -391,18 +393,6 @@ def report(
 # -- processes ------------------------------------------------------------------------------------------------
 
 
-def wait_until(predicate: Callable[[], Any], *, timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
-    """Poll *predicate* until it returns something truthy; fail the test after *timeout_s* seconds."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(interval_s)
-
-
 def lifeline_env(
     *, pg_url: str, schema: str, broker: MqttConfig, prefix: str, state_dir: Path, **settings: str
 ) -> dict[str, str]:
@@ -472,7 +462,7 @@ class LifelineProcess:
                 pytest.fail(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
             return False
 
-        wait_until(seen, timeout_s=timeout_s, what=f"{self.name} to log {text!r} ({times}×)")
+        wait_for(seen, timeout=timeout_s, what=f"{self.name} to log {text!r} ({times}×)")
 
     def tail(self, n: int = 30) -> str:
         return "".join(list(self.lines)[-n:])
@@ -524,12 +514,6 @@ def start_ingest_process(env: Mapping[str, str], *, name: str = "ingest", timeou
 # -- a private Mosquitto that can be restarted -------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class RestartableMosquitto:
     """A private Mosquitto built from ``deploy/mosquitto.conf``, with its persistence file in *workdir*.
 
@@ -544,7 +528,7 @@ class RestartableMosquitto:
             pytest.skip("Mosquitto is not installed")
         self.binary = binary
         self.workdir = workdir
-        self.port = _free_port()
+        self.port = free_port()
         self.data = workdir / "data"
         self.data.mkdir(parents=True, exist_ok=True)
         self.conf = workdir / "mosquitto.conf"
@@ -590,7 +574,7 @@ class RestartableMosquitto:
             except OSError:
                 return False
 
-        wait_until(listening, timeout_s=timeout_s, what="Mosquitto to listen")
+        wait_for(listening, timeout=timeout_s, what="Mosquitto to listen")
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> None:
         """Stop with *sig* (SIGTERM: Mosquitto saves its persistence file first) and wait."""

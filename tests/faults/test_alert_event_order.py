@@ -16,7 +16,8 @@ from twin.alerts import AlertChange
 from twin.store.alerts import apply_change
 from twin.store.db import connect
 
-from .harness import ResumingAlertClient, wait_until
+from ..conftest import wait_for
+from .harness import ResumingAlertClient
 
 pytestmark = pytest.mark.integration
 
@@ -48,15 +49,15 @@ def test_event_committed_after_a_higher_id_still_reaches_the_websocket(
 ) -> None:
     client = ResumingAlertClient(viewer_url.replace("http", "ws") + "/ws/alerts").start()
     try:
-        wait_until(lambda: client.first_message_at, timeout_s=10, what="the websocket client to connect")
+        wait_for(lambda: client.first_message_at, timeout=10, what="the websocket client to connect")
         with connect(pg_url, schema=schema) as slow, connect(pg_url, schema=schema) as fast:
             earlier = apply_change(slow, _raised("D-L-001"), schema=schema)  # worker 1, still writing its batch
             later = apply_change(fast, _raised("D-L-002"), schema=schema)  # worker 2
             assert earlier is not None and later is not None and earlier < later
             fast.commit()
-            wait_until(lambda: later in client.event_ids, timeout_s=10, what="the later event on the websocket")
+            wait_for(lambda: later in client.event_ids, timeout=10, what="the later event on the websocket")
             slow.commit()
         # Both are stored; the client should get the earlier one too, however late it was committed.
-        wait_until(lambda: earlier in client.event_ids, timeout_s=5, what="the earlier event on the websocket")
+        wait_for(lambda: earlier in client.event_ids, timeout=5, what="the earlier event on the websocket")
     finally:
         client.stop()

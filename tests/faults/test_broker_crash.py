@@ -22,6 +22,7 @@ import pytest
 
 from twin.store.db import DictConnection, connect
 
+from ..conftest import wait_for
 from .harness import (
     Load,
     LoadPublisher,
@@ -33,7 +34,6 @@ from .harness import (
     start_ingest_process,
     time_to_recover,
     wait_stored,
-    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -65,7 +65,7 @@ def test_broker_crash_loses_only_messages_acknowledged_after_its_last_save(
     ).start()
     try:
         # The broker's first autosave holds both sessions and the subscription.
-        wait_until(lambda: _SAVED.search(mosquitto.log.read_text()), timeout_s=30, what="Mosquitto's first save")
+        wait_for(lambda: _SAVED.search(mosquitto.log.read_text()), timeout=30, what="Mosquitto's first save")
         with connect(pg_url, schema=schema) as locker:
             locker.execute("LOCK TABLE readings IN EXCLUSIVE MODE")
             time.sleep(BEHIND_S)

@@ -25,6 +25,7 @@ from psycopg import sql
 from twin.mqtt import MqttConfig
 from twin.store.db import DictConnection, connect
 
+from ..conftest import wait_for
 from .harness import (
     Load,
     LoadPublisher,
@@ -34,7 +35,6 @@ from .harness import (
     start_ingest_process,
     time_to_recover,
     wait_stored,
-    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -65,7 +65,7 @@ def test_writes_blocked_by_a_lock_wait_and_lose_nothing(
             locker.execute("LOCK TABLE readings IN EXCLUSIVE MODE")
             locked = (publisher.sent, row_count(db))
             # The lock is held: ingest's next write must be waiting for it.
-            wait_until(lambda: _waiting_on_lock(db, schema), timeout_s=10, what="ingest's write to wait for the lock")
+            wait_for(lambda: _waiting_on_lock(db, schema), timeout=10, what="ingest's write to wait for the lock")
             time.sleep(HOLD_S)
             rows_while_locked = row_count(db) - locked[1]
             locker.rollback()
@@ -138,7 +138,7 @@ def test_disk_full_errors_are_spooled_or_retried_and_lose_nothing(
         publisher.wait_sent(READINGS // 3, timeout_s=120)
         db.execute(sql.SQL(_DISK_FULL).format(function=function, readings=readings))
         full = (publisher.sent, row_count(db))
-        wait_until(lambda: ingest.count("No space left on device"), timeout_s=10, what="ingest to hit the full disk")
+        wait_for(lambda: ingest.count("No space left on device"), timeout=10, what="ingest to hit the full disk")
         time.sleep(HOLD_S)
         rows_while_full = row_count(db) - full[1]
         db.execute(sql.SQL("DROP TRIGGER fault_disk_full ON {}").format(readings))

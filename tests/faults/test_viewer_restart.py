@@ -20,17 +20,16 @@ import pytest
 from twin.mqtt import MqttConfig
 from twin.store.db import DictConnection
 
+from ..conftest import free_port, wait_for
 from .harness import (
     LifelineProcess,
     Load,
     LoadPublisher,
     ResumingAlertClient,
     Tally,
-    _free_port,
     lifeline_env,
     report,
     wait_stored,
-    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -54,7 +53,7 @@ def _start_viewer(env: dict[str, str], port: int) -> tuple[LifelineProcess, floa
         except httpx.HTTPError:
             return False
 
-    wait_until(healthy, timeout_s=60, what="the viewer to answer /healthz", interval_s=0.1)
+    wait_for(healthy, timeout=60, what="the viewer to answer /healthz", interval=0.1)
     return viewer, time.monotonic() - started
 
 
@@ -74,18 +73,18 @@ def test_viewer_restart_client_resumes_from_last_id_and_misses_nothing(
     tmp_path: Path,
 ) -> None:
     start_ingest()
-    port = _free_port()
+    port = free_port()
     env = lifeline_env(pg_url=pg_url, schema=schema, broker=broker, prefix=prefix, state_dir=tmp_path, auth="off")
     viewer, _ = _start_viewer(env, port)
     client = ResumingAlertClient(f"ws://127.0.0.1:{port}/ws/alerts").start()
     load = Load.live(READINGS, prefix, rate_per_s=RATE_PER_S, alerting=True)
     publisher = None
     try:
-        wait_until(lambda: client.connections, timeout_s=10, what="the websocket client to connect")
+        wait_for(lambda: client.connections, timeout=10, what="the websocket client to connect")
         publisher = LoadPublisher(broker, load, rate_per_s=RATE_PER_S, client_id=f"load-{uuid.uuid4().hex[:8]}")
         publisher.start()
         publisher.wait_sent(READINGS // 3, timeout_s=60)
-        wait_until(lambda: client.event_ids, timeout_s=20, what="the first alert on the websocket")
+        wait_for(lambda: client.event_ids, timeout=20, what="the first alert on the websocket")
         viewer.proc.send_signal(stop_signal)
         viewer.proc.wait(20)
         seen_before_stop = client.last_id
@@ -93,12 +92,12 @@ def test_viewer_restart_client_resumes_from_last_id_and_misses_nothing(
         raised_while_down = [i for i in _event_ids(db) if i > seen_before_stop]
         restart_at = time.monotonic()
         viewer, startup_s = _start_viewer(env, port)
-        wait_until(lambda: len(client.first_message_at) >= 2, timeout_s=30, what="the client to reconnect")
+        wait_for(lambda: len(client.first_message_at) >= 2, timeout=30, what="the client to reconnect")
         recover_s = client.first_message_at[-1] - restart_at
         acked = publisher.finish()
         readings = wait_stored(db, load, timeout_s=60)
         expected = _event_ids(db)
-        wait_until(lambda: client.last_id >= expected[-1], timeout_s=30, what="the client to receive every event")
+        wait_for(lambda: client.last_id >= expected[-1], timeout=30, what="the client to receive every event")
         time.sleep(1.0)  # anything sent twice would arrive now
     finally:
         client.stop()
