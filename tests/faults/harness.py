@@ -368,6 +368,10 @@ class FaultReport:
         return f"{text}; {self.note}" if self.note else text
 
 
+REPORTED: list[FaultReport] = []
+"""Every fault reported in this pytest run, in order (for a terminal summary)."""
+
+
 def report(
     fault: str, tally: Tally, *, acked: int, recover_s: float | None, redelivered: int = 0, note: str = ""
 ) -> FaultReport:
@@ -384,6 +388,7 @@ def report(
         note=note,
     )
     print(result.line())
+    REPORTED.append(result)
     ARTIFACTS.mkdir(exist_ok=True)
     with FAULTS_LOG.open("a", encoding="utf-8") as out:
         out.write(json.dumps({"at": datetime.now(UTC).isoformat(timespec="seconds"), **asdict(result)}) + "\n")
