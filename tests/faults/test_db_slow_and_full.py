@@ -97,11 +97,12 @@ def test_writes_blocked_by_a_lock_wait_and_lose_nothing(
 
 
 def _waiting_on_lock(db: DictConnection, schema: str) -> bool:
-    """Whether a session of this schema's ingest is waiting for a lock."""
+    """Whether a session is waiting for a lock on this schema's ``readings`` (ingest's write, blocked)."""
     row = db.execute(
-        "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'lifeline-twin'"
-        " AND wait_event_type = 'Lock' AND query ILIKE %s",
-        ("%readings%",),
+        "SELECT count(*) AS n FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE NOT l.granted AND c.relname = 'readings' AND n.nspname = %s",
+        (schema,),
     ).fetchone()
     return row is not None and int(row["n"]) > 0
 
