@@ -1,13 +1,16 @@
-"""Alert events committed out of id order by two writers must still all reach websocket clients.
+"""Alert events from two writers all reach websocket clients, in id order.
 
 ``alert_events.id`` is taken from a sequence when the row is inserted, not when the transaction commits. With two
 writers — two ingest workers on a shared subscription, or ingest and an operator acting on an alert — a later id
-can become visible before an earlier one. The viewer's hub, and a client resuming with ``?after=<id>``, read
-"events after the last id seen", so the earlier event, committed second, is never pushed.
+could become visible before an earlier one, and the viewer's hub (and a client resuming with ``?after=<id>``),
+which read "events after the last id seen", would never push the earlier one. Every writer therefore takes an
+advisory lock before appending (``twin.store.alerts.lock_event_order``): the second writer waits for the first to
+commit, so ids are committed in order.
 """
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 
 import pytest
@@ -39,12 +42,7 @@ def _raised(sensor_id: str) -> AlertChange:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="viewer/hub.py and /ws/alerts?after= follow alert_events.id, which is assigned at insert, not at commit: "
-    "an event committed after one with a higher id is never pushed (two ingest workers can do this)",
-)
-def test_event_committed_after_a_higher_id_still_reaches_the_websocket(
+def test_two_writers_commit_events_in_id_order_and_both_reach_the_websocket(
     pg_url: str, schema: str, viewer_url: str
 ) -> None:
     client = ResumingAlertClient(viewer_url.replace("http", "ws") + "/ws/alerts").start()
@@ -52,12 +50,23 @@ def test_event_committed_after_a_higher_id_still_reaches_the_websocket(
         wait_for(lambda: client.first_message_at, timeout=10, what="the websocket client to connect")
         with connect(pg_url, schema=schema) as slow, connect(pg_url, schema=schema) as fast:
             earlier = apply_change(slow, _raised("D-L-001"), schema=schema)  # worker 1, still writing its batch
-            later = apply_change(fast, _raised("D-L-002"), schema=schema)  # worker 2
-            assert earlier is not None and later is not None and earlier < later
-            fast.commit()
-            wait_for(lambda: later in client.event_ids, timeout=10, what="the later event on the websocket")
+            assert earlier is not None
+            later: list[int | None] = []
+            second = threading.Thread(
+                target=lambda: later.append(apply_change(fast, _raised("D-L-002"), schema=schema))
+            )
+            second.start()
+            second.join(1.5)
+            assert second.is_alive(), "the second writer must wait for the first to commit"
             slow.commit()
-        # Both are stored; the client should get the earlier one too, however late it was committed.
-        wait_for(lambda: earlier in client.event_ids, timeout=5, what="the earlier event on the websocket")
+            second.join(10)
+            assert later and later[0] is not None and later[0] > earlier
+            fast.commit()
+        wait_for(
+            lambda: earlier in client.event_ids and later[0] in client.event_ids,
+            timeout=10,
+            what="both events on the websocket",
+        )
+        assert client.event_ids.index(earlier) < client.event_ids.index(later[0])
     finally:
         client.stop()

@@ -21,13 +21,31 @@ _ALERT_COLUMNS = """a.id, a.cause_key, a.kind, a.sensor_id, a.network, a.distric
     a.escalation_level, a.acknowledged_at, a.assignee, a.incident_id"""
 
 
+EVENT_ORDER_LOCK = 0x4C494645  # "LIFE"
+"""Advisory lock key taken by every transaction that appends to ``alert_events``."""
+
+
+def lock_event_order(conn: psycopg.Connection[Any]) -> None:
+    """Hold, until the caller's transaction ends, the lock that makes alert events commit in id order.
+
+    ``alert_events.id`` comes from a sequence when the row is inserted, not when it commits: with two writers (two
+    ingest workers, or ingest and an operator) a later id could become visible first, and readers that follow the
+    ids ("events after the last one seen": the viewer's hub, websocket resume, webhooks) would skip the earlier
+    one for good. Taking this lock before the insert serialises the writers' alert transactions (short: a few
+    rows), so ids are taken and committed in the same order.
+    """
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVENT_ORDER_LOCK,))
+
+
 def apply_change(conn: psycopg.Connection[Any], change: AlertChange, *, schema: str) -> int | None:
     """Record *change* in ``alerts`` and ``alert_events`` and announce it; return the event id.
 
     A ``raised`` change for a cause that is already active updates that alert instead (so a restart that
-    re-detects the same exceedance does not duplicate it). ``updated`` and ``cleared`` for a cause with no
+    re-detects the same exceedance does not duplicate it). Takes :func:`lock_event_order` until the caller's
+    transaction ends. ``updated`` and ``cleared`` for a cause with no
     active alert do nothing and return None. The NOTIFY is delivered when the caller's transaction commits.
     """
+    lock_event_order(conn)
     cur = conn.cursor(row_factory=dict_row)
     detail = Jsonb(dict(change.detail)) if change.detail is not None else None
     if change.event == "cleared":

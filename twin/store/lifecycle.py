@@ -15,6 +15,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from twin.lifecycle import Action, EscalationPolicy, State, TransitionError, next_state
+from twin.store.alerts import lock_event_order
 from twin.store.db import alerts_channel
 
 
@@ -42,6 +43,7 @@ def apply_action(
         TransitionError: the action cannot be taken from the alert's state, or the work order is incomplete.
     """
     with conn.transaction():
+        lock_event_order(conn)
         cur = conn.cursor(row_factory=dict_row)
         cur.execute("SELECT id, state, grade, incident_id FROM alerts WHERE id = %s FOR UPDATE", (alert_id,))
         row = cur.fetchone()
@@ -96,6 +98,7 @@ def escalate_due(conn: psycopg.Connection[Any], policy: EscalationPolicy, *, now
         if due <= alert["escalation_level"]:
             continue
         with conn.transaction():
+            lock_event_order(conn)
             cur.execute(
                 """UPDATE alerts SET escalation_level = %s WHERE id = %s AND escalation_level = %s
                    AND state = 'raised' RETURNING grade""",
