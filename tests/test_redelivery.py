@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 from datetime import UTC, datetime
 from typing import Any
 
@@ -74,10 +75,11 @@ class _Proc:
 
 
 def test_crash_after_commit_before_ack_is_redelivered_and_stored_once(
-    pg_url: str, schema: str, broker: MqttConfig, prefix: str, db: DictConnection
+    pg_url: str, schema: str, broker: MqttConfig, prefix: str, db: DictConnection, tmp_path: Path
 ) -> None:
     env = {
         **os.environ,
+        "LIFELINE_SPOOL_DIR": str(tmp_path / "spool"),
         "LIFELINE_DATABASE_URL": pg_url,
         "LIFELINE_MQTT_URL": broker.url,
         "LIFELINE_DB_SCHEMA": schema,
