@@ -8,8 +8,8 @@ import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
