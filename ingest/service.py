@@ -806,6 +806,7 @@ class IngestService:
     def _twin_factories(self, conn: DictConnection) -> list[DetectorFactory]:
         """The network detectors for the stored twin; none (with a warning) if it cannot be loaded."""
         from models.registry import learned_detectors
+        from models.zones import ZoneDetector, load_latest
         from twin.store.assets import load_city
 
         try:
@@ -813,10 +814,18 @@ class IngestService:
         except (psycopg.Error, LifelineError, ValueError, KeyError) as exc:
             log.warning("twin not loaded (%s): only the per-sensor detectors run", exc)
             return []
+        factories = learned_detectors(city) if city.networks else []
         if not city.networks:
-            log.info("no twin stored ('lifeline twin import …'): only the per-sensor detectors run")
-            return []
-        return learned_detectors(city)
+            log.info("no twin stored ('lifeline twin import …'): no network detectors")
+        try:
+            zone_models = load_latest(conn)
+        except (psycopg.Error, LifelineError, ValueError) as exc:
+            log.warning("zone models not loaded (%s): they do not run", exc)
+            zone_models = {}
+        if zone_models:
+            log.info("zone models: %s", ", ".join(f"{z} v{v}" for z, (v, _d) in sorted(zone_models.items())))
+            factories.append(lambda sensors: ZoneDetector(sensors, zone_models))
+        return factories
 
     def _state_prefix(self) -> str:
         """Stored detector states are per worker: with a shared subscription each worker sees part of the stream."""

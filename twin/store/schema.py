@@ -341,12 +341,32 @@ def _v5_lifecycle(conn: psycopg.Connection[object], mode: StorageMode, policy: R
     )
 
 
+def _v6_zone_models(conn: psycopg.Connection[object], mode: StorageMode, policy: RetentionPolicy) -> None:
+    """Multivariate models per network zone, every fit a new version (``lifeline models fit``)."""
+    conn.execute(
+        """
+        CREATE TABLE zone_models (
+            zone         text NOT NULL,
+            version      integer NOT NULL,
+            fitted_at    timestamptz NOT NULL DEFAULT now(),
+            period_from  timestamptz NOT NULL,
+            period_to    timestamptz NOT NULL,
+            hours        integer NOT NULL,
+            sensors      jsonb NOT NULL,
+            threshold    double precision NOT NULL,
+            model        bytea NOT NULL,
+            PRIMARY KEY (zone, version)
+        )"""
+    )
+
+
 MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
     (1, "sensors, readings, rollups, alerts, dead letter", _v1_core),
     (2, "twin assets, versioned per import", _v2_twin_assets),
     (3, "alert evidence and detector state", _v3_detectors),
     (4, "audit log", _v4_audit),
     (5, "alert lifecycle, escalation, incidents, webhook cursors", _v5_lifecycle),
+    (6, "zone models", _v6_zone_models),
 )
 
 
