@@ -39,6 +39,7 @@ PAYLOADS = (
     "%27%20OR%20%271%27=%271",
     "😀" * 50,
     "a" * 5000,
+    "nul\x00byte",  # PostgreSQL text cannot hold NUL: refused as bad input (422), never a 500
 )
 
 

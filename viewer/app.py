@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI
+import psycopg
+from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -156,6 +157,13 @@ def create_app(
     app.state.drills = DrillManager(env=drill_env, demo_city=drill_demo_city)
     app.state.scene_dir = scene_dir
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.exception_handler(psycopg.DataError)
+    async def bad_data(_request: Request, exc: psycopg.DataError) -> JSONResponse:
+        # A value PostgreSQL cannot hold (a NUL character in a text parameter, a number out of range): the
+        # request is at fault, not the server.
+        log.info("request refused by the database as invalid data: %s", str(exc).splitlines()[0][:200])
+        return JSONResponse({"detail": "a parameter holds a value that cannot be used (e.g. a NUL character)"}, 422)
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

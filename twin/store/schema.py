@@ -360,6 +360,13 @@ def _v6_zone_models(conn: psycopg.Connection[object], mode: StorageMode, policy:
     )
 
 
+def _v7_health_check(conn: psycopg.Connection[object], mode: StorageMode, policy: RetentionPolicy) -> None:
+    """The city health check's ledger: billed water, problems, treatment tasks, re-checks."""
+    from twin.store.healthcheck import create_tables
+
+    create_tables(conn)
+
+
 MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
     (1, "sensors, readings, rollups, alerts, dead letter", _v1_core),
     (2, "twin assets, versioned per import", _v2_twin_assets),
@@ -367,6 +374,7 @@ MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
     (4, "audit log", _v4_audit),
     (5, "alert lifecycle, escalation, incidents, webhook cursors", _v5_lifecycle),
     (6, "zone models", _v6_zone_models),
+    (7, "health check ledger", _v7_health_check),
 )
 
 

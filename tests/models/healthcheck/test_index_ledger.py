@@ -18,7 +18,6 @@ from models.healthcheck.ledger import (
     set_task_status,
 )
 from twin.store.db import DictConnection
-from twin.store.healthcheck import create_tables
 from twin.store.readings import ReadingStore
 from twin.store.schema import current_mode
 
@@ -77,7 +76,7 @@ def _methane_day(db: DictConnection, schema: str, day: datetime, minutes_over: i
 
 
 def test_a_problem_is_treated_then_rechecked_closed_or_reopened(db: DictConnection, schema: str) -> None:
-    create_tables(db)
+    # the health check tables come with the migrations (migration 7)
     methane = DEFS["methane_exceedance_hours"]
     _methane_day(db, schema, T0, minutes_over=180)  # 3 h over 20 %LEL in 青原区: orange
     before = compute_indicator(db, methane, definitions=DEFS, start=T0, end=T0 + DAY, district="青原区")

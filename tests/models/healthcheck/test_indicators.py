@@ -22,7 +22,6 @@ from twin.democity.water import build_water
 from twin.model import City
 from twin.sensors import Network
 from twin.store.db import DictConnection
-from twin.store.healthcheck import create_tables
 from twin.store.readings import ReadingStore
 from twin.store.schema import current_mode
 from twin.store.sensors import upsert_sensors
@@ -36,7 +35,7 @@ DAY = timedelta(days=1)
 
 @pytest.fixture
 def hc(db: DictConnection, schema: str) -> Iterator[DictConnection]:
-    create_tables(db)
+    # the health check tables come with the migrations (migration 7)
     yield db
 
 

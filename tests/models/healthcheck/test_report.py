@@ -18,7 +18,6 @@ from models.healthcheck.indicators import compute_all, load_definitions
 from models.healthcheck.ledger import add_task, open_problems
 from models.healthcheck.report import build_report, write_pdf, year_bounds
 from twin.store.db import DictConnection
-from twin.store.healthcheck import create_tables
 from twin.store.readings import ReadingStore
 from twin.store.schema import current_mode
 
@@ -33,7 +32,7 @@ DEFS = load_definitions()
 
 def _simulated_year(db: DictConnection, schema: str) -> None:
     """A year of the demo city, sparse: a leaky water day, storms, a gas leak, and last year's alerts."""
-    create_tables(db)
+    # the health check tables come with the migrations (migration 7)
     day = datetime(2026, 3, 1, 16, tzinfo=UTC)
     truth = _water_day(db, schema, leak_l_s=25.0, start=day)
     db.execute(
@@ -130,7 +129,7 @@ def test_year_report_renders_with_charts_map_and_ledger(db: DictConnection, sche
 
 
 def test_report_command_writes_the_period_report(db: DictConnection, schema: str, pg_url: str, tmp_path: Path) -> None:
-    create_tables(db)
+    # the health check tables come with the migrations (migration 7)
     settings = Settings(database_url=pg_url, db_schema=schema)
     out = tmp_path / "r" / "report.html"
     result = CliRunner().invoke(
