@@ -29,6 +29,15 @@ const I18N = {
       x_m: "X (m)", y_m: "Y (m)", z_m: "底/管中高程 (m)", depth_m: "井深 (m)", quantity: "监测量",
       unit: "单位", asset_id: "关联资产", district: "区域" },
     yes: "有", no: "无",
+    alerts: "实时预警", noAlerts: "暂无预警", connOn: "实时连接", connOff: "未连接", nowhere: "无法定位",
+    sensorStates: "监测点状态", st_g1: "Ⅰ级 红色", st_g2: "Ⅱ级 橙色", st_g3: "Ⅲ级 黄色", st_g4: "Ⅳ级 蓝色",
+    st_normal: "正常", st_offline: "离线", normalLegend: "正常（管网色）",
+    alertState: { raised: "待响应", acknowledged: "已叫应", dispatched: "已派单", resolved: "已处置",
+      rechecked: "已复查", closed: "已关闭" },
+    cleared: "已解除", escalated: "已升级", latest: "最新值", noData: "无数据", activeAlerts: "活动预警",
+    range: { "1h": "1小时", "6h": "6小时", "24h": "24小时", "7d": "7天" },
+    chartNote: (s) => s.step ? `${s.source} · 每 ${s.step} 均值（阴影为最小–最大） · ${s.n} 点` : `原始读数 · ${s.n} 点`,
+    summary: (c) => `监测点 ${c.sensors} · 离线 ${c.offline} · 预警点位 ${c.alarmed}`,
   },
   en: {
     title: "City Lifeline 3D Scene", subtitle: "Buildings above · pipes below · sensors", backToMonitor: "Monitor",
@@ -56,6 +65,17 @@ const I18N = {
       cover_mid_m: "Cover at midpoint (m)", x_m: "X (m)", y_m: "Y (m)", z_m: "Invert / centre elevation (m)",
       depth_m: "Depth (m)", quantity: "Quantity", unit: "Unit", asset_id: "Asset", district: "District" },
     yes: "yes", no: "no",
+    alerts: "Live alerts", noAlerts: "No alerts", connOn: "live", connOff: "offline", nowhere: "no location",
+    sensorStates: "Sensor state",
+    st_g1: "Grade I red", st_g2: "Grade II orange", st_g3: "Grade III yellow", st_g4: "Grade IV blue",
+    st_normal: "Normal", st_offline: "Offline", normalLegend: "Normal (network colour)",
+    alertState: { raised: "new", acknowledged: "acknowledged", dispatched: "dispatched", resolved: "resolved",
+      rechecked: "re-checked", closed: "closed" },
+    cleared: "cleared", escalated: "escalated", latest: "Latest", noData: "no data", activeAlerts: "Active alerts",
+    range: { "1h": "1 h", "6h": "6 h", "24h": "24 h", "7d": "7 d" },
+    chartNote: (s) => s.step ? `${s.source} · ${s.step} means (band: min–max) · ${s.n} points`
+      : `raw readings · ${s.n} points`,
+    summary: (c) => `${c.sensors} sensors · ${c.offline} offline · places in alarm: ${c.alarmed}`,
   },
 };
 const LAYERS = ["buildings", "drainage", "water", "gas", "sensors", "streets"];
@@ -74,6 +94,36 @@ const state = {
   home: null,           // { position, target }
   stats: null,
   timings: null,        // ms since navigation: module start, data fetched, glTF parsed, first frame, ready
+  idIndex: null,        // asset id -> [object, index in its mesh], built on first use
+};
+
+// Live state (/api/sensors, /api/alerts, /ws/alerts): markers take the colour of their worst active alert.
+const GRADE_CSS = { 1: "#e53935", 2: "#fb8c00", 3: "#fdd835", 4: "#1e88e5" };
+const OFFLINE_CSS = "#5f6f80";
+const STATE_CSS = { g1: GRADE_CSS[1], g2: GRADE_CSS[2], g3: GRADE_CSS[3], g4: GRADE_CSS[4], normal: "#26c6da",
+  offline: OFFLINE_CSS };
+const GRADE_ROMAN = { 1: "Ⅰ", 2: "Ⅱ", 3: "Ⅲ", 4: "Ⅳ" };
+// Time-series ranges: raw readings for the last hour, the 1-minute and 1-hour rollups for longer ones.
+const RANGES = { "1h": [3600, null], "6h": [6 * 3600, "1m"], "24h": [24 * 3600, "10m"], "7d": [7 * 86400, "1h"] };
+const FLASH_MS = 10000;
+const live = {
+  enabled: false,         // false when the server has no live API (a scene served from files)
+  connected: false,
+  sensors: new Map(),     // sensor id -> its /api/sensors record
+  alerts: new Map(),      // alert id -> alert as last seen
+  lastEventId: null,
+  painted: new Map(),     // sensor id -> css colour its marker has
+  baseColour: new Map(),  // sensor id -> css colour of its marker in the scene file
+  extra: null,            // InstancedMesh: sensors the scene file does not hold, placed by x_m / y_m
+  extraIds: [],           // instance -> sensor id
+  extraIndex: new Map(),  // sensor id -> instance
+  beacons: null,          // InstancedMesh: a pin over each place with an active alert
+  flashes: new Map(),     // asset id -> { ring, until }: a ring pulsing round a new grade I / II alert
+  repaintTimer: null,
+  repaints: 0,            // how many times the live state was redrawn (bursts of events are one)
+  sensorTimer: null,
+  flashIds: new Map(),    // alert id -> until when its list item flashes (performance.now() ms)
+  chart: { sensorId: null, range: "1h", series: null },
 };
 
 const $ = (sel) => document.querySelector(sel);
@@ -104,6 +154,7 @@ scene.add(sun);
 let renderQueued = false;
 function render() {
   renderQueued = false;
+  sizeBeacons();
   renderer.render(scene, camera);
 }
 function requestRender() {
@@ -257,8 +308,10 @@ function assetAt(clientX, clientY) {
   // Opaque ground hides what is under it; translucent ground lets clicks through to the pipes.
   const targets = state.objects.filter((o) => o && o.mesh.visible &&
     (PICKABLE.has(o.entry.kind) || (o.entry.kind === "terrain" && state.ground === "opaque"))).map((o) => o.mesh);
+  if (live.extra && live.extra.visible) targets.push(live.extra);
   const hit = raycaster.intersectObjects(targets, false)[0];
   if (!hit) return null;
+  if (hit.object === live.extra) return { id: "sensor:" + live.extraIds[hit.instanceId], extra: true };
   const entry = state.objects[hit.object.userData.meta_index].entry;
   if (!PICKABLE.has(entry.kind)) return null;
   const k = upperBound(entry.tri_offsets, hit.faceIndex) - 1;
@@ -275,19 +328,37 @@ function upperBound(offsets, value) {
 }
 
 function locate(id) {
-  for (const o of state.objects) {
-    if (!o || !PICKABLE.has(o.entry.kind)) continue;
-    const k = o.entry.ids.indexOf(id);
-    if (k >= 0) return { id, entry: o.entry, index: k, mesh: o.mesh };
+  // An asset of the scene file, or a live marker of a sensor the file does not hold.
+  if (!state.idIndex) {
+    state.idIndex = new Map();
+    for (const o of state.objects) {
+      if (!o || !PICKABLE.has(o.entry.kind)) continue;
+      o.entry.ids.forEach((assetId, k) => state.idIndex.set(assetId, [o, k]));
+    }
   }
-  return null;
+  const at = state.idIndex.get(id);
+  if (at) return { id, entry: at[0].entry, index: at[1], mesh: at[0].mesh };
+  const k = id && id.startsWith("sensor:") ? live.extraIndex.get(id.slice(7)) : undefined;
+  return k === undefined ? null : { id, extra: true, index: k };
 }
 
 function select(id) {
   clearHighlight();
   state.selected = id;
   const found = id && locate(id);
-  if (!found) { $("#inspect").hidden = true; requestRender(); return null; }
+  if (!found) {
+    $("#inspect").hidden = true;
+    live.chart.sensorId = null;
+    requestRender();
+    return null;
+  }
+  if (found.extra) {
+    state.highlight = extraHighlight(found.index);
+    scene.add(state.highlight);
+    renderInspect(id);
+    requestRender();
+    return id;
+  }
   const { mesh, entry, index } = found;
   const source = mesh.geometry;
   const t0 = entry.tri_offsets[index], t1 = entry.tri_offsets[index + 1];
@@ -334,7 +405,8 @@ function focus(id, distance, elevationDeg, azimuthDeg) {
   return true;
 }
 
-function assetBox({ mesh, entry, index }) {
+function assetBox({ mesh, entry, index, extra }) {
+  if (extra) return extraBox(index);
   const position = mesh.geometry.getAttribute("position");
   const v0 = entry.vertex_offsets[index], v1 = entry.vertex_offsets[index + 1];
   const box = new THREE.Box3();
@@ -349,7 +421,7 @@ function screenOf(id) {
   const box = assetBox(found);
   // The top of a building (its roof), the centre of anything else.
   const point = box.getCenter(new THREE.Vector3());
-  if (found.entry.kind === "building") point.y = box.max.y;
+  if (found.entry && found.entry.kind === "building") point.y = box.max.y;
   point.project(camera);
   const rect = renderer.domElement.getBoundingClientRect();
   return { x: rect.left + (point.x + 1) / 2 * rect.width, y: rect.top + (1 - point.y) / 2 * rect.height };
@@ -373,7 +445,7 @@ function formatValue(key, value) {
 }
 
 function renderInspect(id) {
-  const asset = state.meta && state.meta.assets[id];
+  const asset = (state.meta && state.meta.assets[id]) || liveAsset(id);
   if (!asset) { $("#inspect").hidden = true; return; }
   $("#inspect").hidden = false;
   $("#inspect").dataset.asset = id;
@@ -396,6 +468,7 @@ function renderInspect(id) {
     row.append(th, td);
     return row;
   }));
+  showSensorLive(asset.type === "sensor" ? asset.id : null);
 }
 
 function renderLegend() {
@@ -410,6 +483,11 @@ function renderLegend() {
   parts.push(`<div class="group">${esc(t("uses"))}</div>`);
   for (const [use, colour] of Object.entries(meta.legend.use)) {
     if (present.has(use)) parts.push(`<span><i style="background:${colour}"></i>${esc(label("use", use))}</span>`);
+  }
+  parts.push(`<div class="group">${esc(t("sensorStates"))}</div>`);
+  for (const [key, colour] of Object.entries(STATE_CSS)) {
+    const name = t(key === "normal" ? "normalLegend" : "st_" + key);
+    parts.push(`<span><i class="dot" style="background:${colour}"></i>${esc(name)}</span>`);
   }
   $("#legend").innerHTML = parts.join("");
   $("#scale-note").textContent = tr().scaleNote(meta.options.pipe_radius_scale);
@@ -434,6 +512,8 @@ function applyLang() {
   renderLegend();
   showStatus();
   if (state.selected) renderInspect(state.selected);
+  renderAlertList();
+  setConn(live.connected);
 }
 
 function esc(text) {
@@ -520,52 +600,579 @@ ready.catch((err) => {
   el.dataset.error = err.message;
 });
 
-// --- live state: sensor markers take the colour of their worst active warning --------------------------------------
-const GRADE_CSS = { 1: "#e53935", 2: "#fb8c00", 3: "#fdd835", 4: "#1e88e5" };
-const liveGrades = new Map();  // sensor id -> {cause_key -> grade}
-const baseColour = new Map();  // sensor id -> its marker colour before any warning
-
-function paintSensor(sensorId) {
-  const found = locate("sensor:" + sensorId);
-  if (!found) return;
-  if (!baseColour.has(sensorId)) {
-    const colours = found.mesh.geometry.getAttribute("color");
-    const v0 = found.entry.vertex_offsets[found.index];
-    baseColour.set(sensorId, new THREE.Color(colours.getX(v0), colours.getY(v0), colours.getZ(v0)).getStyle());
-  }
-  const causes = liveGrades.get(sensorId);
-  const worst = causes && causes.size ? Math.min(...causes.values()) : null;
-  setSensorColour(sensorId, worst !== null ? GRADE_CSS[worst] : baseColour.get(sensorId));
-}
-
-function applyAlert(alert) {
-  if (!alert.sensor_id) return;
-  const causes = liveGrades.get(alert.sensor_id) || new Map();
-  if (alert.active) causes.set(alert.cause_key, alert.grade); else causes.delete(alert.cause_key);
-  liveGrades.set(alert.sensor_id, causes);
-  paintSensor(alert.sensor_id);
-}
-
+// --- live state: sensors coloured by their worst active alert, alerts placed where they are ---------------------
 async function followLiveState() {
   try {
-    const res = await fetch("/api/alerts?active=true&limit=1000");
-    if (res.ok) for (const alert of await res.json()) applyAlert(alert);
-  } catch (err) { return; }  // a scene served without the live API (file export) simply stays static
-  const proto = location.protocol === "https:" ? "wss" : "ws";
-  const connect = () => {
-    const ws = new WebSocket(`${proto}://${location.host}/ws/alerts`);
-    ws.onmessage = (ev) => { const msg = JSON.parse(ev.data); if (msg.type === "alert") applyAlert(msg.alert); };
-    ws.onclose = () => setTimeout(connect, 3000);
-  };
-  connect();
+    await loadSensors();
+  } catch (err) {
+    console.warn("no live state:", err.message);  // a scene served without the live API stays static
+    return;
+  }
+  live.enabled = true;
+  $("#alerts-panel").hidden = false;
+  connectAlerts();  // first, so nothing raised while the list loads is missed
+  try {
+    // Every active alert (they colour the markers) and the latest cleared ones (for the list).
+    const [active, recent] = await Promise.all([fetchOk("/api/alerts?active=true&limit=1000", "json"),
+      fetchOk("/api/alerts?limit=100", "json")]);
+    // Alerts already received over the websocket are newer than this snapshot: keep them.
+    for (const a of [...active, ...recent]) if (!live.alerts.has(a.id)) live.alerts.set(a.id, a);
+  } catch (err) { console.error(err); }
+  scheduleRepaint();
+  // Latest values only decide "offline" here: a slow refresh, never one per reading.
+  setInterval(() => loadSensors().then(scheduleRepaint, () => {}), 30000);
 }
+
+async function loadSensors() {
+  const rows = await fetchOk("/api/sensors", "json");
+  live.sensors = new Map(rows.map((r) => [r.sensor_id, r]));
+  placeExtraSensors();
+}
+
+function connectAlerts() {
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  const query = live.lastEventId !== null ? `?after=${live.lastEventId}` : "";
+  const ws = new WebSocket(`${proto}://${location.host}/ws/alerts${query}`);
+  ws.onopen = () => setConn(true);
+  ws.onmessage = (ev) => {
+    const msg = JSON.parse(ev.data);
+    if (msg.type === "hello") {
+      if (live.lastEventId === null) live.lastEventId = msg.last_event_id;
+      return;
+    }
+    if (msg.type !== "alert") return;
+    live.lastEventId = Math.max(live.lastEventId || 0, msg.event_id);
+    const a = msg.alert;
+    live.alerts.set(a.id, a);
+    const loud = msg.event === "raised" || msg.event === "escalated" ||
+      (msg.event === "updated" && a.active && a.state === "raised");
+    if (loud && a.active && a.grade <= 2) {
+      live.flashIds.set(a.id, performance.now() + FLASH_MS);
+      setTimeout(scheduleRepaint, FLASH_MS + 50);  // to stop the flashing
+    }
+    scheduleRepaint();
+    scheduleSensorReload();
+  };
+  ws.onclose = () => { setConn(false); setTimeout(connectAlerts, 3000); };
+}
+
+function setConn(on) {
+  live.connected = on;
+  const el = $("#conn");
+  el.textContent = t(on ? "connOn" : "connOff");
+  el.className = "conn " + (on ? "on" : "off");
+}
+
+function scheduleRepaint() {
+  // A burst of alert events (a storm raising dozens) becomes one repaint.
+  if (live.repaintTimer) return;
+  live.repaintTimer = setTimeout(repaint, 150);
+}
+
+function scheduleSensorReload() {
+  if (live.sensorTimer) return;
+  live.sensorTimer = setTimeout(() => {
+    live.sensorTimer = null;
+    loadSensors().then(scheduleRepaint, () => {});
+  }, 3000);
+}
+
+function worstBySensor() {
+  const worst = new Map();
+  for (const a of live.alerts.values()) {
+    if (!a.active || !a.sensor_id) continue;
+    if (!worst.has(a.sensor_id) || a.grade < worst.get(a.sensor_id)) worst.set(a.sensor_id, a.grade);
+  }
+  return worst;
+}
+
+function sensorState(sensorId, worst) {
+  const grade = worst.get(sensorId);
+  if (grade) return "g" + grade;
+  const s = live.sensors.get(sensorId);
+  if (!s) return "normal";  // in the scene file but unknown to the store: nothing to say about it
+  if (!s.latest_ts) return "offline";
+  const ageS = (Date.now() - new Date(s.latest_ts).getTime()) / 1000;
+  return ageS > Math.max(3 * s.interval_s, 180) ? "offline" : "normal";
+}
+
+function repaint() {
+  live.repaintTimer = null;
+  live.repaints += 1;
+  forgetOldAlerts();
+  const worst = worstBySensor();
+  const ids = new Set([...live.sensors.keys(), ...live.painted.keys(), ...worst.keys()]);
+  for (const id of ids) {
+    const st = sensorState(id, worst);
+    const css = st === "normal" ? baseColourOf(id) : st === "offline" ? OFFLINE_CSS : GRADE_CSS[st.slice(1)];
+    if (css && live.painted.get(id) !== css && paintMarker(id, css)) live.painted.set(id, css);
+  }
+  placeBeacons();
+  startFlashes();
+  renderAlertList();
+  if (live.chart.sensorId) renderSensorNow(live.chart.sensorId);
+  requestRender();
+}
+
+function forgetOldAlerts() {
+  // Every active alert stays, and the latest cleared ones: a page left open for weeks stays small.
+  if (live.alerts.size <= 300) return;
+  const cleared = [...live.alerts.values()].filter((a) => !a.active)
+    .sort((a, b) => new Date(b.updated_at) - new Date(a.updated_at));
+  for (const a of cleared.slice(200)) live.alerts.delete(a.id);
+}
+
+function baseColourOf(sensorId) {
+  if (live.baseColour.has(sensorId)) return live.baseColour.get(sensorId);
+  const s = live.sensors.get(sensorId);
+  const net = s ? s.network : null;
+  return (state.meta && state.meta.legend.network[net]) || "#b0bec5";
+}
+
+function paintMarker(sensorId, css) {
+  const found = locate("sensor:" + sensorId);
+  if (!found) return false;
+  if (found.extra) {
+    live.extra.setColorAt(found.index, new THREE.Color(css));
+    live.extra.instanceColor.needsUpdate = true;
+    return true;
+  }
+  if (!live.baseColour.has(sensorId)) live.baseColour.set(sensorId, "#" + sensorColour(sensorId));
+  return setSensorColour(sensorId, css);
+}
+
 function sensorColour(sensorId) {
   const found = locate("sensor:" + sensorId);
   if (!found) return null;
+  const c = new THREE.Color();
+  if (found.extra) {
+    live.extra.getColorAt(found.index, c);
+    return c.getHexString();
+  }
   const colours = found.mesh.geometry.getAttribute("color");
   const v0 = found.entry.vertex_offsets[found.index];
-  return new THREE.Color(colours.getX(v0), colours.getY(v0), colours.getZ(v0)).getHexString();
+  return c.setRGB(colours.getX(v0), colours.getY(v0), colours.getZ(v0)).getHexString();
 }
 
+// --- sensors the scene file does not hold: markers placed from x_m / y_m through the scene's origin ---------------
+const EXTRA_GEOMETRY = new THREE.OctahedronGeometry(1, 0);
+
+function markerSize() {
+  return (state.meta && state.meta.options.sensor_size_m) || 6;
+}
+
+function groundAt(x, z) {
+  // Elevation of the terrain (scene metres) under a point, or the origin's when there is no terrain there.
+  const terrain = (state.byLayer.get("ground") || []).filter((m) => m.geometry);
+  raycaster.set(new THREE.Vector3(x, 1e4, z), new THREE.Vector3(0, -1, 0));
+  const hit = raycaster.intersectObjects(terrain, false)[0];
+  return hit ? hit.point.y : 0;
+}
+
+function placeExtraSensors() {
+  if (!state.meta) return;
+  const missing = [...live.sensors.values()].filter((s) => (s.x_m || s.y_m) && !locate("sensor:" + s.sensor_id));
+  if (!missing.length) return;
+  const old = live.extra;
+  const kept = live.extraIds.length;
+  const ids = [...live.extraIds, ...missing.map((s) => s.sensor_id)];
+  const mesh = new THREE.InstancedMesh(EXTRA_GEOMETRY, new THREE.MeshLambertMaterial({ color: 0xffffff }), ids.length);
+  const [ox, oy] = state.meta.origin_m;
+  const size = markerSize();
+  const m = new THREE.Matrix4();
+  const c = new THREE.Color();
+  ids.forEach((id, k) => {
+    if (k < kept) {
+      old.getMatrixAt(k, m);
+      old.getColorAt(k, c);
+    } else {
+      // glTF axes: X = east - origin_x, Y = elevation - origin_z, Z = -(north - origin_y); a tall diamond standing
+      // on the ground, as the scene file draws its sensors.
+      const s = live.sensors.get(id);
+      const x = s.x_m - ox, z = -(s.y_m - oy);
+      m.compose(new THREE.Vector3(x, groundAt(x, z) + size, z), new THREE.Quaternion(),
+        new THREE.Vector3(size / 2, size, size / 2));
+      c.set(baseColourOf(id));
+    }
+    mesh.setMatrixAt(k, m);
+    mesh.setColorAt(k, c);
+  });
+  mesh.visible = $("input[data-layer='sensors']").checked;
+  const layer = (state.byLayer.get("sensors") || []).filter((x) => x !== old);
+  if (old) {
+    scene.remove(old);
+    old.dispose();
+    old.material.dispose();
+  }
+  live.extra = mesh;
+  live.extraIds = ids;
+  live.extraIndex = new Map(ids.map((id, k) => [id, k]));
+  scene.add(mesh);
+  state.byLayer.set("sensors", [...layer, mesh]);
+  requestRender();
+}
+
+function extraBox(k) {
+  const m = new THREE.Matrix4();
+  live.extra.getMatrixAt(k, m);
+  const size = markerSize();
+  const centre = new THREE.Vector3().setFromMatrixPosition(m);
+  return new THREE.Box3().setFromCenterAndSize(centre, new THREE.Vector3(size, 2 * size, size));
+}
+
+function extraHighlight(k) {
+  const m = new THREE.Matrix4();
+  live.extra.getMatrixAt(k, m);
+  const mesh = new THREE.Mesh(EXTRA_GEOMETRY.clone(), new THREE.MeshBasicMaterial({ color: 0xffeb3b,
+    transparent: true, opacity: 0.6, depthTest: false }));
+  mesh.applyMatrix4(m);
+  mesh.scale.multiplyScalar(1.3);
+  mesh.renderOrder = 10;
+  return mesh;
+}
+
+function liveAsset(id) {
+  // The inspect panel's fields of a sensor known to the store but not to the scene file.
+  const s = id && id.startsWith("sensor:") && live.sensors.get(id.slice(7));
+  if (!s) return null;
+  return { type: "sensor", id: s.sensor_id, name: s.name, network: s.network, quantity: s.quantity, unit: s.unit,
+    asset_id: s.asset_id, district: s.district, x_m: s.x_m, y_m: s.y_m };
+}
+
+// --- alerts placed where they are ---------------------------------------------------------------------------------
+function alertPlace(a) {
+  // The alert's sensor, else its first localisation candidate the scene holds ("water:node:J0505" is the scene's
+  // "water:J0505").
+  if (a.sensor_id && locate("sensor:" + a.sensor_id)) return "sensor:" + a.sensor_id;
+  for (const c of (a.detail && a.detail.candidates) || []) {
+    const asset = typeof c === "string" ? c : c && c.asset;
+    if (!asset) continue;
+    const parts = asset.split(":");
+    for (const id of [asset, parts.length === 3 ? `${parts[0]}:${parts[2]}` : null]) {
+      if (id && locate(id)) return id;
+    }
+  }
+  return null;
+}
+
+const BEACON_GEOMETRY = new THREE.CylinderGeometry(1, 1, 1, 10, 1, true).translate(0, 0.5, 0);
+const BEACON_HEIGHT_M = 70;
+
+function placeBeacons() {
+  const worst = new Map();  // place -> worst grade of its active alerts
+  for (const a of live.alerts.values()) {
+    if (!a.active) continue;
+    const place = alertPlace(a);
+    if (place && (!worst.has(place) || a.grade < worst.get(place))) worst.set(place, a.grade);
+  }
+  if (live.beacons) {
+    scene.remove(live.beacons);
+    live.beacons.dispose();
+    live.beacons.material.dispose();
+    live.beacons = null;
+  }
+  if (!worst.size) return;
+  const mesh = new THREE.InstancedMesh(BEACON_GEOMETRY, new THREE.MeshBasicMaterial({ color: 0xffffff,
+    transparent: true, opacity: 0.75, depthWrite: false }), worst.size);
+  mesh.userData.bases = [];
+  for (const [place, grade] of worst) {
+    const box = assetBox(locate(place));
+    const base = box.getCenter(new THREE.Vector3());
+    base.y = box.max.y;
+    mesh.setColorAt(mesh.userData.bases.length, new THREE.Color(GRADE_CSS[grade]));
+    mesh.userData.bases.push(base);
+  }
+  mesh.renderOrder = 5;
+  mesh.frustumCulled = false;  // its bounding sphere is that of one unit cylinder
+  live.beacons = mesh;
+  scene.add(mesh);
+  sizeBeacons();
+}
+
+function sizeBeacons() {
+  // Beacons keep about the same width on screen: slim close up, still visible over the whole city.
+  const mesh = live.beacons;
+  if (!mesh) return;
+  const distance = camera.position.distanceTo(controls.target);
+  const width = THREE.MathUtils.clamp(distance / 300, 1.5, 14);
+  if (mesh.userData.width && Math.abs(width / mesh.userData.width - 1) < 0.1) return;
+  mesh.userData.width = width;
+  const height = BEACON_HEIGHT_M * THREE.MathUtils.clamp(distance / 600, 1, 3);
+  const m = new THREE.Matrix4();
+  const quaternion = new THREE.Quaternion();
+  const scale = new THREE.Vector3(width, height, width);
+  mesh.userData.bases.forEach((base, k) => mesh.setMatrixAt(k, m.compose(base, quaternion, scale)));
+  mesh.instanceMatrix.needsUpdate = true;
+}
+
+const RING_GEOMETRY = new THREE.RingGeometry(0.82, 1, 48).rotateX(-Math.PI / 2);
+
+function startFlashes() {
+  // New grade I and II alerts: a ring pulses around the place for a while.
+  const now = performance.now();
+  for (const [id, until] of live.flashIds) {
+    if (until < now) continue;
+    const a = live.alerts.get(id);
+    const place = a && alertPlace(a);
+    if (!place) continue;
+    const old = live.flashes.get(place);
+    if (old) { old.until = Math.max(old.until, until); continue; }
+    const box = assetBox(locate(place));
+    const ring = new THREE.Mesh(RING_GEOMETRY, new THREE.MeshBasicMaterial({ color: GRADE_CSS[a.grade],
+      transparent: true, depthTest: false, side: THREE.DoubleSide }));
+    ring.position.copy(box.getCenter(new THREE.Vector3()));
+    ring.renderOrder = 11;
+    scene.add(ring);
+    live.flashes.set(place, { ring, until });
+  }
+  if (live.flashes.size) animate();
+}
+
+function updateFlashes(now) {
+  for (const [place, f] of live.flashes) {
+    if (now > f.until) {
+      scene.remove(f.ring);
+      f.ring.material.dispose();
+      live.flashes.delete(place);
+      continue;
+    }
+    const phase = (now % 1200) / 1200;
+    const reach = THREE.MathUtils.clamp(camera.position.distanceTo(controls.target) / 20, 40, 160);
+    f.ring.scale.setScalar(8 + (reach - 8) * phase);
+    f.ring.material.opacity = 1 - phase;
+  }
+  if (live.beacons) live.beacons.material.opacity = live.flashes.size ? 0.55 + 0.4 * Math.sin(now / 150) ** 2 : 0.75;
+  return live.flashes.size > 0;
+}
+
+// --- flying -------------------------------------------------------------------------------------------------------
+let flight = null;
+let animating = false;
+
+function flyTo(id, distance = 170, elevationDeg = 38) {
+  // Fly the camera in about a second to look at *id* from *distance* metres, keeping the current heading.
+  const found = locate(id);
+  if (!found) return false;
+  const target = assetBox(found).getCenter(new THREE.Vector3());
+  const heading = camera.position.clone().sub(controls.target);
+  heading.y = 0;
+  if (heading.lengthSq() < 1e-6) heading.set(0, 0, 1);
+  heading.normalize();
+  const up = THREE.MathUtils.degToRad(elevationDeg);
+  const offset = heading.multiplyScalar(Math.cos(up) * distance);
+  offset.y = Math.sin(up) * distance;
+  flight = { fromPos: camera.position.clone(), fromTarget: controls.target.clone(),
+    toPos: target.clone().add(offset), toTarget: target, start: performance.now(), ms: 1000 };
+  document.body.dataset.flying = id;
+  animate();
+  return true;
+}
+
+function animate() {
+  if (!animating) { animating = true; requestAnimationFrame(step); }
+}
+
+function step(now) {
+  let more = false;
+  if (flight) {
+    const k = Math.min((now - flight.start) / flight.ms, 1);
+    const e = k < 0.5 ? 2 * k * k : 1 - (-2 * k + 2) ** 2 / 2;
+    camera.position.lerpVectors(flight.fromPos, flight.toPos, e);
+    controls.target.lerpVectors(flight.fromTarget, flight.toTarget, e);
+    controls.update();
+    if (k >= 1) {
+      flight = null;
+      delete document.body.dataset.flying;
+    } else {
+      more = true;
+    }
+  }
+  more = updateFlashes(now) || more;
+  sizeBeacons();
+  renderer.render(scene, camera);
+  if (more) requestAnimationFrame(step); else animating = false;
+}
+
+function showAlert(alertId) {
+  const a = live.alerts.get(alertId);
+  const place = a && alertPlace(a);
+  live.flashIds.delete(alertId);  // seen: the list item stops flashing, the ring on the scene runs its time
+  document.querySelectorAll("#alert-list li.picked").forEach((li) => li.classList.remove("picked"));
+  const li = document.querySelector(`#alert-list li[data-alert-id="${alertId}"]`);
+  if (li) { li.classList.add("picked"); li.classList.remove("flash"); }
+  if (!place) return null;
+  select(place);
+  flyTo(place);
+  return place;
+}
+
+// --- the alert list -----------------------------------------------------------------------------------------------
+function fmtTime(iso) {
+  return iso ? new Date(iso).toLocaleString(state.lang === "zh" ? "zh-CN" : "en-GB", { hour12: false,
+    month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" }) : "–";
+}
+
+function renderAlertList() {
+  const ul = $("#alert-list");
+  if (!ul || !live.enabled) return;
+  const list = [...live.alerts.values()].sort((a, b) => (b.active - a.active) ||
+    (a.active ? a.grade - b.grade : 0) || (new Date(b.updated_at) - new Date(a.updated_at)));
+  const now = performance.now();
+  for (const [id, until] of live.flashIds) if (until < now) live.flashIds.delete(id);
+  const picked = document.querySelector("#alert-list li.picked");
+  const pickedId = picked ? picked.dataset.alertId : null;
+  ul.replaceChildren(...list.slice(0, 100).map((a) => {
+    const li = document.createElement("li");
+    const place = alertPlace(a);
+    li.className = `g${a.grade}` + (a.active ? "" : " cleared") + (live.flashIds.has(a.id) ? " flash" : "") +
+      (place ? "" : " nowhere") + (String(a.id) === pickedId ? " picked" : "");
+    li.dataset.alertId = a.id;
+    if (place) li.dataset.place = place;
+    const where = a.sensor_id || (place ? place : t("nowhere"));
+    const escalated = a.escalation_level > 0 && a.state === "raised"
+      ? `<span class="esc">${esc(t("escalated"))} ${a.escalation_level}</span>` : "";
+    li.innerHTML = `<div class="msg"><span class="chip g${a.grade}">${GRADE_ROMAN[a.grade]}</span>` +
+      `${esc(state.lang === "zh" ? a.message : a.message_en)}</div>` +
+      `<div class="meta"><span>${esc(t(a.network))}</span><span>${esc(where)}</span>` +
+      `<span>${esc(fmtTime(a.updated_at))}</span>` +
+      `<span class="state">${esc(a.active ? (tr().alertState[a.state] || a.state) : t("cleared"))}</span>` +
+      `${escalated}</div>`;
+    li.addEventListener("click", () => showAlert(a.id));
+    return li;
+  }));
+  $("#alert-count").textContent = list.filter((a) => a.active).length;
+  $("#no-alerts").hidden = list.length > 0;
+  const worst = worstBySensor();
+  const offline = [...live.sensors.keys()].filter((id) => sensorState(id, worst) === "offline").length;
+  $("#live-summary").textContent = tr().summary({ sensors: live.sensors.size, offline,
+    alarmed: live.beacons ? live.beacons.count : 0 });
+}
+
+// --- one sensor: its latest value and a time-series chart ---------------------------------------------------------
+function showSensorLive(sensorId) {
+  const box = $("#sensor-live");
+  const known = sensorId && live.sensors.has(sensorId);
+  box.hidden = !known;
+  if (!known) { live.chart.sensorId = null; return; }
+  renderSensorNow(sensorId);
+  document.querySelectorAll("[data-range]").forEach((b) => {
+    b.textContent = tr().range[b.dataset.range];
+    b.classList.toggle("on", b.dataset.range === live.chart.range);
+  });
+  if (live.chart.sensorId === sensorId && live.chart.series) {
+    drawChart(live.chart.series, live.sensors.get(sensorId));
+  } else {
+    live.chart.sensorId = sensorId;
+    loadChart();
+  }
+}
+
+function renderSensorNow(sensorId) {
+  const s = live.sensors.get(sensorId);
+  if (!s) return;
+  const worst = worstBySensor();
+  const st = sensorState(sensorId, worst);
+  const value = s.latest_value === null ? t("noData") : `${s.latest_value.toFixed(2)} ${s.unit}`;
+  const active = [...live.alerts.values()].filter((a) => a.active && a.sensor_id === sensorId).length;
+  $("#live-now").innerHTML = `<span class="state-dot" style="background:${STATE_CSS[st]}"></span>` +
+    `<b>${esc(t("st_" + st))}</b><span>${esc(t("latest"))} ${esc(value)}</span>` +
+    `<span>${esc(fmtTime(s.latest_ts))}</span>` + (active ? `<span>${esc(t("activeAlerts"))} ${active}</span>` : "");
+  $("#sensor-live").dataset.state = st;
+}
+
+async function loadChart() {
+  const sensorId = live.chart.sensorId;
+  const range = live.chart.range;
+  const [seconds, stepText] = RANGES[range];
+  const to = new Date(), from = new Date(to.getTime() - seconds * 1000);
+  const query = new URLSearchParams({ from: from.toISOString(), to: to.toISOString() });
+  if (stepText) query.set("step", stepText);
+  $("#chart").dataset.loading = "1";
+  try {
+    const series = await fetchOk(`/api/sensors/${encodeURIComponent(sensorId)}/readings?${query}`, "json");
+    if (live.chart.sensorId !== sensorId || live.chart.range !== range) return;  // another one was asked for
+    series.from = from.getTime();
+    series.to = to.getTime();
+    series.stepText = stepText;
+    live.chart.series = series;
+    drawChart(series, live.sensors.get(sensorId));
+  } catch (err) {
+    $("#chart").innerHTML = `<text x="150" y="80" class="empty">${esc(err.message)}</text>`;
+  } finally {
+    delete $("#chart").dataset.loading;
+  }
+}
+
+function drawChart(series, s) {
+  const svg = $("#chart");
+  const W = 300, H = 150, L = 40, R = 8, T = 8, B = 20;
+  const points = series.points;
+  $("#chart-note").textContent = tr().chartNote({ source: series.source, step: series.stepText, n: points.length });
+  svg.dataset.points = points.length;
+  if (!points.length) {
+    svg.innerHTML = `<text x="${W / 2}" y="${H / 2}" class="empty">${esc(t("noData"))}</text>`;
+    return;
+  }
+  const banded = series.step_s !== null;
+  const ts = points.map((p) => new Date(p.ts).getTime());
+  const values = points.flatMap((p) => (banded ? [p.min, p.max] : [p.value]));
+  let lo = Math.min(...values), hi = Math.max(...values);
+  // Alarm limits near the data are drawn too; far-off ones would flatten the curve.
+  const span = Math.max(hi - lo, Math.abs(hi) * 0.1, 0.1);
+  const limits = (s.limits || []).filter((l) => l.threshold > lo - span && l.threshold < hi + span);
+  for (const l of limits) { lo = Math.min(lo, l.threshold); hi = Math.max(hi, l.threshold); }
+  if (hi === lo) { hi += 1; lo -= 1; }
+  const pad = (hi - lo) * 0.08;
+  lo -= pad; hi += pad;
+  const t0 = series.from, t1 = series.to;
+  const x = (v) => L + ((v - t0) / (t1 - t0)) * (W - L - R);
+  const y = (v) => T + (1 - (v - lo) / (hi - lo)) * (H - T - B);
+  const colour = (state.meta && state.meta.legend.network[s.network]) || "#26c6da";
+  let html = "";
+  for (let i = 0; i <= 3; i++) {
+    const v = lo + ((hi - lo) * i) / 3;
+    html += `<line x1="${L}" x2="${W - R}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}" class="grid"/>` +
+      `<text x="${L - 4}" y="${(y(v) + 3).toFixed(1)}" class="tick" text-anchor="end">${fmtNumber(v)}</text>`;
+  }
+  for (const l of limits) {
+    const g = { I: 1, II: 2, III: 3, IV: 4 }[l.grade];
+    html += `<line x1="${L}" x2="${W - R}" y1="${y(l.threshold).toFixed(1)}" y2="${y(l.threshold).toFixed(1)}"` +
+      ` stroke="${GRADE_CSS[g]}" stroke-dasharray="4 3" class="limit"/>`;
+  }
+  if (banded) {
+    const upper = points.map((p, i) => `${x(ts[i]).toFixed(1)},${y(p.max).toFixed(1)}`);
+    const lower = points.map((p, i) => `${x(ts[i]).toFixed(1)},${y(p.min).toFixed(1)}`).reverse();
+    html += `<polygon points="${upper.concat(lower).join(" ")}" fill="${colour}" opacity="0.25" class="band"/>`;
+  }
+  const path = points.map((p, i) => `${i ? "L" : "M"}${x(ts[i]).toFixed(1)},${y(p.value).toFixed(1)}`).join(" ");
+  html += `<path d="${path}" fill="none" stroke="${colour}" stroke-width="1.6" class="series"/>`;
+  const last = points[points.length - 1];
+  html += `<circle cx="${x(ts[ts.length - 1]).toFixed(1)}" cy="${y(last.value).toFixed(1)}" r="2.5" fill="${colour}"/>`;
+  const timeLabel = (ms) => new Date(ms).toLocaleString(state.lang === "zh" ? "zh-CN" : "en-GB",
+    t1 - t0 >= 86400 * 1000 ? { month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", hour12: false }
+      : { hour: "2-digit", minute: "2-digit", hour12: false });
+  html += `<text x="${L}" y="${H - 5}" class="tick">${esc(timeLabel(t0))}</text>` +
+    `<text x="${(L + W - R) / 2}" y="${H - 5}" class="tick" text-anchor="middle">${esc(s.unit)}</text>` +
+    `<text x="${W - R}" y="${H - 5}" class="tick" text-anchor="end">${esc(timeLabel(t1))}</text>`;
+  svg.innerHTML = html;
+}
+
+function fmtNumber(v) {
+  const a = Math.abs(v);
+  return a >= 100 ? v.toFixed(0) : a >= 10 ? v.toFixed(1) : v.toFixed(2);
+}
+
+document.querySelectorAll("[data-range]").forEach((b) => b.addEventListener("click", () => {
+  live.chart.range = b.dataset.range;
+  live.chart.series = null;
+  document.querySelectorAll("[data-range]").forEach((x) => x.classList.toggle("on", x === b));
+  loadChart();
+}));
+
 ready.then(followLiveState);
-Object.assign(window.lifelineScene, { sensorColour });
+Object.assign(window.lifelineScene, { sensorColour, flyTo, showAlert, alertPlace });
+Object.defineProperty(window.lifelineScene, "live", {
+  get: () => ({ enabled: live.enabled, connected: live.connected, sensors: live.sensors.size,
+    extraSensors: live.extraIds.length, alerts: live.alerts.size, flashing: [...live.flashes.keys()],
+    beacons: live.beacons ? live.beacons.count : 0, flying: flight !== null, repaints: live.repaints }),
+});
