@@ -2,7 +2,8 @@
 
 Ingest reaches PostgreSQL through a TCP forwarder the test owns, so the shared server stays up for everyone else:
 cutting the forwarder kills every open connection and refuses new ones (as a database restart or a network cut
-would), restoring it lets connections through again. ``LIFELINE_TEST_OUTAGE_S`` sets the outage (default 60 s, as issue 8 asks).
+would), restoring it lets connections through again. ``LIFELINE_TEST_OUTAGE_S`` sets the outage (default 60 s,
+as issue 8 asks).
 """
 
 from __future__ import annotations
