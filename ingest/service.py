@@ -167,6 +167,9 @@ class IngestService:
         spool_max_bytes: bound of the spool on disk, bytes; when reached, messages stay with the broker.
         health_port: serve ``GET /health`` on this port (0: any free one, see :attr:`health_url`); None: no endpoint.
         health_host: address of the health endpoint.
+        statement_timeout_s: longest a database statement may take, seconds (0: no limit). A database that is up
+            but too slow to answer (locks, overload) then counts as away: batches are spooled and acknowledged, so
+            the broker's queue for this worker does not fill up and drop messages.
 
     Example:
         >>> svc = IngestService(conninfo="postgresql://127.0.0.1/test", schema="lifeline",   # doctest: +SKIP
@@ -194,6 +197,7 @@ class IngestService:
         spool_max_bytes: int = DEFAULT_MAX_BYTES,
         health_port: int | None = None,
         health_host: str = "127.0.0.1",
+        statement_timeout_s: float = 30.0,
     ) -> None:
         self.conninfo = conninfo
         self.schema = schema
@@ -236,6 +240,7 @@ class IngestService:
         self._replay_readings_at_start = 0
         self.health_port = health_port
         self.health_host = health_host
+        self.statement_timeout_s = statement_timeout_s
         self._health: HealthServer | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -757,6 +762,10 @@ class IngestService:
 
     def _open_db(self) -> None:
         conn = db_connect(_with_connect_defaults(self.conninfo), schema=self.schema, autocommit=True)
+        if self.statement_timeout_s > 0:
+            conn.execute(
+                "SELECT set_config('statement_timeout', %s, false)", (f"{round(self.statement_timeout_s * 1000)}ms",)
+            )
         mode = current_mode(conn, schema=self.schema)
         if mode is None:
             conn.close()

@@ -149,6 +149,7 @@ def ingest(ctx: click.Context, health_port: int | None) -> None:
         spool_max_bytes=s.spool_max_bytes,
         health_port=health_port if health_port is not None else s.ingest_health_port,
         health_host=s.ingest_health_host,
+        statement_timeout_s=s.ingest_statement_timeout_s,
     )
     _stop_on_signals(svc.stop)
     try:

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
         None, ge=0, le=65535, description="serve ingest's GET /health on this port (200 while writing to the database)"
     )
     ingest_health_host: str = Field("127.0.0.1", description="address of ingest's health endpoint")
+    ingest_statement_timeout_s: float = Field(
+        30.0, ge=0, description="a slower database statement counts as the database away (spooled); 0: no limit"
+    )
 
     spool_dir: Path | None = Field(
         None,

@@ -1,9 +1,11 @@
 """A slow database and a full disk under PostgreSQL while readings stream: ingest waits or retries, nothing is lost.
 
 Slow: another session holds ``LOCK TABLE readings IN EXCLUSIVE MODE`` (reads go on, every write waits) for
-:data:`HOLD_S` seconds, as a long migration, a vacuum full or an overloaded server would. Ingest's write simply
-waits; nothing is acknowledged meanwhile, so the broker holds what comes in (at most ``receive_maximum`` in flight
-to ingest).
+:data:`HOLD_S` seconds, as a long migration, a vacuum full or an overloaded server would. Within ingest's statement
+timeout (``LIFELINE_INGEST_STATEMENT_TIMEOUT_S``, 30 s by default) its write simply waits and nothing is
+acknowledged meanwhile, so the broker holds what comes in (at most ``receive_maximum`` in flight to ingest). Past
+the timeout the database counts as away: ingest spools and acknowledges, so a long stall cannot fill the broker's
+queue for it (which would drop messages), and replays once writes go through again.
 
 Full disk: a statement trigger on ``readings`` (in the test's own schema) raises what PostgreSQL raises when it
 cannot extend a file — SQLSTATE 53100 ``disk_full``, "No space left on device" — for :data:`HOLD_S` seconds. The
@@ -45,8 +47,9 @@ HOLD_S = 6.0
 """How long the database stays slow or full, seconds."""
 
 
-def test_writes_blocked_by_a_lock_wait_and_lose_nothing(
-    pg_url: str, schema: str, broker: MqttConfig, prefix: str, db: DictConnection, tmp_path: Path
+@pytest.mark.parametrize("timeout_s", ["30", "1.5"], ids=["waits", "times-out-and-spools"])
+def test_writes_blocked_by_a_lock_wait_or_spool_and_lose_nothing(
+    timeout_s: str, pg_url: str, schema: str, broker: MqttConfig, prefix: str, db: DictConnection, tmp_path: Path
 ) -> None:
     env = lifeline_env(
         pg_url=pg_url,
@@ -55,6 +58,7 @@ def test_writes_blocked_by_a_lock_wait_and_lose_nothing(
         prefix=prefix,
         state_dir=tmp_path,
         mqtt_client_id=f"ingest-slow-{uuid.uuid4().hex[:8]}",
+        ingest_statement_timeout_s=timeout_s,
     )
     load = Load(READINGS, prefix)
     ingest = start_ingest_process(env)
@@ -77,7 +81,7 @@ def test_writes_blocked_by_a_lock_wait_and_lose_nothing(
         publisher.close()
         ingest.stop()
     report(
-        f"slow database: writes blocked by a table lock for {HOLD_S:.0f} s",
+        f"slow database: writes blocked by a table lock for {HOLD_S:.0f} s (statement timeout {timeout_s} s)",
         tally,
         acked=acked,
         recover_s=recover_s,
@@ -93,6 +97,10 @@ def test_writes_blocked_by_a_lock_wait_and_lose_nothing(
     assert tally.exact, tally
     stats = ingest.ingest_stats()
     assert stats["dead_letters"] == 0
+    if float(timeout_s) < HOLD_S:
+        assert stats["readings_spooled"] > 0 and stats["readings_replayed"] == stats["readings_spooled"], stats
+    else:
+        assert stats["readings_spooled"] == 0, stats
     assert ingest.proc.returncode == 0, ingest.tail()
 
 
