@@ -35,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.streaming import StreamResult, Suspect
+from models.thresholds import QUANTITY_ZH
 from twin.alerts import AlertChange
 from twin.readings import QUALITY_BAD, Reading
 from twin.sensors import Grade, Quantity, Sensor
@@ -49,13 +50,6 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
-_QUANTITY_ZH = {
-    Quantity.LEVEL: "液位",
-    Quantity.FLOW: "流量",
-    Quantity.RAIN_RATE: "雨强",
-    Quantity.PRESSURE: "压力",
-    Quantity.METHANE: "甲烷浓度",
-}
 
 
 def cause_key(sensor_id: str) -> str:
@@ -313,7 +307,7 @@ class BaselineDetector:
 
     def _change(self, row: int, raising: bool, t: float, value: float, expected: float, score: float) -> AlertChange:
         sensor = self._sensors[row]
-        what = _QUANTITY_ZH.get(sensor.quantity, str(sensor.quantity))
+        what = QUANTITY_ZH.get(sensor.quantity, str(sensor.quantity))
         unit = sensor.unit
         if raising:
             direction_zh = "偏高" if score > 0 else "偏低"

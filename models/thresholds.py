@@ -18,13 +18,14 @@ from twin.sensors import AlarmLimit, Direction, Grade, Quantity, Sensor
 DEADBAND_FRACTION = 0.02
 """A limit counts as left only when the value is back past it by this fraction of the limit's magnitude."""
 
-_QUANTITY_ZH = {
+QUANTITY_ZH: Mapping[Quantity, str] = {
     Quantity.LEVEL: "液位",
     Quantity.FLOW: "流量",
     Quantity.RAIN_RATE: "雨强",
     Quantity.PRESSURE: "压力",
     Quantity.METHANE: "甲烷浓度",
 }
+"""What each quantity is called in Chinese alert messages."""
 
 
 def cause_key(sensor_id: str, direction: Direction) -> str:
@@ -157,7 +158,7 @@ def _step(sensor: Sensor, state: SensorState, direction: Direction, reading: Rea
 
 def _change(event: str, sensor: Sensor, direction: Direction, limit: AlarmLimit, reading: Reading) -> AlertChange:
     unit = sensor.unit
-    qty_zh = _QUANTITY_ZH[sensor.quantity]
+    qty_zh = QUANTITY_ZH[sensor.quantity]
     if event == "cleared":
         zh = f"{sensor.name}（{sensor.sensor_id}）{qty_zh}已恢复：{reading.value:.2f} {unit}"
         en = f"{sensor.sensor_id} {sensor.quantity.value} back to normal: {reading.value:.2f} {unit}"
