@@ -153,8 +153,10 @@ def _line(msg: dict[str, Any]) -> str:
     state = STATE_ZH.get(alert["state"], alert["state"])
     who = f" by {msg['actor']}" if msg.get("actor") not in (None, "system") else ""
     note = f" — {msg['note']}" if msg.get("note") else ""
+    # Raised during a drill: say so first, so nobody acts on it as on a real event.
+    drill = click.style("[演练 DRILL] ", fg="magenta", bold=True) if alert.get("drill_id") is not None else ""
     return (
-        f"{ts}  {head}  #{alert['id']:<6} {msg['event']:<12} [{state}] {alert['network']}/{alert['district']}  "
+        f"{drill}{ts}  {head}  #{alert['id']:<6} {msg['event']:<12} [{state}] {alert['network']}/{alert['district']}  "
         f"{alert['message']}{who}{note}"
     )
 

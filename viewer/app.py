@@ -21,12 +21,13 @@ from psycopg_pool import ConnectionPool
 
 from twin.lifecycle import EscalationPolicy
 from twin.store.db import connect_kwargs
+from twin.store.drills import in_drill_mode
 from twin.store.lifecycle import escalate_due
 from viewer.auth import Authenticator, Permission
 from viewer.deps import require
 from viewer.drills import DrillManager
 from viewer.hub import AlertHub
-from viewer.routes import alerts, dashboard, drills, lifecycle, scene, sensors, session, twin
+from viewer.routes import alerts, dashboard, drills, lifecycle, risk, scene, sensors, session, twin
 from viewer.webhooks import Webhook, WebhookSender
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,7 @@ def create_app(
     app.include_router(session.router)
     app.include_router(lifecycle.router)
     app.include_router(dashboard.router)
+    app.include_router(risk.router)
     app.state.auth = auth or Authenticator.open()
     app.state.clock = clock
     app.state.schema = schema
@@ -154,7 +156,7 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
             allow_credentials=True,
         )
-    app.state.drills = DrillManager(env=drill_env, demo_city=drill_demo_city)
+    app.state.drills = DrillManager(env=drill_env, demo_city=drill_demo_city, conninfo=conninfo, schema=schema)
     app.state.scene_dir = scene_dir
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
@@ -172,11 +174,15 @@ def create_app(
     @app.get("/api/info", tags=["meta"], summary="What this server is and whether it is a drill")
     def info() -> dict[str, Any]:
         manager: DrillManager = app.state.drills
+        pool: ConnectionPool[Any] = app.state.pool
+        with pool.connection() as conn:
+            drill_networks = in_drill_mode(conn)  # drills of any viewer sharing the store
         return {
             "name": "Lifeline Twin",
             "version": "0.1.0",
             "schema": schema,
-            "drill": drill or manager.running(),
+            "drill": drill or manager.running() or bool(drill_networks),
+            "drill_networks": drill_networks,
             "drills_enabled": manager.enabled,
             "auth_required": app.state.auth.required,
         }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 
 class LimitPublic(BaseModel):
@@ -72,6 +72,12 @@ class AlertPublic(BaseModel):
     acknowledged_at: datetime | None = None
     assignee: str | None = Field(None, description="who the work order went to")
     incident_id: int | None = Field(None, description="the incident grouping related alerts")
+    drill_id: int | None = Field(None, description="the drill (演练) during which it was raised; None: a real alert")
+
+    @computed_field(description="raised during a drill (演练 DRILL), not by a real event")  # type: ignore[prop-decorator]
+    @property
+    def drill(self) -> bool:
+        return self.drill_id is not None
 
 
 class AlertEventPublic(BaseModel):
@@ -87,6 +93,7 @@ class AlertEventPublic(BaseModel):
     actor: str = "system"
     note: str = ""
     event_detail: dict[str, Any] | None = None
+    drill: bool = Field(False, description="the alert was raised during a drill (演练 DRILL): not a real event")
     alert: AlertPublic
 
 
@@ -100,5 +107,6 @@ def alert_event_from_row(row: dict[str, Any]) -> AlertEventPublic:
         actor=row.get("event_actor") or "system",
         note=row.get("event_note") or "",
         event_detail=row.get("event_detail"),
+        drill=alert.drill,
         alert=alert,
     )

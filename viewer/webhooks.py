@@ -2,7 +2,8 @@
 
 Each configured URL gets the alert events that pass its filter (event kinds, worst grade) as JSON POSTs, one at a
 time in event order. The body is the websocket message (:class:`viewer.schemas.AlertEventPublic`); headers:
-``X-Lifeline-Event-Id`` (for the receiver to drop a repeat) and, when a secret is set,
+``X-Lifeline-Event-Id`` (for the receiver to drop a repeat), ``X-Lifeline-Drill: <drill id>`` for an alert
+raised during a drill (the body says ``"drill": true`` too) and, when a secret is set,
 ``X-Lifeline-Signature: sha256=<HMAC-SHA256 of the body>``.
 
 Delivery: a 2xx answer delivers; anything else (or no answer within ``timeout_s``) is retried with exponential
@@ -119,6 +120,8 @@ class WebhookSender:
     async def _send(self, client: httpx.AsyncClient, row: dict[str, Any]) -> None:
         body = alert_event_from_row(row).model_dump_json().encode()
         headers = {"Content-Type": "application/json", "X-Lifeline-Event-Id": str(row["event_id"])}
+        if row.get("drill_id") is not None:
+            headers["X-Lifeline-Drill"] = str(row["drill_id"])  # a gateway can route drill alerts apart
         if self.hook.secret:
             headers["X-Lifeline-Signature"] = signature(self.hook.secret, body)
         wait = self.hook.first_retry_s

@@ -18,7 +18,7 @@ from twin.store.db import alerts_channel
 
 _ALERT_COLUMNS = """a.id, a.cause_key, a.kind, a.sensor_id, a.network, a.district, a.grade, a.active, a.state,
     a.raised_at, a.updated_at, a.cleared_at, a.value, a.threshold, a.peak_value, a.message, a.message_en, a.detail,
-    a.escalation_level, a.acknowledged_at, a.assignee, a.incident_id"""
+    a.escalation_level, a.acknowledged_at, a.assignee, a.incident_id, a.drill_id"""
 
 
 EVENT_ORDER_LOCK = 0x4C494645  # "LIFE"

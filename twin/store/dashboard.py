@@ -16,22 +16,30 @@ def summary(conn: psycopg.Connection[Any], *, now: datetime) -> dict[str, Any]:
     """Return the dashboard figures at *now* (aware UTC).
 
     Keys: ``active`` (alerts whose cause is present, ``{network: {grade: n}}``), ``awaiting_response`` (raised,
-    not acknowledged), ``escalated``, ``sensors`` (``{"total", "online"}`` per network and overall), ``rain``
-    (mean of the rain gauges: ``now_mm_h``, ``last_1h_mm``, ``last_3h_mm``; None without gauges or data), and
-    ``response`` over the last 24 h: alerts raised, acknowledged, median minutes to acknowledge and to resolve.
+    not acknowledged), ``escalated`` and ``maintenance``, of real alerts only; ``drill`` (``active``,
+    ``awaiting_response``, ``escalated`` of the alerts raised in drills), ``sensors`` (``{"total", "online"}`` per
+    network and overall), ``rain`` (mean of the rain gauges: ``now_mm_h``, ``last_1h_mm``, ``last_3h_mm``; None
+    without gauges or data), and ``response`` over the last 24 h: alerts raised, acknowledged, median minutes to
+    acknowledge and to resolve.
     """
     cur = conn.cursor(row_factory=dict_row)
     cur.execute(
-        """SELECT network, grade, count(*) AS n FROM alerts WHERE active AND kind <> 'sensor_health'
-           GROUP BY network, grade"""
+        """SELECT network, grade, drill_id IS NOT NULL AS drill, count(*) AS n FROM alerts
+           WHERE active AND kind <> 'sensor_health' GROUP BY network, grade, drill_id IS NOT NULL"""
     )
     active: dict[str, dict[str, int]] = {}
+    drill_active: dict[str, dict[str, int]] = {}
     for r in cur.fetchall():
-        active.setdefault(r["network"], {})[str(r["grade"])] = int(r["n"])
+        counted = drill_active if r["drill"] else active
+        network = counted.setdefault(r["network"], {})
+        network[str(r["grade"])] = network.get(str(r["grade"]), 0) + int(r["n"])
     cur.execute(
-        """SELECT count(*) FILTER (WHERE state = 'raised') AS awaiting,
-                  count(*) FILTER (WHERE state = 'raised' AND escalation_level > 0) AS escalated,
-                  count(*) FILTER (WHERE active AND kind = 'sensor_health') AS maintenance
+        """SELECT count(*) FILTER (WHERE state = 'raised' AND drill_id IS NULL) AS awaiting,
+                  count(*) FILTER (WHERE state = 'raised' AND escalation_level > 0 AND drill_id IS NULL) AS escalated,
+                  count(*) FILTER (WHERE active AND kind = 'sensor_health' AND drill_id IS NULL) AS maintenance,
+                  count(*) FILTER (WHERE state = 'raised' AND drill_id IS NOT NULL) AS drill_awaiting,
+                  count(*) FILTER (WHERE state = 'raised' AND escalation_level > 0 AND drill_id IS NOT NULL)
+                      AS drill_escalated
            FROM alerts WHERE state <> 'closed'"""
     )
     counts = cur.fetchone() or {}
@@ -54,6 +62,11 @@ def summary(conn: psycopg.Connection[Any], *, now: datetime) -> dict[str, Any]:
         "awaiting_response": int(counts.get("awaiting") or 0),
         "escalated": int(counts.get("escalated") or 0),
         "maintenance": int(counts.get("maintenance") or 0),
+        "drill": {
+            "active": drill_active,
+            "awaiting_response": int(counts.get("drill_awaiting") or 0),
+            "escalated": int(counts.get("drill_escalated") or 0),
+        },
         "sensors": sensors,
         "rain": _rain(cur, now),
         "response": _response(cur, now),
@@ -84,13 +97,14 @@ def _rain(cur: psycopg.Cursor[dict[str, Any]], now: datetime) -> dict[str, float
 
 
 def _response(cur: psycopg.Cursor[dict[str, Any]], now: datetime) -> dict[str, Any]:
-    """How fast people answered the last 24 h's lifeline warnings (from when each reached the store)."""
+    """How fast people answered the last 24 h's real lifeline warnings (from when each reached the store)."""
     cur.execute(
         """WITH recent AS (
                SELECT a.id, greatest(a.raised_at, a.created_at) AS since, a.acknowledged_at,
                       (SELECT min(e.ts) FROM alert_events e WHERE e.alert_id = a.id AND e.event = 'resolve')
                           AS resolved_at
-               FROM alerts a WHERE a.kind <> 'sensor_health' AND greatest(a.raised_at, a.created_at) >= %s)
+               FROM alerts a WHERE a.kind <> 'sensor_health' AND a.drill_id IS NULL
+                                   AND greatest(a.raised_at, a.created_at) >= %s)
            SELECT count(*) AS raised, count(acknowledged_at) AS acknowledged, count(resolved_at) AS resolved,
                   percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM acknowledged_at - since))
                       FILTER (WHERE acknowledged_at IS NOT NULL) AS ack_s,

@@ -126,21 +126,22 @@ def escalate_due(conn: psycopg.Connection[Any], policy: EscalationPolicy, *, now
 
 
 def history(conn: psycopg.Connection[Any], alert_id: int) -> list[dict[str, Any]]:
-    """Return every event of an alert, oldest first (who, when, what, note).
+    """Return every event of an alert, oldest first (who, when, what, note; ``drill_id`` when raised in a drill).
 
     Raises:
         UnknownAlertError: no such alert.
     """
     cur = conn.cursor(row_factory=dict_row)
-    cur.execute("SELECT 1 FROM alerts WHERE id = %s", (alert_id,))
-    if cur.fetchone() is None:
+    cur.execute("SELECT drill_id FROM alerts WHERE id = %s", (alert_id,))
+    found = cur.fetchone()
+    if found is None:
         raise UnknownAlertError(f"no alert {alert_id}")
     cur.execute(
         """SELECT id AS event_id, event, ts, grade, value, actor, note, detail FROM alert_events
            WHERE alert_id = %s ORDER BY id""",
         (alert_id,),
     )
-    return cur.fetchall()
+    return [{**r, "drill_id": found["drill_id"]} for r in cur.fetchall()]
 
 
 def incident(conn: psycopg.Connection[Any], incident_id: int) -> dict[str, Any] | None:

@@ -367,6 +367,14 @@ def _v7_health_check(conn: psycopg.Connection[object], mode: StorageMode, policy
     create_tables(conn)
 
 
+def _v8_drills_and_risk_maps(conn: psycopg.Connection[object], mode: StorageMode, policy: RetentionPolicy) -> None:
+    """The drill registry that marks the alerts a drill raises; the waterlogging risk maps issued."""
+    from twin.store import drills, risk_maps
+
+    drills.create_tables(conn)
+    risk_maps.create_tables(conn)
+
+
 MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
     (1, "sensors, readings, rollups, alerts, dead letter", _v1_core),
     (2, "twin assets, versioned per import", _v2_twin_assets),
@@ -375,6 +383,7 @@ MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
     (5, "alert lifecycle, escalation, incidents, webhook cursors", _v5_lifecycle),
     (6, "zone models", _v6_zone_models),
     (7, "health check ledger", _v7_health_check),
+    (8, "drill registry and marked alerts, waterlogging risk maps", _v8_drills_and_risk_maps),
 )
 
 

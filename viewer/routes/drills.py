@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Request
+from fastapi import APIRouter, Body, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from twin.errors import ConfigError
-from viewer.deps import DrillRunner, Reader, audit
+from twin.store import drills as registry
+from viewer.deps import DbDep, DrillRunner, Reader, audit
 from viewer.drills import DrillManager
 
 router = APIRouter(prefix="/api/drills", tags=["drills"])
@@ -33,15 +34,23 @@ def list_drills(request: Request, _who: Reader) -> list[dict[str, Any]]:
     return _manager(request).describe()
 
 
+@router.get(
+    "/registry",
+    summary="Every registered drill (from any viewer), newest first: networks, window, alerts it marked",
+)
+def drill_registry(_who: Reader, db: DbDep, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict[str, Any]]:
+    return registry.list_drills(db, limit=limit)
+
+
 @router.post("", status_code=201, summary="Start a drill")
 def start_drill(request: Request, who: DrillRunner, body: Annotated[DrillCreate, Body()]) -> dict[str, Any]:
     try:
-        drill = _manager(request).start(body.kind, speed=body.speed, params=body.params)
+        drill = _manager(request).start(body.kind, speed=body.speed, params=body.params, started_by=who.name)
     except ConfigError as exc:
         audit(request, who, "drill_start", "failed", body.kind, reason=str(exc)[:200])
-        raise HTTPException(
-            409 if "not enabled" in str(exc) or "running already" in str(exc) else 422, str(exc)
-        ) from exc
+        text = str(exc)
+        code = 409 if "not enabled" in text or "running already" in text else 503 if "cannot register" in text else 422
+        raise HTTPException(code, text) from exc
     audit(request, who, "drill_start", "ok", body.kind, drill_id=drill.as_dict().get("id"), speed=body.speed)
     return drill.as_dict()
 

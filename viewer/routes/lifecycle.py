@@ -69,12 +69,12 @@ def alert_history(
         return Response(orjson.dumps(rows), media_type="application/json")
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["event_id", "event", "ts", "grade", "value", "actor", "note", "detail"])
+    writer.writerow(["event_id", "event", "ts", "grade", "value", "actor", "note", "detail", "drill"])
     for r in rows:
         detail = orjson.dumps(r["detail"]).decode() if r["detail"] is not None else ""
-        writer.writerow(
-            [r["event_id"], r["event"], r["ts"].isoformat(), r["grade"], r["value"], r["actor"], r["note"], detail]
-        )
+        drill = f"演练 DRILL {r['drill_id']}" if r["drill_id"] is not None else ""
+        ts = r["ts"].isoformat()
+        writer.writerow([r["event_id"], r["event"], ts, r["grade"], r["value"], r["actor"], r["note"], detail, drill])
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return Response(
         out.getvalue().encode("utf-8-sig"),  # with a BOM, so spreadsheet programs read the Chinese right

@@ -1,0 +1,131 @@
+"""The waterlogging risk map: the newest one issued, as GeoJSON, or in the 3D scene's local metres.
+
+Maps are stored by ``lifeline risk nowcast --store`` / ``whatif --store`` or posted here (the GeoJSON written by
+:func:`models.waterlogging.risk.risk_geojson`). ``GET /api/risk/map?frame=scene`` answers the same features
+with coordinates in the scene's frame (metres east and north of its origin, from the scene metadata), lines and
+points widened to areas, so the page can draw them without a projection library.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import orjson
+import shapely
+import shapely.geometry
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from fastapi.responses import Response
+from pyproj import Transformer
+from pyproj.exceptions import CRSError
+
+from twin.errors import PayloadError
+from twin.scene import META_NAME
+from twin.store.risk_maps import get_risk_map, latest_risk_map_id, save_risk_map
+from viewer.auth import Permission, Principal
+from viewer.deps import DbDep, Reader, audit, require
+
+router = APIRouter(prefix="/api/risk", tags=["risk"])
+
+Publisher = Annotated[Principal, Depends(require(Permission.ACT_ON_ALERTS))]
+
+LINE_HALF_WIDTH_M = 6.0
+"""A street segment at risk is drawn as a band this many metres each side of its centreline."""
+POINT_RADIUS_M = 18.0
+"""A low point or underpass at risk is drawn as a disc of this radius, metres."""
+
+
+@router.get(
+    "/map",
+    summary="The newest waterlogging risk map (GeoJSON: graded assets and flooded areas)",
+    responses={304: {"description": "not changed since the ETag given"}, 404: {"description": "no map yet"}},
+)
+def risk_map(
+    request: Request,
+    _who: Reader,
+    db: DbDep,
+    frame: Annotated[
+        Literal["lonlat", "scene"], Query(description="lonlat: WGS 84; scene: metres from the 3D scene's origin")
+    ] = "lonlat",
+) -> Response:
+    map_id = latest_risk_map_id(db)
+    if map_id is None:
+        raise HTTPException(404, "no risk map stored yet (lifeline risk nowcast --store)")
+    etag = f'"risk-{map_id}-{frame}"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    stored = get_risk_map(db, map_id)
+    if stored is None:  # removed in between
+        raise HTTPException(404, "no risk map stored yet")
+    geojson: dict[str, Any] = stored["geojson"]
+    props = {
+        **(geojson.get("properties") or {}),
+        "id": stored["id"],
+        "stored_at": stored["stored_at"].isoformat(),
+    }
+    if frame == "scene":
+        crs, origin = _scene_frame(request)
+        body = orjson.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": _to_scene(orjson.dumps(geojson["features"]), crs, origin[0], origin[1]),
+                "properties": {**props, "frame": "scene", "crs": crs, "origin_m": origin},
+            }
+        )
+    else:
+        body = orjson.dumps({**geojson, "properties": props})
+    return Response(body, media_type="application/geo+json", headers=headers)
+
+
+@router.post("/map", status_code=201, summary="Store a risk map (it becomes the newest if issued last)")
+def post_risk_map(
+    request: Request, who: Publisher, db: DbDep, body: Annotated[dict[str, Any], Body()]
+) -> dict[str, Any]:
+    try:
+        map_id = save_risk_map(db, body)
+    except PayloadError as exc:
+        raise HTTPException(422, exc.detail) from exc
+    audit(request, who, "risk_map_store", "ok", str(map_id), features=len(body["features"]))
+    return {"id": map_id, "features": len(body["features"])}
+
+
+def _scene_frame(request: Request) -> tuple[str, list[float]]:
+    scene_dir: Path | None = getattr(request.app.state, "scene_dir", None)
+    path = Path(scene_dir) / META_NAME if scene_dir is not None else None
+    if path is None or not path.is_file():
+        raise HTTPException(404, "this server has no 3D scene, so no scene frame (ask for frame=lonlat)")
+    meta = orjson.loads(path.read_bytes())
+    return str(meta["crs"]), [float(v) for v in meta["origin_m"]]
+
+
+@lru_cache(maxsize=8)
+def _to_scene(features_json: bytes, crs: str, ox: float, oy: float) -> list[dict[str, Any]]:
+    """The features with lon/lat turned into metres from (*ox*, *oy*) in *crs*; lines and points made areas."""
+
+    try:
+        to_crs = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    except CRSError as exc:
+        raise HTTPException(500, f"the scene's CRS {crs!r} is unknown: {exc}") from exc
+
+    def local(lonlat: Any) -> Any:
+        x, y = to_crs.transform(lonlat[:, 0], lonlat[:, 1])
+        return np.round(np.column_stack([np.asarray(x) - ox, np.asarray(y) - oy]), 2)
+
+    features = []
+    for feature in orjson.loads(features_json):
+        shape = shapely.geometry.shape(feature["geometry"])
+        moved = shapely.transform(shape, local)
+        if moved.geom_type in ("LineString", "MultiLineString"):
+            moved = moved.buffer(LINE_HALF_WIDTH_M, quad_segs=2)
+        elif moved.geom_type in ("Point", "MultiPoint"):
+            moved = moved.buffer(POINT_RADIUS_M, quad_segs=4)
+        moved = moved.simplify(0.5)
+        if moved.is_empty:
+            continue
+        features.append(
+            {"type": "Feature", "geometry": shapely.geometry.mapping(moved), "properties": feature["properties"]}
+        )
+    return features
