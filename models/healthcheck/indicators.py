@@ -445,6 +445,9 @@ def _response_time(ask: _Ask) -> IndicatorValue:
     """Median time from raising to the stage (acknowledge, dispatch, resolve) of alerts raised in the period.
 
     An alert that never reached the stage counts with the time up to the period's end (it took at least that).
+    ``max_grade`` (default 4) keeps the alerts that reached that grade or worse at any time (their events hold
+    the grades they passed through): only grades I–III need a work order, so the dispatch time is measured on
+    those.
     """
     stage = str(ask.params.get("stage", "acknowledge"))
     reached: LiteralString = (
@@ -456,10 +459,13 @@ def _response_time(ask: _Ask) -> IndicatorValue:
         "SELECT a.id, a.sensor_id, a.raised_at, ",
         reached,
         """ AS reached
-            FROM alerts a WHERE a.raised_at >= %(start)s AND a.raised_at < %(end)s AND """,
+            FROM alerts a WHERE a.raised_at >= %(start)s AND a.raised_at < %(end)s
+              AND least(a.grade, (SELECT min(g.grade) FROM alert_events g WHERE g.alert_id = a.id)) <= %(max_grade)s
+              AND """,
         _IN_DISTRICT_A,
         " ORDER BY a.raised_at, a.id",
         stage=stage,
+        max_grade=int(ask.params.get("max_grade", 4)),
     )
     if not rows:
         return ask.value(None, reason="no alerts raised in the period")
@@ -486,6 +492,157 @@ def _response_time(ask: _Ask) -> IndicatorValue:
         not_reached=pending,
         p90=round(statistics.quantiles(waits, n=10)[-1], 3) if len(waits) > 1 else round(waits[0], 3),
     )
+
+
+def _level_events(ask: _Ask) -> IndicatorValue:
+    """Overflow events: runs of readings beyond each sensor's limit of the grade (default I, the overflow level).
+
+    Readings beyond the limit less than ``min_gap_s`` apart (default 3600 s) belong to one event, so a level
+    bobbing at the limit is one overflow, not dozens.
+    """
+    rows = ask.rows(
+        _LIMITS,
+        """SELECT lim.sensor_id, r.ts FROM lim JOIN readings r ON r.sensor_id = lim.sensor_id
+                  AND r.ts >= %(start)s AND r.ts < %(end)s
+             WHERE (lim.direction = 'high' AND r.value > lim.threshold)
+                OR (lim.direction = 'low' AND r.value < lim.threshold)
+             ORDER BY lim.sensor_id, r.ts""",
+        network=ask.params["network"],
+        quantity=ask.params["quantity"],
+        grade=ask.params.get("grade", "I"),
+    )
+    gap = timedelta(seconds=float(ask.params.get("min_gap_s", HOUR_S)))
+    events: list[tuple[str, datetime, datetime]] = []
+    for r in rows:
+        sensor, ts = str(r["sensor_id"]), r["ts"]
+        if events and events[-1][0] == sensor and ts - events[-1][2] < gap:
+            events[-1] = (sensor, events[-1][1], ts)
+        else:
+            events.append((sensor, ts, ts))
+    evidence = Evidence(
+        sensors=tuple(sorted({e[0] for e in events})),
+        periods=tuple(sorted((a, b) for _s, a, b in events)),
+    )
+    by_sensor: dict[str, int] = {}
+    for sensor, _a, _b in events:
+        by_sensor[sensor] = by_sensor.get(sensor, 0) + 1
+    return ask.value(float(len(events)), evidence, events_by_sensor=by_sensor)
+
+
+def _rain_episodes(ask: _Ask) -> list[tuple[datetime, datetime]]:
+    """Rain episodes seen by the district's rain gauges (all gauges if it has none): (first, last wet reading).
+
+    A reading is wet above ``rain_mm_h`` (default 0.5 mm/h); a dry spell of ``dry_gap_s`` (default 2 h) ends an
+    episode.
+    """
+    rows = ask.rows(
+        """WITH g AS (
+               SELECT s.sensor_id FROM sensors s WHERE s.network = 'rain' AND s.quantity = 'rain_rate'
+                 AND (%(district)s = '' OR s.district = %(district)s OR NOT EXISTS (
+                     SELECT 1 FROM sensors x WHERE x.network = 'rain' AND x.district = %(district)s)))
+           SELECT DISTINCT r.ts FROM g JOIN readings r ON r.sensor_id = g.sensor_id
+             AND r.ts >= %(start)s AND r.ts < %(end)s AND r.value > %(wet)s
+           ORDER BY r.ts""",
+        wet=float(ask.params.get("rain_mm_h", 0.5)),
+    )
+    gap = timedelta(seconds=float(ask.params.get("dry_gap_s", 2 * HOUR_S)))
+    episodes: list[tuple[datetime, datetime]] = []
+    for r in rows:
+        if episodes and r["ts"] - episodes[-1][1] < gap:
+            episodes[-1] = (episodes[-1][0], r["ts"])
+        else:
+            episodes.append((r["ts"], r["ts"]))
+    return episodes
+
+
+def _drain_time(ask: _Ask) -> IndicatorValue:
+    """Median hours from the end of each rain to each ponded level point falling back below its limit.
+
+    For every rain episode, every level point that ponded — beyond its limit of the grade (default IV) for at least
+    ``min_beyond_s`` (default 300 s) of readings between the episode's start and the next episode's start, so a
+    level brushing the limit in sensor noise does not count — counts once: from the rain's last wet reading to the
+    first reading back within the limit after its last reading beyond it (0 when it was back before the rain
+    ended). A point still beyond the limit when the next rain (or the period) begins counts up to then.
+    """
+    episodes = _rain_episodes(ask)
+    if not episodes:
+        return ask.value(None, reason="no rain in the period")
+    waits: list[float] = []
+    sensors: set[str] = set()
+    periods: list[tuple[datetime, datetime]] = []
+    pending = 0
+    for k, (first, rain_end) in enumerate(episodes):
+        until = episodes[k + 1][0] if k + 1 < len(episodes) else ask.end
+        rows = ask.rows(
+            _LIMITS,
+            """, w AS (
+                    SELECT lim.sensor_id, lim.interval_s, r.ts,
+                           (lim.direction = 'high' AND r.value > lim.threshold)
+                           OR (lim.direction = 'low' AND r.value < lim.threshold) AS beyond
+                    FROM lim JOIN readings r ON r.sensor_id = lim.sensor_id AND r.ts >= %(first)s
+                         AND r.ts < %(until)s),
+                 p AS (SELECT sensor_id, max(ts) FILTER (WHERE beyond) AS last_beyond FROM w GROUP BY sensor_id
+                       HAVING sum(interval_s) FILTER (WHERE beyond) >= %(min_beyond_s)s)
+                 SELECT p.sensor_id, p.last_beyond,
+                        (SELECT min(w.ts) FROM w WHERE w.sensor_id = p.sensor_id AND NOT w.beyond
+                           AND w.ts > p.last_beyond) AS back
+                 FROM p ORDER BY p.sensor_id""",
+            network=ask.params.get("network", "drainage"),
+            quantity=ask.params.get("quantity", "level"),
+            grade=ask.params.get("grade", "IV"),
+            first=first,
+            until=until,
+            min_beyond_s=float(ask.params.get("min_beyond_s", 300.0)),
+        )
+        for r in rows:
+            back = r["back"]
+            if back is None:
+                back = until
+                pending += 1
+            wait_s = (back - rain_end).total_seconds() if r["last_beyond"] >= rain_end else 0.0
+            waits.append(max(wait_s, 0.0) / HOUR_S)
+            sensors.add(str(r["sensor_id"]))
+            periods.append((rain_end, max(back, rain_end)))
+    evidence = Evidence(sensors=tuple(sorted(sensors)), periods=tuple(periods))
+    if not waits:
+        return ask.value(0.0, evidence, rain_episodes=len(episodes), ponded=0)
+    return ask.value(
+        statistics.median(waits),
+        evidence,
+        rain_episodes=len(episodes),
+        ponded=len(waits),
+        max_h=round(max(waits), 3),
+        not_drained=pending,
+    )
+
+
+_PIPE_KINDS = ("conduit", "pipe")
+
+
+def _coverage(ask: _Ask) -> IndicatorValue:
+    """Sensors per km of pipe: the networks' monitoring sensors over the pipe length of the twin's current layers.
+
+    Pipes are the links of kind conduit or pipe (pumps, orifices, regulators are not pipe length). City-wide:
+    the twin's links carry no district.
+    """
+    networks = list(ask.params.get("networks", ["drainage", "water", "gas"]))
+    rows = ask.rows(
+        """WITH cur AS (SELECT DISTINCT ON (layer) model_id, layer FROM twin_models
+                        WHERE layer = ANY(%(networks)s) ORDER BY layer, version DESC)
+           SELECT cur.layer AS network, sum(l.length_m) / 1000.0 AS km,
+                  (SELECT count(*) FROM sensors s WHERE s.network = cur.layer) AS sensors
+           FROM cur JOIN twin_links l ON l.model_id = cur.model_id AND l.kind = ANY(%(kinds)s)
+           GROUP BY cur.layer ORDER BY cur.layer""",
+        networks=networks,
+        kinds=list(_PIPE_KINDS),
+    )
+    if not rows:
+        return ask.value(None, reason="no pipe network in the twin (import one with lifeline twin import)")
+    km = sum(float(r["km"]) for r in rows)
+    count = sum(int(r["sensors"]) for r in rows)
+    per_network = {str(r["network"]): round(int(r["sensors"]) / float(r["km"]), 3) for r in rows if r["km"]}
+    km_by_network = {str(r["network"]): round(float(r["km"]), 3) for r in rows}
+    return ask.value(count / km, Evidence(), per_network=per_network, pipe_km=km_by_network, sensors=count)
 
 
 def _hourly_input(ask: _Ask) -> tuple[dict[datetime, float], list[str]]:
@@ -594,6 +751,9 @@ METHODS: dict[str, Callable[[_Ask], IndicatorValue]] = {
     "completeness": _completeness,
     "sensors_online": _sensors_online,
     "response_time": _response_time,
+    "level_events": _level_events,
+    "drain_time": _drain_time,
+    "coverage": _coverage,
     "water_balance": _water_balance,
     "minimum_night_flow": _minimum_night_flow,
 }

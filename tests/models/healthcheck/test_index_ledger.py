@@ -46,13 +46,13 @@ def test_scores_fall_linearly_between_band_edges_both_ways() -> None:
 def test_index_is_the_weighted_mean_over_indicators_with_a_value() -> None:
     values = [
         _value("water_leakage_rate", 9.5),  # 87.5, weight 0.20
-        _value("sensors_online", 85.0),  # 25, weight 0.05
+        _value("sensors_online", 85.0),  # 25, weight 0.04
         _value("gas_leak_alarms", None),  # no value: left out
         _value("water_leakage_mnf", 30.0),  # weight 0: shown, not scored
         _value("water_leakage_rate", 20.0, district="吉州区"),  # another district: ignored
     ]
     index = health_index(DEFS, values, "")
-    assert index.value == pytest.approx((0.20 * 87.5 + 0.05 * 25.0) / 0.25)
+    assert index.value == pytest.approx((0.20 * 87.5 + 0.04 * 25.0) / 0.24)
     assert len(index.parts) == len(DEFS.indicators)
     assert health_index(DEFS, [], "").value is None
 
