@@ -1,9 +1,14 @@
 """The waterlogging risk map: the newest one issued, as GeoJSON, or in the 3D scene's local metres.
 
-Maps are stored by ``lifeline risk nowcast --store`` / ``whatif --store`` or posted here (the GeoJSON written by
-:func:`models.waterlogging.risk.risk_geojson`). ``GET /api/risk/map?frame=scene`` answers the same features
-with coordinates in the scene's frame (metres east and north of its origin, from the scene metadata), lines and
-points widened to areas, so the page can draw them without a projection library.
+Maps are posted here (the GeoJSON that ``lifeline risk nowcast`` and ``whatif`` write, from
+:func:`models.waterlogging.risk.risk_geojson`) or stored with :func:`twin.store.risk_maps.save_risk_map`::
+
+    curl -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" \
+         --data @risk-map.geojson http://127.0.0.1:8080/api/risk/map
+
+``GET /api/risk/map?frame=scene`` answers the same features with coordinates in the scene's frame (metres east and
+north of its origin, from the scene metadata), lines and points widened to areas, so the page can draw them
+without a projection library.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ LINE_HALF_WIDTH_M = 6.0
 """A street segment at risk is drawn as a band this many metres each side of its centreline."""
 POINT_RADIUS_M = 18.0
 """A low point or underpass at risk is drawn as a disc of this radius, metres."""
+BUILDING_MARGIN_M = 4.0
+"""A building at risk is drawn as its footprint widened by this many metres, so it shows beside the walls."""
 
 
 @router.get(
@@ -52,7 +59,7 @@ def risk_map(
 ) -> Response:
     map_id = latest_risk_map_id(db)
     if map_id is None:
-        raise HTTPException(404, "no risk map stored yet (lifeline risk nowcast --store)")
+        raise HTTPException(404, "no risk map stored yet (POST one to /api/risk/map)")
     etag = f'"risk-{map_id}-{frame}"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if request.headers.get("if-none-match") == etag:
@@ -122,6 +129,8 @@ def _to_scene(features_json: bytes, crs: str, ox: float, oy: float) -> list[dict
             moved = moved.buffer(LINE_HALF_WIDTH_M, quad_segs=2)
         elif moved.geom_type in ("Point", "MultiPoint"):
             moved = moved.buffer(POINT_RADIUS_M, quad_segs=4)
+        elif feature["properties"].get("kind") == "building":
+            moved = moved.buffer(BUILDING_MARGIN_M, join_style="mitre")  # shows round the building's walls
         moved = moved.simplify(0.5)
         if moved.is_empty:
             continue

@@ -125,7 +125,7 @@ function sensorState(s) {
 
 function renderCards() {
   const counts = { 1: 0, 2: 0, 3: 0, 4: 0 };
-  for (const a of state.alerts.values()) if (a.active) counts[a.grade] += 1;
+  for (const a of state.alerts.values()) if (a.active && a.drill_id == null) counts[a.grade] += 1;  // drills apart
   for (const g of [1, 2, 3, 4]) $("#n-g" + g).textContent = counts[g];
   const sensors = [...state.sensors.values()];
   const online = sensors.filter((s) => sensorState(s) !== "stale").length;
@@ -204,7 +204,10 @@ function renderAlerts(flashId) {
       .map((act) => `<button type="button" class="act" data-action="${act}">${t("act_" + act)}</button>`).join("");
     const escalated = a.escalation_level > 0 && a.state === "raised"
       ? `<span class="esc">${t("escalated")} ${a.escalation_level}</span>` : "";
-    li.innerHTML = `<div><span class="chip g${a.grade}">${GRADE_ROMAN[a.grade]}</span> ${esc(msg)}</div>
+    // Raised during a drill (演练): marked, so nobody takes it for a real event.
+    const drillTag = a.drill_id !== null && a.drill_id !== undefined ? '<span class="drill">演练 DRILL</span> ' : "";
+    if (drillTag) li.dataset.drill = a.drill_id;
+    li.innerHTML = `<div><span class="chip g${a.grade}">${GRADE_ROMAN[a.grade]}</span> ${drillTag}${esc(msg)}</div>
       <div class="meta"><span>${t(a.network)}</span><span>${esc(a.district)}</span>
       <span>${fmtTime(a.updated_at)}</span><span>${a.active ? "" : t("cleared")}</span>
       <span class="state st-${a.state}">${t("st_" + a.state)}</span>${escalated}
@@ -240,9 +243,12 @@ async function act(alertId, action) {
 async function loadDashboard() {
   const d = await getJSON("/api/dashboard");
   const sum = (net) => Object.values(d.active[net] || {}).reduce((a, b) => a + b, 0);
-  $("#d-drainage").textContent = sum("drainage");
-  $("#d-water").textContent = sum("water");
-  $("#d-gas").textContent = sum("gas");
+  // Real alerts; those raised in a drill are counted apart.
+  const drills = (net) => Object.values((d.drill && d.drill.active[net]) || {}).reduce((a, b) => a + b, 0);
+  const shown = (net) => sum(net) + (drills(net) ? ` (+${drills(net)} 演练 DRILL)` : "");
+  $("#d-drainage").textContent = shown("drainage");
+  $("#d-water").textContent = shown("water");
+  $("#d-gas").textContent = shown("gas");
   $("#d-await").textContent = `${d.awaiting_response} (${d.escalated})`;
   $("#d-await-card").classList.toggle("alarm", d.escalated > 0);
   const mm = (v) => (v === null || v === undefined ? "–" : v.toFixed(1));

@@ -3,6 +3,7 @@
 import * as THREE from "three";
 import { OrbitControls } from "three/addons/controls/OrbitControls.js";
 import { GLTFLoader } from "three/addons/loaders/GLTFLoader.js";
+import { mergeGeometries } from "three/addons/utils/BufferGeometryUtils.js";
 
 const I18N = {
   zh: {
@@ -38,6 +39,15 @@ const I18N = {
     range: { "1h": "1小时", "6h": "6小时", "24h": "24小时", "7d": "7天" },
     chartNote: (s) => s.step ? `${s.source} · 每 ${s.step} 均值（阴影为最小–最大） · ${s.n} 点` : `原始读数 · ${s.n} 点`,
     summary: (c) => `监测点 ${c.sensors} · 离线 ${c.offline} · 预警点位 ${c.alarmed}`,
+    soundOff: "开启声音", soundOn: "声音已开", soundPending: "点击启用声音", drillTag: "演练 DRILL",
+    drillBanner: (nets) => "演练 DRILL" + (nets.length ? " · " + nets.map((n) => I18N.zh[n] || n).join("、") : ""),
+    act: { acknowledge: "叫应", dispatch: "派单", resolve: "处置完成", recheck: "复查通过", reopen: "复查未通过",
+      close: "关闭" },
+    assignee: "派往（队伍或人员）", task: "任务内容", note: "备注（可空）", submit: "提交", cancel: "取消",
+    actFailed: "操作失败", riskLayer: "内涝风险", riskLegend: "内涝风险图", pond: "积水区（深度）",
+    riskNote: (p) => `${p.source === "nowcast" ? "临近预报" : p.source === "surrogate" ? "快速推演" : p.source} · ` +
+      `发布 ${p.issued} · 风险对象 ${p.graded} 个 · 积水区 ${p.ponds} 处`,
+    riskGrade: { 1: "Ⅰ级 极高", 2: "Ⅱ级 高", 3: "Ⅲ级 中", 4: "Ⅳ级 低" },
   },
   en: {
     title: "City Lifeline 3D Scene", subtitle: "Buildings above · pipes below · sensors", backToMonitor: "Monitor",
@@ -76,9 +86,18 @@ const I18N = {
     chartNote: (s) => s.step ? `${s.source} · ${s.step} means (band: min–max) · ${s.n} points`
       : `raw readings · ${s.n} points`,
     summary: (c) => `${c.sensors} sensors · ${c.offline} offline · places in alarm: ${c.alarmed}`,
+    soundOff: "Turn sound on", soundOn: "Sound on", soundPending: "Click to allow sound", drillTag: "演练 DRILL",
+    drillBanner: (nets) => "演练 DRILL" + (nets.length ? " · " + nets.map((n) => I18N.en[n] || n).join(", ") : ""),
+    act: { acknowledge: "Acknowledge", dispatch: "Dispatch", resolve: "Resolved", recheck: "Re-check OK",
+      reopen: "Re-check failed", close: "Close" },
+    assignee: "Dispatch to (team or person)", task: "Task", note: "Note (optional)", submit: "Submit",
+    cancel: "Cancel", actFailed: "Action failed", riskLayer: "Flood risk", riskLegend: "Waterlogging risk",
+    pond: "Ponding (depth)",
+    riskNote: (p) => `${p.source} · issued ${p.issued} · ${p.graded} places at risk · ${p.ponds} ponds`,
+    riskGrade: { 1: "Grade I very high", 2: "Grade II high", 3: "Grade III medium", 4: "Grade IV low" },
   },
 };
-const LAYERS = ["buildings", "drainage", "water", "gas", "sensors", "streets"];
+const LAYERS = ["buildings", "drainage", "water", "gas", "sensors", "streets", "risk"];
 const PICKABLE = new Set(["building", "link", "node", "sensor"]);
 const BACKGROUND = 0x0b1624;
 const STREET_OPACITY = 0.3;
@@ -125,6 +144,14 @@ const live = {
   flashIds: new Map(),    // alert id -> until when its list item flashes (performance.now() ms)
   chart: { sensorId: null, range: "1h", series: null },
 };
+
+// Sound for new grade I / II alerts (see setupSound), drills, the waterlogging risk map (see drawRiskMap).
+const sound = { wanted: localStorage.getItem("lifeline.sound") === "on", ctx: null, state: "off", beeps: 0,
+  pendingGrade: null, quietUntil: 0 };
+const drillState = { on: false, networks: [] };
+const POND_CSS = [[0.05, "#81d4fa"], [0.15, "#29b6f6"], [0.3, "#1e88e5"], [0.5, "#283593"]];
+const RISK_LIFT_M = 0.6;
+const risk = { props: null, group: null, features: 0, ponds: 0, graded: 0, field: undefined };
 
 const $ = (sel) => document.querySelector(sel);
 const tr = () => I18N[state.lang] || I18N.zh;
@@ -489,6 +516,16 @@ function renderLegend() {
     const name = t(key === "normal" ? "normalLegend" : "st_" + key);
     parts.push(`<span><i class="dot" style="background:${colour}"></i>${esc(name)}</span>`);
   }
+  if (risk.props) {
+    parts.push(`<div class="group">${esc(t("riskLegend"))}</div>`);
+    for (const g of [1, 2, 3, 4]) {
+      parts.push(`<span data-risk-grade="${g}"><i style="background:${GRADE_CSS[g]};opacity:0.75"></i>` +
+        `${esc(tr().riskGrade[g])}</span>`);
+    }
+    parts.push(`<div class="group">${esc(t("pond"))}</div>`);
+    for (const [depth, css] of POND_CSS) parts.push(`<span data-pond="${depth}"><i style="background:${css}"></i>≥ ${depth} m</span>`);
+    parts.push(`<div class="note" id="risk-note" style="grid-column: 1 / span 2">${esc(tr().riskNote(risk.props))}</div>`);
+  }
   $("#legend").innerHTML = parts.join("");
   $("#scale-note").textContent = tr().scaleNote(meta.options.pipe_radius_scale);
 }
@@ -514,6 +551,8 @@ function applyLang() {
   if (state.selected) renderInspect(state.selected);
   renderAlertList();
   setConn(live.connected);
+  renderSound();
+  renderDrill();
 }
 
 function esc(text) {
@@ -610,6 +649,12 @@ async function followLiveState() {
   }
   live.enabled = true;
   $("#alerts-panel").hidden = false;
+  try { live.user = await fetchOk("/api/session", "json"); } catch (err) { live.user = null; }
+  setupSound();
+  refreshDrill();
+  setInterval(refreshDrill, 10000);
+  loadRiskMap();
+  setInterval(loadRiskMap, 60000);
   connectAlerts();  // first, so nothing raised while the list loads is missed
   try {
     // Every active alert (they colour the markers) and the latest cleared ones (for the list).
@@ -649,7 +694,9 @@ function connectAlerts() {
     if (loud && a.active && a.grade <= 2) {
       live.flashIds.set(a.id, performance.now() + FLASH_MS);
       setTimeout(scheduleRepaint, FLASH_MS + 50);  // to stop the flashing
+      queueBeep(a.grade);
     }
+    if (live.form && live.form.alertId === a.id && msg.event === live.form.action) live.form = null;  // done
     scheduleRepaint();
     scheduleSensorReload();
   };
@@ -1021,6 +1068,8 @@ function renderAlertList() {
   for (const [id, until] of live.flashIds) if (until < now) live.flashIds.delete(id);
   const picked = document.querySelector("#alert-list li.picked");
   const pickedId = picked ? picked.dataset.alertId : null;
+  const active = document.activeElement;
+  const focused = active && active.closest && active.closest("#alert-list form") ? active.name : null;
   ul.replaceChildren(...list.slice(0, 100).map((a) => {
     const li = document.createElement("li");
     const place = alertPlace(a);
@@ -1031,14 +1080,28 @@ function renderAlertList() {
     const where = a.sensor_id || (place ? place : t("nowhere"));
     const escalated = a.escalation_level > 0 && a.state === "raised"
       ? `<span class="esc">${esc(t("escalated"))} ${a.escalation_level}</span>` : "";
+    const drill = a.drill_id !== null && a.drill_id !== undefined;
+    if (drill) { li.classList.add("drill"); li.dataset.drill = a.drill_id; }
+    const stateText = (tr().alertState[a.state] || a.state) + (a.active ? "" : " · " + t("cleared"));
     li.innerHTML = `<div class="msg"><span class="chip g${a.grade}">${GRADE_ROMAN[a.grade]}</span>` +
+      (drill ? `<span class="drill-tag">${esc(t("drillTag"))}</span> ` : "") +
       `${esc(state.lang === "zh" ? a.message : a.message_en)}</div>` +
       `<div class="meta"><span>${esc(t(a.network))}</span><span>${esc(where)}</span>` +
       `<span>${esc(fmtTime(a.updated_at))}</span>` +
-      `<span class="state">${esc(a.active ? (tr().alertState[a.state] || a.state) : t("cleared"))}</span>` +
-      `${escalated}</div>`;
-    li.addEventListener("click", () => showAlert(a.id));
+      `<span class="state" data-state="${esc(a.state)}">${esc(stateText)}</span>` +
+      (a.assignee ? `<span class="assignee">→ ${esc(a.assignee)}</span>` : "") +
+      `${escalated}</div>` + actionsHtml(a);
+    li.addEventListener("click", (ev) => {
+      if (ev.target.closest(".actions, form")) return;  // acting on the alert, not flying to it
+      showAlert(a.id);
+    });
+    wireActions(li, a);
     return li;
+  }));
+  restoreFormFocus(focused);
+  $("#alerts-panel").classList.toggle("alarm", [...live.flashIds.keys()].some((id) => {
+    const a = live.alerts.get(id);
+    return a && a.active && a.grade <= 2;
   }));
   $("#alert-count").textContent = list.filter((a) => a.active).length;
   $("#no-alerts").hidden = list.length > 0;
@@ -1169,10 +1232,356 @@ document.querySelectorAll("[data-range]").forEach((b) => b.addEventListener("cli
   loadChart();
 }));
 
+
+// --- acting on an alert from the list (POST /api/alerts/{id}/actions; the new state comes over the websocket) -------
+// The lifecycle (twin/lifecycle.py): the actions each state allows, and the roles that may take each.
+const NEXT_ACTIONS = {
+  raised: ["acknowledge", "dispatch"], acknowledged: ["dispatch", "resolve"], dispatched: ["resolve"],
+  resolved: ["recheck", "reopen"], rechecked: ["close", "reopen"], closed: [],
+};
+const ACTION_ROLES = {
+  acknowledge: ["operator", "emergency", "admin"], dispatch: ["operator", "admin"],
+  resolve: ["operator", "emergency", "admin"], recheck: ["operator", "admin"], close: ["operator", "admin"],
+  reopen: ["operator", "admin"],
+};
+
+function allowedActions(a) {
+  const role = live.user ? live.user.role : null;
+  return (NEXT_ACTIONS[a.state] || []).filter((act) => role && ACTION_ROLES[act].includes(role));
+}
+
+function actionsHtml(a) {
+  const acts = allowedActions(a);
+  if (!acts.length) return "";
+  const buttons = acts.map((act) =>
+    `<button type="button" class="act" data-action="${act}">${esc(tr().act[act])}</button>`).join("");
+  const form = live.form && live.form.alertId === a.id && acts.includes(live.form.action) ? formHtml(live.form) : "";
+  return `<div class="actions">${buttons}</div>${form}`;
+}
+
+function formHtml(f) {
+  // Dispatch needs who and what; the other steps take an optional note. Acknowledging needs nothing.
+  const input = (name, required) => `<input name="${name}" placeholder="${esc(t(name))}"` +
+    ` value="${esc(f[name] || "")}"${required ? " required" : ""} maxlength="${name === "assignee" ? 200 : 2000}">`;
+  const fields = f.action === "dispatch" ? input("assignee", true) + input("task", true) : input("note", false);
+  return `<form class="act-form" data-action="${f.action}">${fields}<div class="row">` +
+    `<button type="submit" class="on">${esc(tr().act[f.action])} · ${esc(t("submit"))}</button>` +
+    `<button type="button" class="cancel">${esc(t("cancel"))}</button></div>` +
+    (f.error ? `<div class="act-error">${esc(t("actFailed"))}: ${esc(f.error)}</div>` : "") + "</form>";
+}
+
+function wireActions(li, a) {
+  li.querySelectorAll("button.act").forEach((b) => b.addEventListener("click", () => {
+    const action = b.dataset.action;
+    if (action === "acknowledge") {
+      act(a.id, { action });
+      return;
+    }
+    live.form = { alertId: a.id, action };
+    renderAlertList();
+    const first = document.querySelector(`#alert-list li[data-alert-id="${a.id}"] form input`);
+    if (first) first.focus();
+  }));
+  const form = li.querySelector("form.act-form");
+  if (!form) return;
+  form.addEventListener("input", (ev) => { if (live.form) live.form[ev.target.name] = ev.target.value; });
+  form.querySelector("button.cancel").addEventListener("click", () => { live.form = null; renderAlertList(); });
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const f = live.form;
+    const body = { action: f.action, note: (f.note || "").trim() };
+    if (f.action === "dispatch") {
+      body.assignee = (f.assignee || "").trim();
+      body.task = (f.task || "").trim();
+    }
+    act(a.id, body);
+  });
+}
+
+function restoreFormFocus(name) {
+  // The list is redrawn as alerts change: keep the cursor where someone is typing.
+  if (!name || !live.form) return;
+  const input = document.querySelector(`#alert-list li[data-alert-id="${live.form.alertId}"] input[name="${name}"]`);
+  if (input) { input.focus(); input.setSelectionRange(input.value.length, input.value.length); }
+}
+
+async function act(alertId, body) {
+  const res = await fetch(`/api/alerts/${alertId}/actions`, { method: "POST",
+    headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  if (res.ok) {
+    const done = await res.json();
+    const a = live.alerts.get(alertId);
+    if (a && done.state) live.alerts.set(alertId, { ...a, state: done.state });  // the websocket confirms it
+    if (live.form && live.form.alertId === alertId) live.form = null;
+  } else {
+    let detail = res.statusText;
+    try { detail = (await res.json()).detail; } catch (e) { /* not JSON */ }
+    live.form = { ...(live.form && live.form.alertId === alertId ? live.form : { alertId, action: body.action }),
+      error: `HTTP ${res.status} ${detail}` };
+  }
+  scheduleRepaint();
+}
+
+// --- sound for new grade I / II alerts ----------------------------------------------------------------------------
+// Browsers play sound only after the page has been clicked: sound is off until someone turns it on here. The choice
+// is remembered; on the next visit the first click anywhere allows it again.
+
+function setupSound() {
+  $("#sound").hidden = false;
+  $("#sound").addEventListener("click", () => {
+    sound.wanted = sound.state !== "on";
+    localStorage.setItem("lifeline.sound", sound.wanted ? "on" : "off");
+    if (sound.wanted) unlockSound(); else { sound.state = "off"; renderSound(); }
+  });
+  if (sound.wanted) {
+    unlockSound();
+    document.addEventListener("pointerdown", () => { if (sound.wanted) unlockSound(); }, { once: true });
+  }
+  renderSound();
+}
+
+function unlockSound() {
+  try {
+    sound.ctx = sound.ctx || new (window.AudioContext || window.webkitAudioContext)();
+    sound.ctx.resume().then(() => { sound.state = sound.ctx.state === "running" ? "on" : "pending"; renderSound(); },
+      () => {});
+    sound.state = sound.ctx.state === "running" ? "on" : "pending";
+  } catch (e) {
+    sound.state = "off";  // no audio in this browser
+  }
+  renderSound();
+}
+
+function renderSound() {
+  const b = $("#sound");
+  if (!b) return;
+  b.textContent = t(sound.state === "on" ? "soundOn" : sound.state === "pending" ? "soundPending" : "soundOff");
+  b.setAttribute("aria-pressed", sound.state === "on" ? "true" : "false");
+  b.classList.toggle("pending", sound.state === "pending");
+  b.dataset.state = sound.state;
+}
+
+function queueBeep(grade) {
+  // A storm raising dozens of alerts at once sounds once (its worst grade), not dozens of times.
+  sound.pendingGrade = Math.min(sound.pendingGrade || 9, grade);
+  const wait = sound.quietUntil - performance.now();
+  if (wait > 0) { setTimeout(playPending, wait + 5); return; }
+  playPending();
+}
+
+function playPending() {
+  const grade = sound.pendingGrade;
+  if (grade === null || performance.now() < sound.quietUntil) return;
+  sound.pendingGrade = null;
+  sound.quietUntil = performance.now() + 1500;
+  if (sound.state !== "on" || !sound.ctx) return;
+  // Grade I: three high beeps; grade II: two lower ones.
+  const ctx = sound.ctx;
+  const [count, hz] = grade === 1 ? [3, 880] : [2, 660];
+  for (let k = 0; k < count; k++) {
+    const at = ctx.currentTime + k * 0.3;
+    const osc = ctx.createOscillator();
+    const gain = ctx.createGain();
+    osc.frequency.value = hz;
+    gain.gain.setValueAtTime(0.0001, at);
+    gain.gain.exponentialRampToValueAtTime(0.3, at + 0.02);
+    gain.gain.exponentialRampToValueAtTime(0.0001, at + 0.22);
+    osc.connect(gain).connect(ctx.destination);
+    osc.start(at);
+    osc.stop(at + 0.25);
+  }
+  sound.beeps += 1;
+  document.body.dataset.beeped = String(grade);
+}
+
+// --- drills: marked wherever they show ------------------------------------------------------------------------------
+
+async function refreshDrill() {
+  try {
+    const info = await fetchOk("/api/info", "json");
+    drillState.on = Boolean(info.drill);
+    drillState.networks = info.drill_networks || [];
+  } catch (err) { return; }
+  renderDrill();
+}
+
+function renderDrill() {
+  const el = $("#drill-banner");
+  if (!el) return;
+  el.hidden = !drillState.on;
+  el.textContent = tr().drillBanner(drillState.networks);
+}
+
+// --- the waterlogging risk map (GET /api/risk/map?frame=scene): graded places and ponds on the ground --------------
+
+async function loadRiskMap() {
+  let res;
+  try {
+    res = await fetch("/api/risk/map?frame=scene");
+  } catch (err) { return null; }
+  if (res.status === 404) { clearRiskMap(); return null; }
+  if (!res.ok) return null;
+  const map = await res.json();
+  if (risk.props && risk.props.id === map.properties.id && risk.group) return risk.props.id;
+  drawRiskMap(map);
+  return map.properties.id;
+}
+
+function clearRiskMap() {
+  if (!risk.group) return;
+  scene.remove(risk.group);
+  risk.group.traverse((o) => { if (o.geometry) o.geometry.dispose(); if (o.material) o.material.dispose(); });
+  risk.group = null;
+  risk.props = null;
+  state.byLayer.delete("risk");
+  renderLegend();
+  requestRender();
+}
+
+function pondColour(depth) {
+  let css = POND_CSS[0][1];
+  for (const [d, c] of POND_CSS) if (depth >= d) css = c;
+  return css;
+}
+
+function drawRiskMap(map) {
+  clearRiskMap();
+  const field = groundField();
+  const buckets = new Map();  // colour key -> { geometries, outline points, material options }
+  let ponds = 0, graded = 0;
+  for (const f of map.features) {
+    const p = f.properties || {};
+    const isPond = p.kind === "pond";
+    if (!isPond && !p.grade) continue;
+    const polygons = f.geometry.type === "Polygon" ? [f.geometry.coordinates]
+      : f.geometry.type === "MultiPolygon" ? f.geometry.coordinates : [];
+    if (!polygons.length) continue;
+    if (isPond) ponds += 1; else graded += 1;
+    const key = isPond ? "pond:" + pondColour(p.depth_m || 0) : "grade:" + p.grade;
+    if (!buckets.has(key)) buckets.set(key, { geometries: [], lines: [], pond: isPond,
+      css: isPond ? pondColour(p.depth_m || 0) : GRADE_CSS[p.grade], order: isPond ? 3 : 4 + (4 - p.grade) });
+    const bucket = buckets.get(key);
+    for (const rings of polygons) {
+      const outer = rings[0];
+      if (!outer || outer.length < 4) continue;
+      // A pond is a water surface: level at the mean ground height of its shore. A place at risk lies on its
+      // highest ground, so no part of it sinks under the terrain.
+      const heights = outer.map(([x, y]) => groundHeight(field, x, -y));
+      const level = (isPond ? heights.reduce((s, h) => s + h, 0) / heights.length : Math.max(...heights)) +
+        RISK_LIFT_M;
+      const shape = new THREE.Shape(outer.map(([x, y]) => new THREE.Vector2(x, y)));
+      for (const hole of rings.slice(1)) shape.holes.push(new THREE.Path(hole.map(([x, y]) => new THREE.Vector2(x, y))));
+      const geometry = new THREE.ShapeGeometry(shape).rotateX(-Math.PI / 2).translate(0, level, 0);
+      geometry.deleteAttribute("uv");
+      geometry.deleteAttribute("normal");
+      bucket.geometries.push(geometry);
+      for (let i = 0; i + 1 < outer.length; i++) {
+        bucket.lines.push(outer[i][0], level + 0.2, -outer[i][1], outer[i + 1][0], level + 0.2, -outer[i + 1][1]);
+      }
+    }
+  }
+  const group = new THREE.Group();
+  group.name = "risk";
+  for (const bucket of buckets.values()) {
+    if (!bucket.geometries.length) continue;
+    const merged = mergeGeometries(bucket.geometries, false);
+    bucket.geometries.forEach((g) => g.dispose());
+    const mesh = new THREE.Mesh(merged, new THREE.MeshBasicMaterial({ color: bucket.css, transparent: true,
+      opacity: bucket.pond ? 0.62 : 0.5, depthWrite: false, side: THREE.DoubleSide, polygonOffset: true,
+      polygonOffsetFactor: -2, polygonOffsetUnits: -2 }));
+    mesh.renderOrder = bucket.order;
+    mesh.userData.risk = bucket.pond ? "pond" : "grade";
+    group.add(mesh);
+    const outline = new THREE.BufferGeometry();
+    outline.setAttribute("position", new THREE.Float32BufferAttribute(bucket.lines, 3));
+    const lines = new THREE.LineSegments(outline, new THREE.LineBasicMaterial({ color: bucket.css, transparent: true,
+      opacity: 0.95, depthWrite: false }));
+    lines.renderOrder = bucket.order;
+    group.add(lines);
+  }
+  group.visible = $("input[data-layer='risk']").checked;
+  scene.add(group);
+  risk.group = group;
+  risk.features = map.features.length;
+  risk.ponds = ponds;
+  risk.graded = graded;
+  risk.props = { ...map.properties, graded, ponds, issued: fmtTime(map.properties.issued) };
+  state.byLayer.set("risk", [group]);
+  renderLegend();
+  requestRender();
+}
+
+function frameRisk() {
+  // Look down on the places at risk and the ponds (the whole map) from above.
+  if (!risk.group || !risk.group.children.length) return false;
+  const box = new THREE.Box3().setFromObject(risk.group);
+  const centre = box.getCenter(new THREE.Vector3());
+  const span = Math.max(box.getSize(new THREE.Vector3()).x, box.getSize(new THREE.Vector3()).z, 100);
+  controls.target.copy(centre);
+  camera.position.copy(centre.clone().add(new THREE.Vector3(0.1 * span, 0.95 * span, 0.45 * span)));
+  controls.update();
+  requestRender();
+  return true;
+}
+
+function groundField() {
+  // A height lookup over the terrain mesh's vertices (the mesh is a regular grid): the highest vertex per cell of
+  // a coarse grid. One pass over the vertices instead of a ray per point.
+  if (risk.field !== undefined) return risk.field;
+  const meshes = (state.byLayer.get("ground") || []).filter((m) => m.geometry && m.geometry.getAttribute("position"));
+  const xs = [], ys = [], zs = [];
+  const p = new THREE.Vector3();
+  for (const mesh of meshes) {
+    mesh.updateMatrixWorld();
+    const pos = mesh.geometry.getAttribute("position");
+    for (let i = 0; i < pos.count; i++) {
+      p.fromBufferAttribute(pos, i).applyMatrix4(mesh.matrixWorld);
+      xs.push(p.x); ys.push(p.y); zs.push(p.z);
+    }
+  }
+  if (!xs.length) { risk.field = null; return null; }
+  let x0 = Infinity, x1 = -Infinity, z0 = Infinity, z1 = -Infinity;
+  for (let i = 0; i < xs.length; i++) {
+    x0 = Math.min(x0, xs[i]); x1 = Math.max(x1, xs[i]); z0 = Math.min(z0, zs[i]); z1 = Math.max(z1, zs[i]);
+  }
+  const cell = Math.max(Math.sqrt(((x1 - x0) * (z1 - z0)) / xs.length) * 1.5, 1);
+  const cols = Math.ceil((x1 - x0) / cell) + 1, rows = Math.ceil((z1 - z0) / cell) + 1;
+  const h = new Float32Array(cols * rows).fill(NaN);
+  for (let i = 0; i < xs.length; i++) {
+    const k = Math.floor((zs[i] - z0) / cell) * cols + Math.floor((xs[i] - x0) / cell);
+    if (!(h[k] >= ys[i])) h[k] = ys[i];
+  }
+  risk.field = { x0, z0, cell, cols, rows, h };
+  return risk.field;
+}
+
+function groundHeight(field, x, z) {
+  if (!field) return 0;
+  const c = Math.floor((x - field.x0) / field.cell), r = Math.floor((z - field.z0) / field.cell);
+  for (let reach = 0; reach <= 2; reach++) {
+    let best = -Infinity;
+    for (let dr = -reach; dr <= reach; dr++) {
+      for (let dc = -reach; dc <= reach; dc++) {
+        const rr = r + dr, cc = c + dc;
+        if (rr < 0 || cc < 0 || rr >= field.rows || cc >= field.cols) continue;
+        const v = field.h[rr * field.cols + cc];
+        if (v > best) best = v;
+      }
+    }
+    if (best > -Infinity) return best;
+  }
+  return 0;  // off the terrain: the origin's elevation
+}
+
 ready.then(followLiveState);
-Object.assign(window.lifelineScene, { sensorColour, flyTo, showAlert, alertPlace });
+Object.assign(window.lifelineScene, { sensorColour, flyTo, showAlert, alertPlace, loadRiskMap, frameRisk });
 Object.defineProperty(window.lifelineScene, "live", {
   get: () => ({ enabled: live.enabled, connected: live.connected, sensors: live.sensors.size,
     extraSensors: live.extraIds.length, alerts: live.alerts.size, flashing: [...live.flashes.keys()],
-    beacons: live.beacons ? live.beacons.count : 0, flying: flight !== null, repaints: live.repaints }),
+    beacons: live.beacons ? live.beacons.count : 0, flying: flight !== null, repaints: live.repaints,
+    role: live.user ? live.user.role : null, sound: sound.state, beeps: sound.beeps }),
+});
+Object.defineProperty(window.lifelineScene, "risk", {
+  get: () => ({ id: risk.props ? risk.props.id : null, features: risk.features, ponds: risk.ponds,
+    graded: risk.graded, visible: risk.group ? risk.group.visible : false }),
 });
