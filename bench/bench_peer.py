@@ -20,6 +20,7 @@ the consumer's peak RSS (sampled). Prints a table and the ratios Lifeline/peer.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing as mp
 import os
@@ -236,7 +237,7 @@ def run_once(broker: EmbeddedServer, target: Target, args: argparse.Namespace, p
             with Publisher(mqtt_config_from_url(broker_url), client_id=f"bench-warm-{uuid.uuid4().hex[:6]}") as pub:
                 for _ in range(int(args.start_timeout)):
                     pub.publish(
-                        f"{prefix}/water/{PROBES[0]}", _probe_body(per_message, peer_shape=target.name != "lifeline")
+                        f"{prefix}/water/{PROBES[0]}", _probe_body(per_message, peer_shape=target.name == "node-red")
                     )
                     try:
                         last_ts = _wait_visible(conn, target, 1.0)
@@ -257,7 +258,7 @@ def run_once(broker: EmbeddedServer, target: Target, args: argparse.Namespace, p
                 target=_publish,
                 args=(broker_url, prefix),
                 kwargs={
-                    "peer_shape": target.name != "lifeline",
+                    "peer_shape": target.name == "node-red",
                     "sensors": args.sensors,
                     "per_message": per_message,
                     "seconds": args.seconds,
@@ -316,7 +317,7 @@ def run_once(broker: EmbeddedServer, target: Target, args: argparse.Namespace, p
     return result
 
 
-def lifeline_target(broker_url: str, sensors: int, workdir: Path) -> Target:
+def lifeline_target(broker_url: str, sensors: int, workdir: Path, protocol: str = "5") -> Target:
     """Lifeline Twin's ingest in a fresh schema, started as `bench_ingest.py` starts it."""
     schema = "bench_" + uuid.uuid4().hex[:8]
     with connect(PG_URL, schema=schema, autocommit=True) as conn:
@@ -333,6 +334,7 @@ def lifeline_target(broker_url: str, sensors: int, workdir: Path) -> Target:
         "LIFELINE_LOG_LEVEL": "WARNING",
         "LIFELINE_MAX_AGE_S": str(10 * 86400),
         "LIFELINE_SPOOL_DIR": str(workdir / "spool"),
+        "LIFELINE_MQTT_PROTOCOL": protocol,
     }
     return Target(
         "lifeline",
@@ -404,7 +406,7 @@ def peer_target(broker_url: str, workdir: Path) -> Target:
 
 def _drop(target: Target) -> None:
     with connect(PG_URL, schema=target.schema, autocommit=True) as conn:
-        if target.name == "lifeline":
+        if target.name.startswith("lifeline"):
             drop_schema(conn, schema=target.schema)
         else:
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(target.schema)))
@@ -436,6 +438,13 @@ def main() -> None:
     parser.add_argument("--poll-interval", type=float, default=0.01, help="seconds between probe polls")
     parser.add_argument("--settle", type=float, default=15.0, help="give up when the count stalls this long, s")
     parser.add_argument("--start-timeout", type=float, default=60.0, help="seconds for a consumer to store a row")
+    parser.add_argument(
+        "--systems",
+        nargs="+",
+        default=["lifeline", "node-red"],
+        choices=["lifeline", "lifeline-mqtt311", "node-red"],
+        help="consumers to run, in order (lifeline-mqtt311: ingest speaking MQTT 3.1.1 instead of 5)",
+    )
     args = parser.parse_args()
     broker, _protocol = start_broker(kind="mosquitto")
     workdir = Path(tempfile.mkdtemp(prefix="bench-peer-"))
@@ -449,9 +458,11 @@ def main() -> None:
     rows: list[tuple[str, str, Result]] = []
     try:
         for per_message in args.modes:
-            for name in ("lifeline", "node-red"):
-                if name == "lifeline":
-                    target = lifeline_target(broker.url, args.sensors, workdir)
+            for name in args.systems:
+                if name.startswith("lifeline"):
+                    protocol = "3.1.1" if name == "lifeline-mqtt311" else "5"
+                    target = lifeline_target(broker.url, args.sensors, workdir, protocol)
+                    target = dataclasses.replace(target, name=name)
                 else:
                     target = peer_target(broker.url, workdir)
                 try:
@@ -495,19 +506,20 @@ def _print_table(rows: list[tuple[str, str, Result]]) -> None:
     by_mode: dict[str, dict[str, Result]] = {}
     for mode, name, r in rows:
         by_mode.setdefault(mode, {})[name] = r
-    for mode, pair in by_mode.items():
-        a, b = pair.get("lifeline"), pair.get("node-red")
-        if a is None or b is None:
-            continue
 
-        def per(r: Result) -> float:
-            return (r.cpu_s + r.db_cpu_s) / r.stored if r.stored else float("nan")
+    def per(r: Result) -> float:
+        return (r.cpu_s + r.db_cpu_s) / r.stored if r.stored else float("nan")
 
-        print(
-            f"| {mode}: Lifeline/peer | {a.readings_per_s / b.readings_per_s:.2f} "
-            f"| {a.lag_ms(50) / b.lag_ms(50):.2f} | {a.lag_ms(99) / b.lag_ms(99):.2f} "
-            f"| {per(a) / per(b):.2f} | {a.peak_rss_mb / b.peak_rss_mb:.2f} |"
-        )
+    for mode, systems in by_mode.items():
+        b = systems.get("node-red")
+        for name, a in systems.items():
+            if b is None or name == "node-red":
+                continue
+            print(
+                f"| {mode}: {name}/peer | {a.readings_per_s / b.readings_per_s:.2f} "
+                f"| {a.lag_ms(50) / b.lag_ms(50):.2f} | {a.lag_ms(99) / b.lag_ms(99):.2f} "
+                f"| {per(a) / per(b):.2f} | {a.peak_rss_mb / b.peak_rss_mb:.2f} |"
+            )
 
 
 if __name__ == "__main__":

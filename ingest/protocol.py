@@ -32,6 +32,12 @@ DEFAULT_PREFIX = "lifeline/v1"
 _NETWORKS = frozenset(n.value for n in Network)
 _MIN_EPOCH_MS = -62_135_596_800_000 + 86_400_000  # just after 0001-01-01, the datetime range's floor
 _MAX_EPOCH_MS = 253_402_300_799_000 - 86_400_000  # just before 9999-12-31
+_FAST_EPOCH_MS = 4_102_444_800_000  # 2100-01-01
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TOPIC_CACHE_MAX = 100_000
+"""Parsed topics remembered by a decoder (a city's sensors; the cache starts again when it is full)."""
+_SIMPLE_ITEM_KEYS = frozenset({"ts", "value"})
+_SIMPLE_ITEM_KEYS_WITH_SENSOR = frozenset({"sensor", "ts", "value"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +106,14 @@ def parse_ts(raw: object) -> datetime:
     """
     if isinstance(raw, bool):
         raise PayloadError("wrong_type", "'ts' must be an ISO 8601 string or epoch milliseconds, not a boolean")
+    if type(raw) is int and 0 <= raw <= _FAST_EPOCH_MS:
+        # Whole milliseconds since 1970 (up to 2100): integer seconds and microseconds, ~2× faster than
+        # ``timedelta(milliseconds=…)``.
+        return _EPOCH + timedelta(0, raw // 1000, (raw % 1000) * 1000)
     if isinstance(raw, int | float):
         if not math.isfinite(raw) or not _MIN_EPOCH_MS <= raw <= _MAX_EPOCH_MS:
             raise PayloadError("bad_timestamp", f"epoch milliseconds {raw!r} out of range")
-        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=raw)
+        return _EPOCH + timedelta(milliseconds=raw)
     if isinstance(raw, str):
         if len(raw) > 40:
             raise PayloadError("bad_timestamp", "'ts' string longer than 40 characters")
@@ -111,6 +121,8 @@ def parse_ts(raw: object) -> datetime:
             ts = datetime.fromisoformat(raw)
         except ValueError as exc:
             raise PayloadError("bad_timestamp", f"'ts' {raw!r} is not ISO 8601") from exc
+        if ts.tzinfo is UTC:
+            return ts
         if ts.tzinfo is None:
             raise PayloadError("bad_timestamp", f"'ts' {raw!r} has no UTC offset")
         return ts.astimezone(UTC)
@@ -145,6 +157,10 @@ class PayloadDecoder:
         self.prefix = prefix
         self.limits = limits or PayloadLimits()
         self._clock = clock
+        self._topics: dict[str, Topic] = {}
+        self.fast_path = True
+        """Decode batches of plain ``{"ts", "value"}`` items through :meth:`_simple_batch` (same result, less
+        work); False sends everything through the general path (the tests compare the two)."""
 
     def decode(self, topic: str, payload: bytes) -> Decoded:
         """Decode one message; never raises for bad input."""
@@ -155,11 +171,16 @@ class PayloadDecoder:
                 self._reject(topic, payload, "oversized", f"{size} bytes > limit {self.limits.max_payload_bytes}")
             )
             return out
-        try:
-            parsed = parse_topic(topic, prefix=self.prefix)
-        except PayloadError as exc:
-            out.rejected.append(self._reject(topic, payload, exc.reason, exc.detail))
-            return out
+        parsed = self._topics.get(topic)
+        if parsed is None:
+            try:
+                parsed = parse_topic(topic, prefix=self.prefix)
+            except PayloadError as exc:
+                out.rejected.append(self._reject(topic, payload, exc.reason, exc.detail))
+                return out
+            if len(self._topics) >= _TOPIC_CACHE_MAX:
+                self._topics.clear()
+            self._topics[topic] = parsed
         try:
             doc = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
@@ -191,6 +212,10 @@ class PayloadDecoder:
                 )
             )
         else:
+            fast = self._simple_batch(items, parsed, doc, now) if self.fast_path else None
+            if fast is not None:
+                out.readings.extend(fast)
+                return out
             digest = digest_of(topic, payload)
             for index, item in enumerate(items):
                 try:
@@ -256,6 +281,63 @@ class PayloadDecoder:
         if not sensor.valid_min <= canonical <= sensor.valid_max:
             quality = QUALITY_BAD
         return Reading(sensor_id, ts, canonical, quality, seq)
+
+    def _simple_batch(
+        self, items: list[Any], topic: Topic, batch: dict[str, Any], now: datetime
+    ) -> list[Reading] | None:
+        """Decode a batch whose items are all plain ``{"ts": …, "value": …}`` of the topic's sensor (``"sensor"``
+        may name it again), all valid.
+
+        Returns None as soon as anything is not plain or not valid (another key, a non-number, a timestamp out of
+        the limits, an unknown sensor or unit…): the general path then decodes the message and names each refusal.
+        So this gives exactly what the general path gives, faster, for the batches sensors normally send.
+        """
+        sensor = self.sensors.get(topic.sensor_id)
+        unit = batch.get("unit")
+        if sensor is None or sensor.network is not topic.network or type(unit) is not str:
+            return None
+        if len(topic.sensor_id) > self.limits.max_id_chars:
+            return None
+        factor = unit_factor(sensor.quantity, unit[: self.limits.max_id_chars])
+        if factor is None:
+            return None
+        newest = now + timedelta(seconds=self.limits.max_future_s)
+        oldest = now - timedelta(seconds=self.limits.max_age_s)
+        sensor_id, low, high = topic.sensor_id, sensor.valid_min, sensor.valid_max
+        keys, keys_with_sensor = _SIMPLE_ITEM_KEYS, _SIMPLE_ITEM_KEYS_WITH_SENSOR
+        out: list[Reading] = []
+        append = out.append
+        for item in items:
+            if type(item) is not dict:
+                return None
+            item_keys = item.keys()
+            if item_keys != keys and (item_keys != keys_with_sensor or item["sensor"] != sensor_id):
+                return None
+            value = item["value"]
+            kind = type(value)
+            if kind is not float and kind is not int:
+                return None
+            raw = item["ts"]
+            if type(raw) is int and 0 <= raw <= _FAST_EPOCH_MS:
+                ts = _EPOCH + timedelta(0, raw // 1000, (raw % 1000) * 1000)
+            elif type(raw) is str and len(raw) <= 40:
+                try:
+                    ts = datetime.fromisoformat(raw)
+                except ValueError:
+                    return None
+                if ts.tzinfo is not UTC:
+                    if ts.tzinfo is None:
+                        return None
+                    ts = ts.astimezone(UTC)
+            else:
+                return None
+            if ts > newest or ts < oldest:
+                return None
+            canonical = value * factor
+            if not math.isfinite(canonical):
+                return None
+            append(Reading(sensor_id, ts, float(canonical), 0 if low <= canonical <= high else QUALITY_BAD, None))
+        return out
 
     def _reject(self, topic: str, payload: bytes, reason: str, detail: str) -> DeadLetter:
         return self._letter(topic, payload, len(payload), digest_of(topic, payload), -1, reason, detail)

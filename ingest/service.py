@@ -53,7 +53,7 @@ from models.streaming import StreamDetector
 from models.thresholds import state_from_active
 from twin.alerts import AlertChange
 from twin.errors import LifelineError, PayloadError
-from twin.mqtt import MqttConfig, connect, make_client
+from twin.mqtt import BufferedClient, MqttConfig, connect, make_client
 from twin.readings import Reading
 from twin.sensors import Sensor
 from twin.store.alerts import active_alerts, apply_change
@@ -131,11 +131,12 @@ class IngestStats:
 
 @dataclass(frozen=True, slots=True)
 class _Message:
-    topic: str
-    payload: bytes
+    """A received message, already decoded (in paho's network thread, while the writer waits for the database)."""
+
     mid: int
     qos: int
     generation: int
+    decoded: Decoded
 
 
 @dataclass(slots=True)
@@ -360,7 +361,10 @@ class IngestService:
             if msg.qos:
                 self._client.ack(msg.mid, msg.qos)  # type: ignore[union-attr]
             return
-        self._queue.put(_Message(topic, bytes(msg.payload), msg.mid, msg.qos, self._generation))
+        decoder = self._decoder
+        assert decoder is not None  # made before the client connects
+        payload = msg.payload
+        self._queue.put(_Message(msg.mid, msg.qos, self._generation, decoder.decode(topic, bytes(payload))))
 
     # -- the writer thread ------------------------------------------------------------------------------------
 
@@ -395,9 +399,10 @@ class IngestService:
         batch = _Batch()
         self._add(batch, first)
         deadline = time.monotonic() + self.flush_interval_s
-        # The broker sends at most receive_maximum unacknowledged messages: once a batch holds that many, waiting
-        # longer brings nothing more, so write it now.
-        max_messages = self.mqtt_config.receive_maximum if self.mqtt_config.protocol == "5" else 2**31
+        # The broker sends at most receive_maximum unacknowledged messages (MQTT 5; with MQTT 3.1.1 the broker's
+        # max_inflight_messages, which should be set to the same). A batch takes at most half of them, so the
+        # broker goes on sending (and the network thread decoding) while this batch is written.
+        max_messages = max(1, self.mqtt_config.receive_maximum // 2)
         while len(batch.decoded.readings) < self.batch_max and len(batch.messages) < max_messages:
             remaining = deadline - time.monotonic()
             try:
@@ -408,8 +413,7 @@ class IngestService:
         return batch
 
     def _add(self, batch: _Batch, msg: _Message) -> None:
-        assert self._decoder is not None
-        decoded = self._decoder.decode(msg.topic, msg.payload)
+        decoded = msg.decoded
         batch.messages.append(msg)
         batch.decoded.readings.extend(decoded.readings)
         batch.decoded.rejected.extend(decoded.rejected)
@@ -708,11 +712,15 @@ class IngestService:
     def _ack(self, batch: _Batch) -> None:
         client = self._client
         assert client is not None
-        for msg in batch.messages:
-            # A message from an earlier connection is redelivered on this one; acking its old id could
-            # acknowledge an unrelated message, so leave it to the redelivery.
-            if msg.qos and msg.generation == self._generation:
-                client.ack(msg.mid, msg.qos)
+        generation = self._generation
+        # A message from an earlier connection is redelivered on this one; acking its old id could acknowledge an
+        # unrelated message, so leave it to the redelivery.
+        mids = [msg.mid for msg in batch.messages if msg.qos == 1 and msg.generation == generation]
+        if isinstance(client, BufferedClient):
+            client.ack_many(mids)
+        else:
+            for mid in mids:
+                client.ack(mid, 1)
 
     def _publish_alerts(self, changes: list[tuple[int, AlertChange]]) -> None:
         client = self._client

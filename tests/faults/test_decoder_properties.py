@@ -10,7 +10,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.protocol import PayloadDecoder, PayloadLimits
+from ingest.protocol import PayloadDecoder, PayloadLimits, parse_topic
 from twin.demo import demo_sensors
 from twin.sensors import SensorRegistry
 
@@ -82,3 +82,57 @@ def test_well_formed_readings_are_stored_exactly_when_within_limits(value: float
     if accepted:
         factor = {"m": 1.0, "cm": 0.01, "mm": 0.001}[unit]
         assert out.readings[0].value == value * factor and out.readings[0].ts == ts
+
+
+GENERAL = PayloadDecoder(
+    sensors=SensorRegistry(demo_sensors()), limits=PayloadLimits(max_payload_bytes=4096), clock=lambda: NOW
+)
+GENERAL.fast_path = False
+NOW_MS = int(NOW.timestamp() * 1000)
+PLAIN_TS = st.one_of(
+    st.integers(min_value=NOW_MS - 31 * 86_400_000, max_value=NOW_MS + 400_000),
+    st.integers(min_value=-(2**40), max_value=2**45),
+    st.datetimes(
+        min_value=datetime(2026, 10, 1), max_value=datetime(2026, 12, 31), timezones=st.sampled_from([UTC, None])
+    ).map(lambda d: d.isoformat()),
+    st.sampled_from(["2026-11-25T09:59:00Z", "2026-11-25T17:59:00+08:00", "not a time", "", True, 1.5e12, None]),
+)
+PLAIN_VALUE = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False, width=64),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.sampled_from([1e308, -1e308, True, "1.0", None]),
+)
+PLAIN_ITEM = st.one_of(
+    st.fixed_dictionaries({"ts": PLAIN_TS, "value": PLAIN_VALUE}),
+    st.fixed_dictionaries({"ts": PLAIN_TS, "value": PLAIN_VALUE, "quality": st.sampled_from(["good", "bad", 7])}),
+    st.fixed_dictionaries(
+        {"sensor": st.sampled_from(["W-P-001", "D-L-001", "W-P-002", "nope"]), "ts": PLAIN_TS, "value": PLAIN_VALUE}
+    ),
+    JSON_VALUES,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    topic=st.sampled_from(["lifeline/v1/water/W-P-001", "lifeline/v1/drainage/D-L-001", "lifeline/v1/gas/W-P-001"]),
+    unit=st.sampled_from(["kPa", "MPa", "m", "mm", "bar", "psi", 3]),
+    items=st.lists(PLAIN_ITEM, min_size=1, max_size=8),
+)
+def test_fast_batch_path_gives_what_the_general_path_gives(topic: str, unit: object, items: list[object]) -> None:
+    payload = json.dumps({"unit": unit, "readings": items}).encode()
+    fast, general = DECODER.decode(topic, payload), GENERAL.decode(topic, payload)
+    assert fast.readings == general.readings
+    assert [(r.reason, r.item_index, r.detail) for r in fast.rejected] == [
+        (r.reason, r.item_index, r.detail) for r in general.rejected
+    ]
+
+
+def test_plain_batches_take_the_fast_path() -> None:
+    ts = NOW_MS - 60_000
+    items = [{"ts": ts + 1000 * k, "value": 300.0 + k} for k in range(50)]
+    items += [{"ts": datetime.fromtimestamp((ts + 60_000 + k) / 1000, UTC).isoformat(), "value": 2} for k in range(3)]
+    fast = DECODER._simple_batch(items, parse_topic("lifeline/v1/water/W-P-001"), {"unit": "kPa"}, NOW)
+    assert fast is not None and len(fast) == 53
+    general = GENERAL.decode("lifeline/v1/water/W-P-001", orjson.dumps({"unit": "kPa", "readings": items}))
+    assert fast == general.readings
+    assert fast[0].ts == datetime.fromtimestamp(ts / 1000, UTC) and fast[0].value == 300.0

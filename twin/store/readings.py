@@ -1,9 +1,18 @@
 """Readings in the store: the idempotent batch write and the time-series queries.
 
-Writes stage a batch with binary COPY into a temporary table, then move it into ``readings`` with
-``ON CONFLICT DO NOTHING``, so a redelivered reading never makes a second row. In plain-PostgreSQL mode the same
-statement folds exactly the newly inserted rows into the 1-minute and 1-hour rollups (count, sum, min, max),
-which is what TimescaleDB's continuous aggregates hold in the other mode.
+A batch is written in one of two ways, with the same result:
+
+- **Fast path** (the usual case): binary COPY straight into ``readings`` inside a savepoint. The primary key
+  ``(sensor_id, ts)`` refuses a reading that is already stored, and then the savepoint is rolled back and the
+  batch takes the slow path, so nothing is stored twice. When the COPY succeeds every row was new, so the rollups
+  and ``sensor_latest`` are folded from aggregates computed here (numpy, one row per sensor and bucket), in one
+  statement.
+- **Slow path** (a redelivered message, a batch with a reading twice): stage the batch with COPY into a temporary
+  table, then move it into ``readings`` with ``ON CONFLICT DO NOTHING``; the same statement folds exactly the newly
+  inserted rows into the rollups and ``sensor_latest``.
+
+In plain-PostgreSQL mode the rollups are the 1-minute and 1-hour tables (count, sum, min, max), which is what
+TimescaleDB's continuous aggregates hold in the other mode; there only ``sensor_latest`` is written here.
 """
 
 from __future__ import annotations
@@ -13,7 +22,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 import psycopg
+from psycopg import errors
 from psycopg.rows import tuple_row
 
 from twin.errors import LifelineError
@@ -63,13 +74,50 @@ def _move_statement(mode: StorageMode) -> str:
     return _MOVE.format(rollups=rollups)
 
 
+_FOLD_ROLLUP = """
+, {name} AS (
+    INSERT INTO {table} (sensor_id, bucket, n, sum_value, min_value, max_value)
+    SELECT s, to_timestamp(b), n, sm, mn, mx
+    FROM unnest(%s::text[], %s::int8[], %s::int8[], %s::float8[], %s::float8[], %s::float8[]) AS u(s, b, n, sm, mn, mx)
+    ON CONFLICT (sensor_id, bucket) DO UPDATE SET
+        n = {table}.n + excluded.n, sum_value = {table}.sum_value + excluded.sum_value,
+        min_value = least({table}.min_value, excluded.min_value),
+        max_value = greatest({table}.max_value, excluded.max_value)
+    RETURNING 1)"""
+
+_FOLD_LATEST = """
+INSERT INTO sensor_latest (sensor_id, ts, value, quality, received_at)
+SELECT s, t, v, q, now() FROM unnest(%s::text[], %s::timestamptz[], %s::float8[], %s::int2[]) AS u(s, t, v, q)
+ON CONFLICT (sensor_id) DO UPDATE SET ts = excluded.ts, value = excluded.value, quality = excluded.quality,
+    received_at = excluded.received_at
+WHERE excluded.ts > sensor_latest.ts
+"""
+
+_ROLLUP_WIDTHS_S = (60, 3600)
+"""Widths of the 1-minute and 1-hour rollups, seconds (their buckets are aligned to 2000-01-01 00:00 UTC, which
+is aligned to both, so a bucket starts at a multiple of its width in Unix time)."""
+
+
+def _fold_statement(mode: StorageMode) -> str:
+    if mode is not StorageMode.POSTGRESQL:
+        return _FOLD_LATEST
+    ctes = _FOLD_ROLLUP.format(name="r1m", table="readings_1m") + _FOLD_ROLLUP.format(name="r1h", table="readings_1h")
+    return "WITH" + ctes.lstrip().removeprefix(",") + _FOLD_LATEST
+
+
 class ReadingStore:
-    """Write batches of readings over one connection; the caller owns the transaction.
+    """Write batches of readings over one connection, idempotently (see the module docstring for how).
+
+    Each :meth:`write` is atomic: inside the caller's transaction it is a savepoint, otherwise its own transaction.
 
     Args:
         conn: the connection to write on.
         mode: the schema's storage mode (rollups are written by this class only in ``postgresql`` mode).
-        use_copy: stage with binary COPY (fast); False stages with one ``INSERT … unnest`` instead.
+        use_copy: write with binary COPY (fast); False stages with one ``INSERT … unnest`` and always takes the
+            slow path (for servers without COPY FROM STDIN: some proxies, the WASM TimescaleDB used in tests).
+
+    Attributes:
+        fast_batches, slow_batches: batches written by each path since this store was made.
 
     Example:
         >>> store = ReadingStore(conn, mode=StorageMode.POSTGRESQL)     # doctest: +SKIP
@@ -79,14 +127,42 @@ class ReadingStore:
 
     def __init__(self, conn: psycopg.Connection[Any], *, mode: StorageMode, use_copy: bool = True) -> None:
         self._conn = conn
+        self._mode = mode
         self._move = _move_statement(mode)
+        self._fold = _fold_statement(mode)
         self._staged = False
         self._use_copy = use_copy
+        self.fast_batches = 0
+        self.slow_batches = 0
 
     def write(self, rows: Sequence[ReadingRow]) -> int:
         """Store *rows* idempotently and return how many were new (duplicates of stored rows are skipped)."""
         if not rows:
             return 0
+        with self._conn.transaction():
+            if self._use_copy and self._write_fast(rows):
+                self.fast_batches += 1
+                return len(rows)
+            self.slow_batches += 1
+            return self._write_slow(rows)
+
+    def _write_fast(self, rows: Sequence[ReadingRow]) -> bool:
+        """COPY *rows* straight into ``readings`` and fold them; False (nothing written) if one was stored already."""
+        cur = self._conn.cursor(row_factory=tuple_row)
+        try:
+            with (
+                self._conn.transaction(),
+                cur.copy("COPY readings (sensor_id, ts, value, quality) FROM STDIN (FORMAT BINARY)") as copy,
+            ):
+                copy.set_types(["text", "timestamptz", "float8", "int2"])
+                for row in rows:
+                    copy.write_row(row)
+        except errors.UniqueViolation:
+            return False
+        cur.execute(self._fold, fold_parameters(rows, rollups=self._mode is StorageMode.POSTGRESQL))
+        return True
+
+    def _write_slow(self, rows: Sequence[ReadingRow]) -> int:
         cur = self._conn.cursor(row_factory=tuple_row)
         if not self._staged:
             cur.execute(_STAGE + " ON COMMIT DELETE ROWS")
@@ -97,7 +173,6 @@ class ReadingStore:
                 for row in rows:
                     copy.write_row(row)
         else:
-            # For servers without COPY FROM STDIN (some proxies, the WASM TimescaleDB used in tests).
             cur.execute(
                 "INSERT INTO stage_readings SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::float8[],"
                 " %s::int2[])",
@@ -111,6 +186,44 @@ class ReadingStore:
     def forget_connection_state(self) -> None:
         """Call after a reconnect: the temporary staging table must be created again."""
         self._staged = False
+
+
+def fold_parameters(rows: Sequence[ReadingRow], *, rollups: bool) -> list[list[Any]]:
+    """Return the parameters of the fold statement for *rows* (all new): per rollup the (sensor, bucket) groups'
+    sensor ids, bucket starts (Unix seconds), counts, sums, minima and maxima; then each sensor's newest reading."""
+    sensor_ids = [row[0] for row in rows]
+    codes_of: dict[str, int] = {}
+    codes = np.fromiter(
+        (codes_of.setdefault(sid, len(codes_of)) for sid in sensor_ids), dtype=np.int64, count=len(rows)
+    )
+    names = np.array(list(codes_of), dtype=object)
+    seconds = np.fromiter((row[1].timestamp() for row in rows), dtype=np.float64, count=len(rows))
+    values = np.fromiter((row[2] for row in rows), dtype=np.float64, count=len(rows))
+    params: list[list[Any]] = []
+    if rollups:
+        for width in _ROLLUP_WIDTHS_S:
+            bucket = np.floor(seconds / width).astype(np.int64)
+            key = (codes << 32) | (bucket - bucket.min())
+            order = np.argsort(key, kind="stable")
+            sorted_key = key[order]
+            starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+            sorted_values = values[order]
+            group_codes = codes[order][starts]
+            counts = np.diff(np.r_[starts, len(rows)])
+            params += [
+                names[group_codes].tolist(),
+                (bucket[order][starts] * width).tolist(),
+                counts.tolist(),
+                np.add.reduceat(sorted_values, starts).tolist(),
+                np.minimum.reduceat(sorted_values, starts).tolist(),
+                np.maximum.reduceat(sorted_values, starts).tolist(),
+            ]
+    # Each sensor's newest reading: the last of its group when sorted by (sensor, time).
+    order = np.lexsort((seconds, codes))
+    last = order[np.flatnonzero(np.r_[codes[order][1:] != codes[order][:-1], True])]
+    newest = [rows[i] for i in last.tolist()]
+    params += [[r[0] for r in newest], [r[1] for r in newest], [r[2] for r in newest], [r[3] for r in newest]]
+    return params
 
 
 @dataclass(frozen=True, slots=True)
