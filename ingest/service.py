@@ -227,6 +227,7 @@ class IngestService:
         self._detector: DetectorChain | None = None
         self._state_saved_at = 0.0
         self._registry_loaded_at = 0.0
+        self._registry_digest: str | None = None
         self._client: mqtt.Client | None = None
         self._worker: threading.Thread | None = None
         self.spool_dir = spool_dir
@@ -795,6 +796,16 @@ class IngestService:
     def _load_registry(self) -> None:
         conn = self._conn
         assert conn is not None
+        row = conn.execute(
+            "SELECT md5(string_agg(s::text, ',' ORDER BY sensor_id)) AS digest FROM sensors s"
+        ).fetchone()
+        digest = row["digest"] if row else None
+        if self._detector is not None and self._decoder is not None and digest == self._registry_digest:
+            # Unchanged since the last read: building the registry and the detectors' constants again costs
+            # more than the query that tells.
+            self._registry_loaded_at = time.monotonic()
+            return
+        self._registry_digest = digest
         registry = load_registry(conn)
         if self._detector is None:
             rows = conn.execute("SELECT sensor_id, ts FROM sensor_latest").fetchall()

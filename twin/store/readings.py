@@ -78,7 +78,7 @@ _FOLD_ROLLUP = """
 , {name} AS (
     INSERT INTO {table} (sensor_id, bucket, n, sum_value, min_value, max_value)
     SELECT s, to_timestamp(b), n, sm, mn, mx
-    FROM unnest(%s::text[], %s::int8[], %s::int8[], %s::float8[], %s::float8[], %s::float8[]) AS u(s, b, n, sm, mn, mx)
+    FROM unnest(%b::text[], %b::int8[], %b::int8[], %b::float8[], %b::float8[], %b::float8[]) AS u(s, b, n, sm, mn, mx)
     ON CONFLICT (sensor_id, bucket) DO UPDATE SET
         n = {table}.n + excluded.n, sum_value = {table}.sum_value + excluded.sum_value,
         min_value = least({table}.min_value, excluded.min_value),
@@ -87,12 +87,14 @@ _FOLD_ROLLUP = """
 
 _FOLD_LATEST = """
 INSERT INTO sensor_latest (sensor_id, ts, value, quality, received_at)
-SELECT s, t, v, q, now() FROM unnest(%s::text[], %s::timestamptz[], %s::float8[], %s::int2[]) AS u(s, t, v, q)
+SELECT s, t, v, q, now() FROM unnest(%b::text[], %b::timestamptz[], %b::float8[], %b::int2[]) AS u(s, t, v, q)
 ON CONFLICT (sensor_id) DO UPDATE SET ts = excluded.ts, value = excluded.value, quality = excluded.quality,
     received_at = excluded.received_at
 WHERE excluded.ts > sensor_latest.ts
 """
 
+# The parameters are sent in binary (%b): for a batch of single readings from many sensors the arrays are as
+# long as the batch, and binary arrays cost a third of the CPU of text ones to send.
 _ROLLUP_WIDTHS_S = (60, 3600)
 """Widths of the 1-minute and 1-hour rollups, seconds (their buckets are aligned to 2000-01-01 00:00 UTC, which
 is aligned to both, so a bucket starts at a multiple of its width in Unix time)."""
