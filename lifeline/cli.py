@@ -277,6 +277,7 @@ from lifeline.detect_commands import detect as _detect  # noqa: E402
 from lifeline.evaluate_commands import evaluate as _evaluate  # noqa: E402
 from lifeline.models_commands import models as _models  # noqa: E402
 from lifeline.report_commands import report as _report  # noqa: E402
+from lifeline.report_commands import simulate_year_command as _simulate_year  # noqa: E402
 from lifeline.risk_commands import risk as _risk  # noqa: E402
 from lifeline.simulate_commands import replay as _replay  # noqa: E402
 from lifeline.simulate_commands import simulate as _simulate  # noqa: E402
@@ -293,6 +294,7 @@ cli.add_command(_alerts)
 cli.add_command(_risk)
 cli.add_command(_models)
 cli.add_command(_report)
+_simulate.add_command(_simulate_year)
 
 
 def main() -> None:

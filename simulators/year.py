@@ -73,6 +73,8 @@ DEMAND_PATTERN = (
 """Customers' demand by local hour, relative (normalised to a mean of 1 below)."""
 LEAK_EXPONENT = 1.18
 """Leak flow ∝ pressure^N1 (FAVAD; 1.18 is the usual figure for mixed pipe materials)."""
+STORM_PEAKS_MM_H = (18.0, 25.0, 35.0, 50.0, 70.0, 95.0, 130.0)
+STORM_WEIGHTS = (4.0, 4.0, 3.0, 2.0, 1.0, 0.6, 0.3)
 WET_MM_H = 0.5
 """Rain above this intensity is rain (as the drain time indicator reads it)."""
 OPERATOR = "值班员（模拟）"
@@ -209,11 +211,11 @@ class _Year:
         if not gauges or not levels:
             log.warning("no rain gauges or level points with limits: no storms")
             return
-        # Each point's response: the (smoothed) rain at which it reaches its grade IV limit, mm/h, which sets its
-        # rise per mm/h of rain; and how fast it drains (the reservoir's time constant, min).
+        # Each point's response: the (smoothed) rain at which it reaches its grade IV limit (its pipe runs full),
+        # mm/h, which sets its rise per mm/h of rain; and how fast it drains (the reservoir's time constant, min).
         base = {s.sensor_id: 0.3 * float(_limit(s, Grade.IV) or 1.0) for s in levels}
         gain = {
-            s.sensor_id: (float(_limit(s, Grade.IV) or 1.0) - base[s.sensor_id]) / _lognormal(self.rng, 25.0, 0.5)
+            s.sensor_id: (float(_limit(s, Grade.IV) or 1.0) - base[s.sensor_id]) / _lognormal(self.rng, 45.0, 0.6)
             for s in levels
         }
         tau = {s.sensor_id: self.rng.uniform(30.0, 120.0) for s in levels}
@@ -227,7 +229,8 @@ class _Year:
             times = [w_start + m * MINUTE for m in range(minutes)]
             onset = self.rng.randrange(30, 120)
             duration = self.rng.randrange(60, 241)
-            peak = self.rng.choice((18.0, 25.0, 35.0, 50.0, 70.0, 95.0, 130.0)) * self.rng.uniform(0.8, 1.2)
+            # Mostly moderate rain, now and then a heavy storm (peak intensities, mm/h, with their weights).
+            peak = self.rng.choices(STORM_PEAKS_MM_H, STORM_WEIGHTS)[0] * self.rng.uniform(0.8, 1.2)
             rain = np.zeros(minutes)
             for m in range(duration):
                 x = (m + 0.5) / duration
@@ -242,8 +245,11 @@ class _Year:
                 level = np.empty(minutes)
                 h = base[sid]
                 cap = float(s.valid_max) if s.valid_max is not None else 5.0
+                full = float(_limit(s, Grade.IV) or cap) - base[sid]  # the pipe runs full at the grade IV level
                 for m in range(minutes):
-                    h += (gain[sid] * rain[m] - (h - base[sid])) / tau[sid]
+                    # Outflow grows with the level up to the pipe's capacity; above it the water ponds and drains
+                    # at that capacity, so a point that ponded takes its time after the rain.
+                    h += (gain[sid] * rain[m] - min(h - base[sid], full)) / tau[sid]
                     level[m] = min(h, cap)
                 window.values[sid] = level
                 iv = float(_limit(s, Grade.IV) or math.inf)

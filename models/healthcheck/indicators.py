@@ -584,9 +584,8 @@ def _drain_time(ask: _Ask) -> IndicatorValue:
                  p AS (SELECT sensor_id, max(ts) FILTER (WHERE beyond) AS last_beyond FROM w GROUP BY sensor_id
                        HAVING sum(interval_s) FILTER (WHERE beyond) >= %(min_beyond_s)s)
                  SELECT p.sensor_id, p.last_beyond,
-                        (SELECT min(w.ts) FROM w WHERE w.sensor_id = p.sensor_id AND NOT w.beyond
-                           AND w.ts > p.last_beyond) AS back
-                 FROM p ORDER BY p.sensor_id""",
+                        min(w.ts) FILTER (WHERE NOT w.beyond AND w.ts > p.last_beyond) AS back
+                 FROM p JOIN w USING (sensor_id) GROUP BY p.sensor_id, p.last_beyond ORDER BY p.sensor_id""",
             network=ask.params.get("network", "drainage"),
             quantity=ask.params.get("quantity", "level"),
             grade=ask.params.get("grade", "IV"),

