@@ -27,7 +27,7 @@ from viewer.auth import Authenticator, Permission
 from viewer.deps import require
 from viewer.drills import DrillManager
 from viewer.hub import AlertHub
-from viewer.routes import alerts, dashboard, drills, lifecycle, risk, scene, sensors, session, twin
+from viewer.routes import alerts, dashboard, drills, healthcheck, lifecycle, risk, scene, sensors, session, twin
 from viewer.webhooks import Webhook, WebhookSender
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,7 @@ def create_app(
     app.include_router(lifecycle.router)
     app.include_router(dashboard.router)
     app.include_router(risk.router)
+    app.include_router(healthcheck.router)
     app.state.auth = auth or Authenticator.open()
     app.state.clock = clock
     app.state.schema = schema

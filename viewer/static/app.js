@@ -22,6 +22,7 @@ const I18N = {
     askNote: "备注（可空）", history: "记录", actFailed: "操作失败",
     activeDrainage: "排水 活动预警", activeWater: "供水 活动预警", activeGas: "燃气 活动预警",
     awaiting: "待叫应（已升级）", rainRecent: "近1 / 3小时降雨 mm", ackTime: "叫应 / 处置 中位用时 min",
+    healthcheck: "城市体检", hcTitle: "城市体检 健康指数", hcProblems: "项指标未达标",
   },
   en: {
     title: "Ji'an City Lifeline Safety Monitor", subtitle: "One network runs the city · drainage · water · gas",
@@ -44,6 +45,7 @@ const I18N = {
     activeDrainage: "Drainage active alerts", activeWater: "Water active alerts", activeGas: "Gas active alerts",
     awaiting: "Awaiting response (escalated)", rainRecent: "Rain last 1 / 3 h mm",
     ackTime: "Median minutes to acknowledge / resolve",
+    healthcheck: "Health check", hcTitle: "City health check index", hcProblems: "indicators off target",
   },
 };
 const GRADE_ROMAN = { 1: "Ⅰ", 2: "Ⅱ", 3: "Ⅲ", 4: "Ⅳ" };
@@ -79,7 +81,7 @@ function applyLang() {
   document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
   $("#lang").textContent = t("lang");
   setConn(state.ws && state.ws.readyState === WebSocket.OPEN);
-  renderSensors(); renderAlerts(); renderLegend();
+  renderSensors(); renderAlerts(); renderLegend(); renderHealthSummary();
 }
 
 function setConn(on) {
@@ -254,6 +256,27 @@ async function loadDashboard() {
   const mm = (v) => (v === null || v === undefined ? "–" : v.toFixed(1));
   $("#d-rain").textContent = `${mm(d.rain.last_1h_mm)} / ${mm(d.rain.last_3h_mm)}`;
   $("#d-ack").textContent = `${mm(d.response.median_ack_min)} / ${mm(d.response.median_resolve_min)}`;
+}
+
+// The city health check summary (城市体检, /healthcheck): this year's index per district and open problems.
+async function loadHealthSummary() {
+  state.health = await getJSON(`/api/healthcheck?year=${new Date().getFullYear()}`);
+  renderHealthSummary();
+}
+
+function renderHealthSummary() {
+  const d = state.health;
+  if (!d) return;
+  const city = d.index[""] || { value: null };
+  const v = city.value;
+  const colour = v === null ? "" : v >= 90 ? "#2e9d57" : v >= 75 ? "#e3b505" : v >= 60 ? "#ee7d22" : "#d6333a";
+  $("#hc-index").textContent = v === null ? "–" : v.toFixed(0);
+  $("#hc-index").style.color = colour;
+  $("#hc-summary").style.borderLeftColor = colour;
+  const parts = d.districts.filter((k) => k).map((k) => `${k} ${d.index[k].value === null ? "–" : d.index[k].value.toFixed(0)}`);
+  const off = d.problems.filter((p) => p.district === "").length;
+  const period = state.lang === "zh" ? d.period.label : d.period.label.replace(" 年度", "");
+  $("#hc-detail").textContent = `${period} · ${parts.join(" · ")} · ${off} ${t("hcProblems")}`;
 }
 
 let dashboardReload = null;
@@ -433,6 +456,8 @@ async function main() {
   setInterval(() => loadSensors().catch(() => {}), 5000);
   await loadDashboard().catch((e) => console.error(e));
   setInterval(() => loadDashboard().catch(() => {}), 10000);
+  loadHealthSummary().catch((e) => { console.error(e); $("#hc-detail").textContent = "–"; });
+  setInterval(() => loadHealthSummary().catch(() => {}), 600000);
 }
 
 main().catch((err) => { console.error(err); setConn(false); });
