@@ -105,6 +105,9 @@ def test_alert_arrives_on_the_scene_sounds_and_is_handled_from_it_by_role(
         page.click(f"{item} button[data-action=dispatch]")
         page.fill(f"{item} form input[name=assignee]", "排水抢修二队")
         page.fill(f"{item} form input[name=task]", "井陂路下穿通道抽排")
+        page.screenshot(
+            path=str(ARTIFACTS / "scene_dispatch_form.png"), clip={"x": 0, "y": 60, "width": 480, "height": 320}
+        )
         page.click(f"{item} form button[type=submit]")
         page.wait_for_selector(f"{item} .state[data-state=dispatched]")
         assert "→ 排水抢修二队" in page.locator(item).inner_text()

@@ -140,7 +140,10 @@ const live = {
   flashes: new Map(),     // asset id -> { ring, until }: a ring pulsing round a new grade I / II alert
   repaintTimer: null,
   repaints: 0,            // how many times the live state was redrawn (bursts of events are one)
-  sensorTimer: null,
+  repaintMs: 0,           // main-thread time spent on the live state (repaints, sensor list), ms
+  sensorLoads: 0,         // how many times the sensor list was fetched
+  frames: 0,              // frames drawn
+  renderMs: 0,            // main-thread time spent issuing those frames to WebGL, ms
   flashIds: new Map(),    // alert id -> until when its list item flashes (performance.now() ms)
   chart: { sensorId: null, range: "1h", series: null },
 };
@@ -182,7 +185,14 @@ let renderQueued = false;
 function render() {
   renderQueued = false;
   sizeBeacons();
+  drawFrame();
+}
+
+function drawFrame() {
+  const started = performance.now();
   renderer.render(scene, camera);
+  live.frames += 1;
+  live.renderMs += performance.now() - started;
 }
 function requestRender() {
   if (!renderQueued) { renderQueued = true; requestAnimationFrame(render); }
@@ -593,6 +603,8 @@ function setSensorColour(sensorId, css) {
   const colour = new THREE.Color(css);
   const v0 = found.entry.vertex_offsets[found.index], v1 = found.entry.vertex_offsets[found.index + 1];
   for (let i = v0; i < v1; i++) colours.setXYZ(i, colour.r, colour.g, colour.b);
+  // Upload only this marker's vertices: the sensor mesh of a big city holds hundreds of thousands.
+  colours.addUpdateRange(v0 * colours.itemSize, (v1 - v0) * colours.itemSize);
   colours.needsUpdate = true;
   requestRender();
   return true;
@@ -670,8 +682,11 @@ async function followLiveState() {
 
 async function loadSensors() {
   const rows = await fetchOk("/api/sensors", "json");
+  const started = performance.now();
   live.sensors = new Map(rows.map((r) => [r.sensor_id, r]));
   placeExtraSensors();
+  live.sensorLoads += 1;
+  live.repaintMs += performance.now() - started;
 }
 
 function connectAlerts() {
@@ -697,8 +712,8 @@ function connectAlerts() {
       queueBeep(a.grade);
     }
     if (live.form && live.form.alertId === a.id && msg.event === live.form.action) live.form = null;  // done
+    noteAlertReading(msg);
     scheduleRepaint();
-    scheduleSensorReload();
   };
   ws.onclose = () => { setConn(false); setTimeout(connectAlerts, 3000); };
 }
@@ -716,12 +731,16 @@ function scheduleRepaint() {
   live.repaintTimer = setTimeout(repaint, 150);
 }
 
-function scheduleSensorReload() {
-  if (live.sensorTimer) return;
-  live.sensorTimer = setTimeout(() => {
-    live.sensorTimer = null;
-    loadSensors().then(scheduleRepaint, () => {});
-  }, 3000);
+function noteAlertReading(msg) {
+  // A detector's event carries the reading that caused it: the sensor's latest value, without fetching the whole
+  // sensor list (thousands of sensors in a big city; the list is refreshed every 30 s for the offline state).
+  const a = msg.alert;
+  const s = a.sensor_id && live.sensors.get(a.sensor_id);
+  if (!s || a.value === null || !["raised", "updated", "cleared"].includes(msg.event)) return;
+  if (!s.latest_ts || new Date(msg.event_ts) >= new Date(s.latest_ts)) {
+    s.latest_value = a.value;
+    s.latest_ts = msg.event_ts;
+  }
 }
 
 function worstBySensor() {
@@ -744,6 +763,11 @@ function sensorState(sensorId, worst) {
 }
 
 function repaint() {
+  const started = performance.now();
+  try { repaintNow(); } finally { live.repaintMs += performance.now() - started; }
+}
+
+function repaintNow() {
   live.repaintTimer = null;
   live.repaints += 1;
   forgetOldAlerts();
@@ -1036,7 +1060,7 @@ function step(now) {
   }
   more = updateFlashes(now) || more;
   sizeBeacons();
-  renderer.render(scene, camera);
+  drawFrame();
   if (more) requestAnimationFrame(step); else animating = false;
 }
 
@@ -1579,6 +1603,8 @@ Object.defineProperty(window.lifelineScene, "live", {
   get: () => ({ enabled: live.enabled, connected: live.connected, sensors: live.sensors.size,
     extraSensors: live.extraIds.length, alerts: live.alerts.size, flashing: [...live.flashes.keys()],
     beacons: live.beacons ? live.beacons.count : 0, flying: flight !== null, repaints: live.repaints,
+    repaintMs: Math.round(live.repaintMs), sensorLoads: live.sensorLoads, frames: live.frames,
+    renderMs: Math.round(live.renderMs),
     role: live.user ? live.user.role : null, sound: sound.state, beeps: sound.beeps }),
 });
 Object.defineProperty(window.lifelineScene, "risk", {
