@@ -37,6 +37,7 @@ def _local_date(text: str, offset_h: float) -> datetime:
 )
 @click.option("--chromium", default="/usr/bin/chromium", show_default=True, help="Chromium used for the PDF.")
 @click.option("--no-pdf", is_flag=True, help="Write the HTML only.")
+@click.option("--png", is_flag=True, help="Also render the pages as PNG images beside the HTML (<name>_p1.png …).")
 @click.pass_context
 def report(
     ctx: click.Context,
@@ -47,10 +48,11 @@ def report(
     definitions: Path | None,
     chromium: str,
     no_pdf: bool,
+    png: bool,
 ) -> None:
     """Write the lifeline health check report (城市体检报告): indicators, index, diagnosis, ledger."""
     from models.healthcheck.indicators import load_definitions
-    from models.healthcheck.report import build_report, write_pdf, year_bounds
+    from models.healthcheck.report import build_report, write_pdf, write_pngs, year_bounds
     from twin.store.db import connect
 
     settings: Settings = ctx.obj
@@ -82,6 +84,9 @@ def report(
             click.echo(f"wrote {pdf}")
         else:
             click.echo("no PDF (Chromium or Playwright missing); the HTML prints as it is", err=True)
+    if png:
+        shots = write_pngs(out, chromium=chromium)
+        click.echo(f"wrote {len(shots)} page images: {', '.join(str(p) for p in shots)}" if shots else "no images")
 
 
 @click.command("year")

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 BAND_COLOURS = {"green": "#2e9d57", "yellow": "#e3b505", "orange": "#ee7d22", "red": "#d6333a", None: "#b8bec6"}
 BAND_ZH = {"green": "达标", "yellow": "关注", "orange": "预警", "red": "超标", None: "无数据"}
 DISTRICT_COLOURS = ("#3b6fb6", "#8e5bb5", "#2f9c95", "#b5773b")
+PROBLEM_ZH = {"open": "待治理", "treating": "治理中", "closed": "已销号", "reopened": "复查未通过"}
+TASK_ZH = {"planned": "计划", "in_progress": "进行中", "done": "已完成"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,7 @@ table { border-collapse: collapse; width: 100%; font-size: 12.5px; }
 th, td { border-bottom: 1px solid #e1e5ea; padding: 4px 6px; text-align: left; vertical-align: top; }
 th { background: #f2f4f7; }
 td.num { text-align: right; white-space: nowrap; }
+td.nowrap { white-space: nowrap; }
 .chip { display: inline-block; min-width: 10px; height: 10px; border-radius: 2px; margin-right: 4px; }
 .note { color: #4a5562; font-size: 12.5px; }
 section { break-inside: avoid; }
@@ -187,7 +190,8 @@ def _page(
             f"<tr><td>{_e(definition.name_zh)}<br><span class='en'>{_e(definition.name_en)}</span></td>"
             f"<td>{_e(definition.unit)}</td><td class='num'>{'≤' if definition.direction == 'lower' else '≥'}"
             f" {_fmt(definition.target)}</td>{''.join(cells)}<td class='num'>{_fmt(last.value if last else None)}</td>"
-            f"<td class='num'>{_fmt(definition.weight * 100)}%</td><td class='note'>{_e(definition.source)}</td></tr>"
+            f"<td class='num'>{_fmt(round(definition.weight * 100, 2))}%</td>"
+            f"<td class='note'>{_e(definition.source)}</td></tr>"
         )
     table = (
         "<table><tr><th>指标 <span class='en'>indicator</span></th><th>单位</th><th>目标</th>"
@@ -259,15 +263,17 @@ def _problems_html(definitions: Definitions, problems: Sequence[Problem], tasks:
         treatment = "未建台账"
         if entry is not None:
             task_text = "; ".join(
-                f"{t['title']}（{t['owner']}，{t['deadline']}，{t['status']}）" for t in entry["tasks"]
+                f"{t['title']}（{t['owner']}，{t['deadline']}，{TASK_ZH.get(t['status'], t['status'])}）"
+                for t in entry["tasks"]
             )
-            treatment = f"{entry['status']}：{task_text or '待派任务'}"
+            treatment = f"{PROBLEM_ZH.get(entry['status'], entry['status'])}：{task_text or '待派任务'}"
             if entry["rechecks"]:
                 last = entry["rechecks"][-1]
-                treatment += f"；复查 {_fmt(last['after_value'])} → {last['outcome']}"
+                treatment += f"；复查 {_fmt(last['after_value'])} → {PROBLEM_ZH.get(last['outcome'], last['outcome'])}"
         rows.append(
             f"<tr><td><span class='chip' style='background:{BAND_COLOURS[p.band]}'></span>{_e(definition.name_zh)}</td>"
-            f"<td>{_e(_district_name(p.district))}</td><td class='num'>{_fmt(p.value, definition.unit)}</td>"
+            f"<td class='nowrap'>{_e(_district_name(p.district))}</td>"
+            f"<td class='num'>{_fmt(p.value, definition.unit)}</td>"
             f"<td class='num'>{_fmt(p.target, definition.unit)}</td><td class='note'>{_e('；'.join(evidence))}</td>"
             f"<td class='note'>{_e(treatment)}</td></tr>"
         )
@@ -394,6 +400,8 @@ def _map_svg(sensors: Sequence[Mapping[str, Any]], indices: Mapping[str, HealthI
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-size="12">']
     out.append(f'<rect width="{w}" height="{h}" fill="#f7f9fb" stroke="#d5dbe1"/>')
     districts = sorted({str(s["district"]) for s in placed if s["district"]})
+    labels: list[tuple[float, float]] = []
+    texts: list[str] = []
     for k, d in enumerate(districts):
         hull = _hull([at(float(s["x_m"]), float(s["y_m"])) for s in placed if s["district"] == d])
         value = indices[d].value if d in indices else None
@@ -404,16 +412,23 @@ def _map_svg(sensors: Sequence[Mapping[str, Any]], indices: Mapping[str, HealthI
                 f'<polygon points="{pts}" fill="{fill}" fill-opacity="0.22" stroke="{DISTRICT_COLOURS[k % 4]}" '
                 f'stroke-width="2" stroke-linejoin="round"/>'
             )
-        cx = sum(x for x, _ in hull) / len(hull)
-        cy = sum(y for _, y in hull) / len(hull)
-        out.append(
-            f'<text x="{cx:.1f}" y="{cy:.1f}" text-anchor="middle" font-size="15" font-weight="bold">{_e(d)}</text>'
-            f'<text x="{cx:.1f}" y="{cy + 18:.1f}" text-anchor="middle">指数 {_fmt(value)}</text>'
+        # The label sits at the district's sensors' mean, moved down while it would cover another district's.
+        own = [at(float(s["x_m"]), float(s["y_m"])) for s in placed if s["district"] == d]
+        cx = sum(x for x, _ in own) / len(own)
+        cy = sum(y for _, y in own) / len(own)
+        while any(abs(lx - cx) < 110 and abs(ly - cy) < 40 for lx, ly in labels):
+            cy += 42
+        labels.append((cx, cy))
+        halo = 'stroke="#fff" stroke-width="3" paint-order="stroke"'
+        texts.append(
+            f'<text x="{cx:.1f}" y="{cy:.1f}" text-anchor="middle" font-size="15" font-weight="bold" {halo}>{_e(d)}'
+            f'</text><text x="{cx:.1f}" y="{cy + 18:.1f}" text-anchor="middle" {halo}>指数 {_fmt(value)}</text>'
         )
     marks = {"drainage": "#3b6fb6", "water": "#2f9c95", "gas": "#d6333a", "rain": "#8d99a6"}
     for s in placed:
         x, y = at(float(s["x_m"]), float(s["y_m"]))
         out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{marks.get(str(s["network"]), "#555")}"/>')
+    out.extend(texts)  # over the sensors' dots
     legend_x = pad
     for name, zh in (("drainage", "排水"), ("water", "供水"), ("gas", "燃气"), ("rain", "雨量")):
         out.append(f'<circle cx="{legend_x}" cy="{h - 10}" r="4" fill="{marks[name]}"/>')
@@ -441,27 +456,66 @@ def write_pdf(html_path: Path, pdf_path: Path, *, chromium: str = "/usr/bin/chro
         chromium: the Chromium executable to launch.
         browser: a Playwright browser already running (its own is launched otherwise).
     """
+    return _with_browser(lambda b: _print(b, html_path, pdf_path), chromium=chromium, browser=browser)
+
+
+def write_pngs(
+    html_path: Path,
+    *,
+    chromium: str = "/usr/bin/chromium",
+    browser: Any = None,
+    width_px: int = 1100,
+    page_height_px: int = 1400,
+) -> list[Path]:
+    """Render *html_path* as PNG page images beside it (``<stem>_p1.png`` …); return them ([] without Chromium).
+
+    Args:
+        html_path: the report page.
+        chromium: the Chromium executable to launch.
+        browser: a Playwright browser already running (its own is launched otherwise).
+        width_px, page_height_px: the size of each image, pixels (the last one is as tall as what is left).
+    """
+    shots: list[Path] = []
+
+    def render(b: Any) -> None:
+        page = b.new_page(viewport={"width": width_px, "height": page_height_px})
+        try:
+            page.goto(html_path.resolve().as_uri())
+            height = int(page.evaluate("document.documentElement.scrollHeight"))
+            for k, top in enumerate(range(0, height, page_height_px)):
+                path = html_path.with_name(f"{html_path.stem}_p{k + 1}.png")
+                clip = {"x": 0, "y": top, "width": width_px, "height": min(page_height_px, height - top)}
+                page.screenshot(path=str(path), clip=clip, full_page=True)
+                shots.append(path)
+        finally:
+            page.close()
+
+    return shots if _with_browser(render, chromium=chromium, browser=browser) else []
+
+
+def _with_browser(work: Any, *, chromium: str, browser: Any) -> bool:
+    """Run *work(browser)* on *browser*, or on a headless Chromium launched for it; False when there is none."""
     if browser is not None:
-        _print(browser, html_path, pdf_path)
+        work(browser)
         return True
     try:
         from playwright.sync_api import Error as PlaywrightError
         from playwright.sync_api import sync_playwright
     except ImportError:
-        log.warning("no PDF: Playwright is not installed")
+        log.warning("no PDF or images: Playwright is not installed")
         return False
     if not Path(chromium).exists():
-        log.warning("no PDF: no Chromium at %s", chromium)
+        log.warning("no PDF or images: no Chromium at %s", chromium)
         return False
     try:
         with sync_playwright() as pw:
             launched = pw.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
             try:
-                _print(launched, html_path, pdf_path)
+                work(launched)
             finally:
                 launched.close()
     except PlaywrightError as exc:
-        log.warning("no PDF: Chromium failed: %s", exc)
+        log.warning("no PDF or images: Chromium failed: %s", exc)
         return False
     return True
 

@@ -158,9 +158,13 @@ function renderMap() {
       s += `<polygon points="${h.map((p) => p.join(",")).join(" ")}" fill="${BAND_COLOUR[indexBand(v)]}" fill-opacity="0.3"
         stroke="${BAND_COLOUR[indexBand(v)]}" stroke-width="2" data-district="${esc(d)}"/>`;
     }
-    const cx = h.reduce((a, p) => a + p[0], 0) / h.length, cy = h.reduce((a, p) => a + p[1], 0) / h.length;
-    labels.push(`<text x="${cx}" y="${cy}" fill="#fff" font-size="16" font-weight="bold" text-anchor="middle"
-      stroke="#0d1d30" stroke-width="3" paint-order="stroke">${esc(d)} ${fmt(v)}</text>`);
+    // The label sits at the district's sensors' mean, moved down while it would cover another district's.
+    const own = placed.filter((x) => x.district === d).map((x) => at(x.x_m, x.y_m));
+    const cx = own.reduce((a, p) => a + p[0], 0) / own.length;
+    let cy = own.reduce((a, p) => a + p[1], 0) / own.length;
+    while (labels.some((l) => Math.abs(l.x - cx) < 130 && Math.abs(l.y - cy) < 24)) cy += 26;
+    labels.push({ x: cx, y: cy, html: `<text x="${cx}" y="${cy}" fill="#fff" font-size="16" font-weight="bold"
+      text-anchor="middle" stroke="#0d1d30" stroke-width="3" paint-order="stroke">${esc(d)} ${fmt(v)}</text>` });
   }
   const r = placed.length > 100 ? 1.6 : 3.5;
   for (const x of placed) {
@@ -172,7 +176,7 @@ function renderMap() {
     s += `<circle cx="${lx}" cy="${H - 10}" r="4" fill="${NET_COLOUR[net]}"/><text x="${lx + 8}" y="${H - 6}" fill="#dce8f5" font-size="12">${t(net)}</text>`;
     lx += state.lang === "zh" ? 56 : 80;
   }
-  $("#hc-map").innerHTML = s + labels.join("");
+  $("#hc-map").innerHTML = s + labels.map((l) => l.html).join("");
 }
 
 function renderTable() {
@@ -260,9 +264,9 @@ function renderProblems() {
         <span>· ${esc(task.owner)} · ${esc(task.deadline)}</span>
         ${mayWrite ? `<select data-task-status="${task.id}">${["planned", "in_progress", "done"].map((st) =>
           `<option value="${st}" ${st === task.status ? "selected" : ""}>${t("ts_" + st)}</option>`).join("")}</select>`
-          : `<span class="status">${t("ts_" + task.status)}</span>`}</div>`).join("");
+          : `<span class="hc-status">${t("ts_" + task.status)}</span>`}</div>`).join("");
       const last = entry.rechecks.length ? entry.rechecks[entry.rechecks.length - 1] : null;
-      ledgerHtml = `<div class="ledger"><span class="status st-${entry.status}">${t("st_" + entry.status)}</span>
+      ledgerHtml = `<div class="ledger"><span class="hc-status st-${entry.status}">${t("st_" + entry.status)}</span>
         ${last ? ` ${t("recheckResult")} ${fmt(last.after_value, ind.unit)} → ${t("st_" + last.outcome)}` : ""}
         ${mayWrite ? ` <button type="button" data-add-task="${entry.id}">${t("addTask")}</button>
           <button type="button" data-recheck="${entry.id}">${t("recheck")}</button>` : ""}</div>${tasks}`;
