@@ -33,12 +33,15 @@ DAY = timedelta(days=1)
 
 # Tolerance of each indicator against the truth: (absolute, relative), either suffices.
 TOLERANCE: dict[str, tuple[float, float]] = {
-    # counted from the detector's alerts on noisy readings; the truth from the noise-free levels: exact
-    "waterlogging_points": (0.0, 0.0),
-    "waterlogging_density": (1e-9, 0.0),
+    # counted from noisy readings (1 cm) and the detector's alerts; the truth from the noise-free levels. A point
+    # whose true peak stops just short of a limit can cross it in noise: one point or 2 % (the 638 sensors of the
+    # demo city: 139 points for 137, 122 overflows for 121, 72.4 % surcharged for 71.4 %)
+    "waterlogging_points": (1.0, 0.02),
+    "waterlogging_density": (0.5, 0.02),
+    "drainage_surcharge_share": (0.0, 0.02),
+    "drainage_overflow_events": (1.0, 0.02),
+    # methane leaks climb 1 %LEL per reading through the limit: exact
     "gas_leak_alarms": (0.0, 0.0),
-    "drainage_surcharge_share": (1e-9, 0.0),
-    "drainage_overflow_events": (0.0, 0.0),
     # the water balance on hourly means with 1 % meter noise: 0.3 percentage points
     "water_leakage_rate": (0.3, 0.0),
     # minimum night flow with the table's assumed night use and night-day factor: a quarter of the true rate
