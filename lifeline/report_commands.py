@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -38,6 +39,11 @@ def _local_date(text: str, offset_h: float) -> datetime:
 @click.option("--chromium", default="/usr/bin/chromium", show_default=True, help="Chromium used for the PDF.")
 @click.option("--no-pdf", is_flag=True, help="Write the HTML only.")
 @click.option("--png", is_flag=True, help="Also render the pages as PNG images beside the HTML (<name>_p1.png …).")
+@click.option(
+    "--truth",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A simulated year's ground truth (lifeline simulate year): print each indicator beside its true value.",
+)
 @click.pass_context
 def report(
     ctx: click.Context,
@@ -49,6 +55,7 @@ def report(
     chromium: str,
     no_pdf: bool,
     png: bool,
+    truth: Path | None,
 ) -> None:
     """Write the lifeline health check report (城市体检报告): indicators, index, diagnosis, ledger."""
     from models.healthcheck.indicators import load_definitions
@@ -75,6 +82,8 @@ def report(
         raise click.UsageError("give --year, or --from and --to")
     with connect(settings.database_url, schema=settings.db_schema, autocommit=True) as conn:
         page = build_report(conn, table, start=start, end=end, title=title, months=year is not None)
+        if truth is not None:
+            _print_against_truth(conn, table, truth, start=start, end=end)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     click.echo(f"wrote {out}")
@@ -87,6 +96,25 @@ def report(
     if png:
         shots = write_pngs(out, chromium=chromium)
         click.echo(f"wrote {len(shots)} page images: {', '.join(str(p) for p in shots)}" if shots else "no images")
+
+
+def _print_against_truth(conn: Any, table: Any, truth_path: Path, *, start: datetime, end: datetime) -> None:
+    """Print every indicator of the period beside its true value from a simulated year's ground truth."""
+    import json
+
+    from models.healthcheck.indicators import compute_all
+
+    try:
+        truth = json.loads(truth_path.read_text(encoding="utf-8"))["summary"]["indicators"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise click.BadParameter(f"{truth_path} is not a ground truth of lifeline simulate year ({exc})") from exc
+    click.echo(f"{'indicator':34} {'district':8} {'measured':>10} {'truth':>10} {'difference':>10}")
+    for v in compute_all(conn, table, start=start, end=end):
+        want = truth.get(v.district, {}).get(v.indicator_id)
+        got = "—" if v.value is None else f"{v.value:.4g}"
+        true = "—" if want is None else f"{want:.4g}"
+        diff = f"{v.value - want:+.3g}" if v.value is not None and want is not None else ""
+        click.echo(f"{v.indicator_id:34} {v.district or '全市':8} {got:>10} {true:>10} {diff:>10}")
 
 
 @click.command("year")

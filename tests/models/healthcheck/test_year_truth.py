@@ -7,13 +7,18 @@ comes from the noise-free model; the indicators come from the store as any city'
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from lifeline.report_commands import report
+from lifeline.settings import Settings
 from models.healthcheck.indicators import CITY, compute_all, compute_indicator, load_definitions
 from models.healthcheck.report import year_bounds
 from simulators.scenario import GroundTruth
@@ -81,12 +86,14 @@ def test_every_indicator_has_a_ground_truth_check() -> None:
     assert {d.id for d in DEFS.indicators} == set(TOLERANCE) | TWIN_INDICATORS
 
 
-def test_indicators_match_the_simulated_year_within_tolerance(db: DictConnection, year_2026: GroundTruth) -> None:
+def test_indicators_match_the_simulated_year_within_tolerance(
+    db: DictConnection, schema: str, pg_url: str, year_2026: GroundTruth, tmp_path: Path
+) -> None:
     truth: dict[str, dict[str, Any]] = year_2026.summary["indicators"]
     start, end = year_bounds(2026)
     values = compute_all(db, DEFS, start=start, end=end)
     checked = 0
-    report = []
+    lines = []
     for v in values:
         if v.indicator_id in TWIN_INDICATORS:
             continue
@@ -97,9 +104,9 @@ def test_indicators_match_the_simulated_year_within_tolerance(db: DictConnection
         assert want is not None, f"{v.indicator_id} in {v.district or 'city'}: no truth"
         absolute, relative = TOLERANCE[v.indicator_id]
         assert v.value == pytest.approx(want, abs=absolute, rel=relative), (v.indicator_id, v.district, v.detail)
-        report.append(f"{v.district or '全市'} {v.indicator_id}: {v.value:.4g} (truth {want:.4g})")
+        lines.append(f"{v.district or '全市'} {v.indicator_id}: {v.value:.4g} (truth {want:.4g})")
         checked += 1
-    print("\n".join(report))
+    print("\n".join(lines))
     assert checked == 2 + 3 * 13  # two city-wide water figures, 13 others in the city and both districts
     city = truth[CITY]
     # The year is not trivial: every kind of event happened and shows in the figures.
@@ -107,6 +114,18 @@ def test_indicators_match_the_simulated_year_within_tolerance(db: DictConnection
     assert city["gas_leak_alarms"] >= 2 and city["gas_pressure_out_of_range_hours"] > 0
     assert city["data_completeness"] < 100 and city["sensors_online"] < 100
     assert city["drainage_drain_time_hours"] > 0 and city["alert_dispatch_minutes"] is not None
+    # The report command prints the same figures beside the truth.
+    truth_file = tmp_path / "ground_truth_2026.json"
+    truth_file.write_text(json.dumps({"summary": year_2026.summary}, default=str), encoding="utf-8")
+    out = tmp_path / "report.html"
+    printed = CliRunner().invoke(
+        report,
+        ["--year", "2026", "--out", str(out), "--no-pdf", "--truth", str(truth_file)],
+        obj=Settings(database_url=pg_url, db_schema=schema),
+    )
+    assert printed.exit_code == 0, printed.output
+    line = next(x for x in printed.output.splitlines() if x.startswith("water_leakage_rate"))
+    assert f"{city['water_leakage_rate']:.4g}" in line and "全市" in line
 
 
 def test_an_earlier_year_of_the_plan_is_worse(db: DictConnection, schema: str, demo_city: City) -> None:
