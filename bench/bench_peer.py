@@ -317,8 +317,12 @@ def run_once(broker: EmbeddedServer, target: Target, args: argparse.Namespace, p
     return result
 
 
-def lifeline_target(broker_url: str, sensors: int, workdir: Path, protocol: str = "5") -> Target:
-    """Lifeline Twin's ingest in a fresh schema, started as `bench_ingest.py` starts it."""
+def lifeline_target(broker_url: str, sensors: int, workdir: Path, protocol: str = "5", workers: int = 1) -> Target:
+    """Lifeline Twin's ingest in a fresh schema, started as `bench_ingest.py` starts it.
+
+    With *workers* > 1, that many ingest processes share the stream through one MQTT shared subscription
+    (``$share/ingest/…``), each with its own client id, under one shell (so CPU and memory are their sum).
+    """
     schema = "bench_" + uuid.uuid4().hex[:8]
     with connect(PG_URL, schema=schema, autocommit=True) as conn:
         migrate(conn, schema=schema, mode="postgresql")
@@ -336,13 +340,42 @@ def lifeline_target(broker_url: str, sensors: int, workdir: Path, protocol: str 
         "LIFELINE_SPOOL_DIR": str(workdir / "spool"),
         "LIFELINE_MQTT_PROTOCOL": protocol,
     }
+    if workers == 1:
+        return Target(
+            "lifeline",
+            schema,
+            "readings",
+            "ts",
+            lambda: subprocess.Popen([sys.executable, "-m", "lifeline", "ingest"], env=env),
+        )
+    env["LIFELINE_MQTT_SHARED_GROUP"] = "ingest"
+    env["BENCH_WORKERS"] = str(workers)
     return Target(
-        "lifeline",
+        f"lifeline-{workers}w",
         schema,
         "readings",
         "ts",
-        lambda: subprocess.Popen([sys.executable, "-m", "lifeline", "ingest"], env=env),
+        lambda: subprocess.Popen([sys.executable, "-c", _WORKERS_LAUNCHER, schema], env=env),
     )
+
+
+_WORKERS_LAUNCHER = """
+import os, signal, subprocess, sys
+n, schema = int(os.environ["BENCH_WORKERS"]), sys.argv[1]
+children = [
+    subprocess.Popen([sys.executable, "-m", "lifeline", "ingest"],
+                     env={**os.environ, "LIFELINE_MQTT_CLIENT_ID": f"ingest-{schema}-{k}"})
+    for k in range(n)
+]
+def stop(*_):
+    for c in children:
+        c.terminate()
+signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGINT, stop)
+for c in children:
+    c.wait()
+"""
+"""Starts BENCH_WORKERS ingest processes (each its own client id) and passes SIGTERM on to them."""
 
 
 def peer_flow(*, broker_port: int, topic: str, schema: str) -> list[dict[str, Any]]:
@@ -445,6 +478,13 @@ def main() -> None:
         choices=["lifeline", "lifeline-mqtt311", "node-red"],
         help="consumers to run, in order (lifeline-mqtt311: ingest speaking MQTT 3.1.1 instead of 5)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="for each Lifeline system, run it with each of these numbers of ingest workers on a shared subscription",
+    )
     args = parser.parse_args()
     broker, _protocol = start_broker(kind="mosquitto")
     workdir = Path(tempfile.mkdtemp(prefix="bench-peer-"))
@@ -458,11 +498,16 @@ def main() -> None:
     rows: list[tuple[str, str, Result]] = []
     try:
         for per_message in args.modes:
-            for name in args.systems:
+            runs = [
+                (name, workers)
+                for name in args.systems
+                for workers in (args.workers if name.startswith("lifeline") else [1])
+            ]
+            for name, workers in runs:
                 if name.startswith("lifeline"):
                     protocol = "3.1.1" if name == "lifeline-mqtt311" else "5"
-                    target = lifeline_target(broker.url, args.sensors, workdir, protocol)
-                    target = dataclasses.replace(target, name=name)
+                    target = lifeline_target(broker.url, args.sensors, workdir, protocol, workers)
+                    target = dataclasses.replace(target, name=name + (f" ×{workers}" if workers > 1 else ""))
                 else:
                     target = peer_target(broker.url, workdir)
                 try:
