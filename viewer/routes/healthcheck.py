@@ -102,7 +102,9 @@ def _local_day(text: str, name: str, offset: timedelta) -> datetime:
     try:
         day = date.fromisoformat(text)
     except ValueError as exc:
-        raise HTTPException(422, f"'{name}' must be a date YYYY-MM-DD, not {text!r}") from exc
+        raise HTTPException(422, f"'{name}' must be a date YYYY-MM-DD, not {text[:40]!r}") from exc
+    if not 2000 <= day.year <= 2100:
+        raise HTTPException(422, f"'{name}' must be a day of the years 2000 to 2100")
     return datetime(day.year, day.month, day.day, tzinfo=UTC) - offset
 
 
