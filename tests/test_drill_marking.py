@@ -96,6 +96,33 @@ def test_alerts_of_drilled_networks_are_marked_while_the_drill_runs_and_its_grac
     assert listed[orphan]["alerts"] == 1 and listed[orphan]["stopped_at"] is None
 
 
+def test_drill_alerts_and_real_alerts_are_grouped_in_separate_incidents(db: DictConnection, schema: str) -> None:
+    def incident_of(alert_id: int) -> dict[str, Any]:
+        row = db.execute(
+            "SELECT i.* FROM incidents i JOIN alerts a ON a.incident_id = i.id WHERE a.id = %s", (alert_id,)
+        ).fetchone()
+        assert row is not None
+        return row
+
+    real = incident_of(_raise(db, schema, "D-L-001", "drainage"))
+    drill = open_drill(db, kind="rainstorm", networks=["drainage", "rain"], params={})
+    first = incident_of(_raise(db, schema, "D-L-002", "drainage"))  # the real incident is open: not joined
+    second = incident_of(_raise(db, schema, "D-L-003", "drainage"))
+    assert first["id"] != real["id"] and first["drill_id"] == drill
+    assert second["id"] == first["id"] and second["alerts"] == 2
+    close_drill(db, drill, outcome="stopped")
+    db.execute("UPDATE drills SET stopped_at = now() - interval '2 min' WHERE id = %s", (drill,))
+    # Real again: back to the real incident, though the drill's is the newer one.
+    after = incident_of(_raise(db, schema, "D-L-004", "drainage"))
+    assert after["id"] == real["id"] and after["alerts"] == 2 and after["drill_id"] is None
+    counts = {r["id"]: r["alerts"] for r in db.execute("SELECT id, alerts FROM incidents").fetchall()}
+    assert counts == {real["id"]: 2, first["id"]: 2}
+    # A drill alert with no incident open yet gets one of its own.
+    gas = open_drill(db, kind="gas-leak", networks=["gas"], params={})
+    alone = incident_of(_raise(db, schema, "G-M-001", "gas"))
+    assert alone["drill_id"] == gas and alone["alerts"] == 1
+
+
 def test_networks_of_each_drill_kind() -> None:
     assert networks_of("rainstorm", {}) == ("drainage", "rain")
     assert networks_of("leak", {"junction": "J1"}) == ("water",)

@@ -5,7 +5,8 @@ would, so ingest and the detectors treat them like any reading. What sets a dril
 registry: while a drill runs, its networks are *in drill mode*, and a trigger on ``alerts`` stamps every alert
 raised on those networks then with the drill's id (``alerts.drill_id``), whoever writes it (any ingest worker,
 a replayed spool, a test). The stamp stays with the alert for life: its clearing, acknowledgement and history
-are the drill's too.
+are the drill's too, and it is grouped with the drill's other alerts, never in a real incident
+(:func:`separate_incidents`).
 
 A drill's window runs from ``started_at`` to its end plus :data:`GRACE_S` (readings published just before the
 end may still be in ingest's batch or spool). Its end is ``stopped_at`` once the viewer has seen the drill stop or
@@ -74,6 +75,65 @@ def create_tables(conn: psycopg.Connection[Any]) -> None:
     )
     conn.execute(
         "CREATE TRIGGER alerts_mark_drill BEFORE INSERT ON alerts FOR EACH ROW EXECUTE FUNCTION mark_drill_alert()"
+    )
+
+
+def separate_incidents(conn: psycopg.Connection[Any], *, window_s: float) -> None:
+    """Keep drill alerts and real alerts in separate incidents (schema migration 9).
+
+    A new alert joins the open incident of its network and district (:mod:`twin.store.alerts`), which may be a
+    real one for a drill alert or a drill's for a real alert. After the drill stamp, the trigger moves such an
+    alert to an open incident of its own kind (the same drill, or real) updated within *window_s* seconds, or opens
+    one; the incident it left loses it again (and goes if it was opened for this alert alone).
+    """
+    conn.execute("ALTER TABLE incidents ADD COLUMN drill_id bigint REFERENCES drills (id)")
+    conn.execute(
+        f"""
+        CREATE OR REPLACE FUNCTION mark_drill_alert() RETURNS trigger LANGUAGE plpgsql
+        SET search_path FROM CURRENT AS $$
+        DECLARE
+            joined incidents%ROWTYPE;
+            found_id bigint;
+        BEGIN
+            IF NEW.drill_id IS NULL THEN
+                SELECT d.id INTO NEW.drill_id FROM drills d
+                WHERE NEW.network = ANY (d.networks)
+                  AND d.started_at <= now()
+                  AND now() <= coalesce(d.stopped_at, d.lease_until) + make_interval(secs => {GRACE_S:.0f})
+                ORDER BY d.id DESC LIMIT 1;
+            END IF;
+            IF NEW.incident_id IS NULL THEN
+                RETURN NEW;
+            END IF;
+            SELECT * INTO joined FROM incidents WHERE id = NEW.incident_id;
+            IF NOT FOUND OR joined.drill_id IS NOT DISTINCT FROM NEW.drill_id THEN
+                RETURN NEW;
+            END IF;
+            IF joined.alerts <= 1 AND NOT EXISTS (SELECT 1 FROM alerts WHERE incident_id = joined.id) THEN
+                IF NEW.drill_id IS NOT NULL AND joined.opened_at = NEW.raised_at THEN
+                    UPDATE incidents SET drill_id = NEW.drill_id WHERE id = joined.id;  -- opened for this alert
+                    RETURN NEW;
+                END IF;
+                DELETE FROM incidents WHERE id = joined.id;
+            ELSE
+                UPDATE incidents SET alerts = alerts - 1 WHERE id = joined.id;
+            END IF;
+            SELECT id INTO found_id FROM incidents
+            WHERE closed_at IS NULL AND network = NEW.network AND district = NEW.district
+              AND drill_id IS NOT DISTINCT FROM NEW.drill_id
+              AND updated_at >= NEW.raised_at - make_interval(secs => {window_s:.0f})
+            ORDER BY id DESC LIMIT 1 FOR UPDATE;
+            IF FOUND THEN
+                UPDATE incidents SET updated_at = greatest(updated_at, NEW.raised_at), alerts = alerts + 1
+                WHERE id = found_id;
+            ELSE
+                INSERT INTO incidents (network, district, opened_at, updated_at, alerts, drill_id)
+                VALUES (NEW.network, NEW.district, NEW.raised_at, NEW.raised_at, 1, NEW.drill_id)
+                RETURNING id INTO found_id;
+            END IF;
+            NEW.incident_id := found_id;
+            RETURN NEW;
+        END $$"""  # noqa: S608 - module constants, no input
     )
 
 

@@ -375,6 +375,14 @@ def _v8_drills_and_risk_maps(conn: psycopg.Connection[object], mode: StorageMode
     risk_maps.create_tables(conn)
 
 
+def _v9_drill_incidents(conn: psycopg.Connection[object], mode: StorageMode, policy: RetentionPolicy) -> None:
+    """Drill alerts and real alerts grouped in separate incidents."""
+    from twin.store import drills
+    from twin.store.alerts import INCIDENT_WINDOW_S
+
+    drills.separate_incidents(conn, window_s=INCIDENT_WINDOW_S)
+
+
 MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
     (1, "sensors, readings, rollups, alerts, dead letter", _v1_core),
     (2, "twin assets, versioned per import", _v2_twin_assets),
@@ -384,6 +392,7 @@ MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
     (6, "zone models", _v6_zone_models),
     (7, "health check ledger", _v7_health_check),
     (8, "drill registry and marked alerts, waterlogging risk maps", _v8_drills_and_risk_maps),
+    (9, "drill alerts in incidents of their own", _v9_drill_incidents),
 )
 
 
