@@ -6,12 +6,13 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+import orjson
+from fastapi import APIRouter, HTTPException, Query, Response
 
 from twin.store.readings import QueryError, choose_source, query_series
 from twin.store.sensors import sensor_records
 from viewer.deps import DbDep
-from viewer.schemas import SensorPublic, SeriesPointPublic, SeriesPublic
+from viewer.schemas import SensorPublic, SeriesPublic
 
 router = APIRouter(prefix="/api/sensors", tags=["sensors"])
 
@@ -43,7 +44,7 @@ def sensor_readings(
     from_: Annotated[datetime | None, Query(alias="from", description="ISO 8601; default: 'to' minus 6 h")] = None,
     to: Annotated[datetime | None, Query(description="ISO 8601; default: now")] = None,
     step: Annotated[str | None, Query(description="bucket width: 30s, 5m, 1h, 1d; omit for raw readings")] = None,
-) -> SeriesPublic:
+) -> Response:
     row = db.execute("SELECT unit FROM sensors WHERE sensor_id = %s", (sensor_id,)).fetchone()
     if row is None:
         raise HTTPException(404, f"unknown sensor {sensor_id!r}")
@@ -54,13 +55,16 @@ def sensor_readings(
         points = query_series(db, sensor_id=sensor_id, start=start, end=end, step=width)
     except QueryError as exc:
         raise HTTPException(422, str(exc)) from exc
-    return SeriesPublic(
-        sensor_id=sensor_id,
-        unit=row["unit"],
-        source=choose_source(width),
-        step_s=width.total_seconds() if width else None,
-        points=[SeriesPointPublic(ts=p.ts, value=p.value, min=p.min, max=p.max, n=p.n) for p in points],
-    )
+    # Encoded here with orjson, in the shape of SeriesPublic: validating tens of thousands of points through the
+    # response model took ~20 µs a point (0.85 s for 30 days at 1 minute), this ~1 µs.
+    body = {
+        "sensor_id": sensor_id,
+        "unit": row["unit"],
+        "source": choose_source(width),
+        "step_s": width.total_seconds() if width else None,
+        "points": [{"ts": p.ts, "value": p.value, "min": p.min, "max": p.max, "n": p.n} for p in points],
+    }
+    return Response(orjson.dumps(body, option=orjson.OPT_UTC_Z), media_type="application/json")
 
 
 def _aware(ts: datetime) -> datetime:
