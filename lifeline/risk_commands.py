@@ -68,6 +68,21 @@ def risk() -> None:
     help="Gauge rain up to now (ts, rain_mm_h, same step); the model warms up on it.",
 )
 @click.option("--horizon", type=float, default=6.0, show_default=True, help="Hours ahead.")
+@click.option(
+    "--members",
+    type=click.IntRange(1, 15),
+    default=1,
+    show_default=True,
+    help="Rain futures: 1 runs the forecast as given; more run it scaled by quantiles of its error and warn "
+    "by the probability of flooding (the rule chosen in bench/bench_nowcast.py).",
+)
+@click.option(
+    "--forecast-sigma",
+    type=click.FloatRange(0.0, 2.0),
+    default=0.25,
+    show_default=True,
+    help="Log-normal σ of the forecast's depth error, for --members > 1.",
+)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("risk-map.geojson"), show_default=True)
 @click.option("--demo", "use_demo", is_flag=True, help="Use the built-in demo city instead of the stored twin.")
 @click.pass_context
@@ -79,10 +94,13 @@ def nowcast_command(
     forecast_csv: Path | None,
     observed_csv: Path | None,
     horizon: float,
+    members: int,
+    forecast_sigma: float,
     out: Path,
     use_demo: bool,
 ) -> None:
     """Run SWMM ahead of now on the observed and forecast rain; write the risk map and print the warnings."""
+    from models.waterlogging.ensemble import WarningRule, ensemble_nowcast, forecast_futures, warned_volumes
     from models.waterlogging.nowcast import nowcast, swmm_pool
     from models.waterlogging.risk import alert_changes, assess
     from twin.errors import LifelineError
@@ -108,30 +126,59 @@ def nowcast_command(
             )
         observed = [v for _ts, v in read_rain_csv(observed_csv)] if observed_csv is not None else []
         now = datetime.now(UTC).replace(second=0, microsecond=0)
-        click.echo(f"nowcast: {len(network.nodes)} nodes, {horizon:g} h ahead, SWMM in a worker process …", err=True)
+        click.echo(
+            f"nowcast: {len(network.nodes)} nodes, {horizon:g} h ahead, {members} rain future(s), SWMM in worker "
+            "processes …",
+            err=True,
+        )
         started = time.perf_counter()
-        with swmm_pool(1) as pool:
-            cast = nowcast(
-                network,
-                now=now,
-                observed_rain_mm_h=observed,
-                forecast_rain_mm_h=forecast,
-                rain_step=step,
-                horizon=timedelta(hours=horizon),
-                executor=pool,
-            )
+        with swmm_pool(min(members, 2)) as pool:
+            if members == 1:
+                cast = nowcast(
+                    network,
+                    now=now,
+                    observed_rain_mm_h=observed,
+                    forecast_rain_mm_h=forecast,
+                    rain_step=step,
+                    horizon=timedelta(hours=horizon),
+                    executor=pool,
+                )
+                volumes, runs = cast.volume_m3, cast.runs
+            else:
+                ensemble = ensemble_nowcast(
+                    network,
+                    now=now,
+                    observed_rain_mm_h=observed,
+                    futures=forecast_futures(forecast, sigma=forecast_sigma, members=members),
+                    rain_step=step,
+                    horizon=timedelta(hours=horizon),
+                    executor=pool,
+                )
+                cast = ensemble.central()
+                runs = sum(m.runs for m in ensemble.members)
+                rule = WarningRule()
+                probability = ensemble.probability(min_volume_m3=rule.min_volume_m3)
+                named = rule.named(ensemble, warned_before=False)
+                click.echo(
+                    f"locations with a chance of flooding ≥ {rule.min_volume_m3:g} m³: {int((probability > 0).sum())}; "
+                    f"named by the warning rule (p ≥ {rule.probability:g}): {len(named)}"
+                )
+                if not named and (probability >= rule.probability).any():
+                    click.echo("no warning yet: the futures disagree too much on where (the rule waits)")
+                volumes = warned_volumes(ensemble, named)
     except LifelineError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"done in {time.perf_counter() - started:.1f} s ({cast.runs} SWMM run(s))", err=True)
-    flooded = cast.flooded(min_volume_m3=1.0)
-    click.echo(f"nodes expected to flood: {len(flooded)}, {float(cast.volume_m3.sum()):.0f} m³ in all")
+    click.echo(f"done in {time.perf_counter() - started:.1f} s ({runs} SWMM run(s))", err=True)
+    flooded = [n for n, v in zip(cast.node_ids, volumes, strict=True) if v >= 1.0]
+    click.echo(f"nodes expected to flood: {len(flooded)}, {float(volumes.sum()):.0f} m³ in all")
+    order = [cast.node_ids.index(n) for n in model.node_ids]
     risk_map = assess(
         assets,
-        model.fill(cast.volume_m3),
+        model.fill(dict(zip(cast.node_ids, volumes, strict=True))),
         issued=cast.issued,
         source="nowcast",
-        node_eta_s=cast.eta_s,
-        node_duration_s=cast.duration_s,
+        node_eta_s=cast.eta_s[order],
+        node_duration_s=cast.duration_s[order],
     )
     _show(risk_map)
     changes, _active = alert_changes(risk_map, {})

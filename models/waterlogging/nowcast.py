@@ -162,6 +162,8 @@ class Nowcast:
             (the same object when no correction was needed); None without observed levels.
         hotstart: the state at ``issued``, for the next nowcast (None for a cold start with no observed rain).
         runs: SWMM runs made; ``wall_s`` the nowcast's wall time, seconds.
+        flooded_before_m3: volume each node flooded from the run's start (the hot start, or the first observed
+            rain of a warm-up) to ``issued``, m³; add it up over a chain of nowcasts for the event so far.
     """
 
     issued: datetime
@@ -179,6 +181,7 @@ class Nowcast:
     runs: int
     wall_s: float
     extra: Mapping[str, Any] = field(default_factory=dict)
+    flooded_before_m3: FloatArray | None = None
 
     def volumes(self) -> dict[str, float]:
         """Return the forecast flood volume by node id, m³."""
@@ -326,6 +329,7 @@ def _conclude(
         runs=runs,
         wall_s=wall_s,
         extra={"swmm_wall_s": run.wall_s},
+        flooded_before_m3=run.volume_before_m3,
     )
 
 

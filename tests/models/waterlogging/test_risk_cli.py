@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -34,3 +35,15 @@ def test_bad_horizon_is_refused() -> None:
     result = CliRunner().invoke(risk, ["nowcast", "--demo", "--horizon", "0"], obj=Settings())
     assert result.exit_code != 0
     assert "--horizon" in result.output
+
+
+def test_nowcast_command_with_rain_futures_warns_by_probability(tmp_path: Path) -> None:
+    out = tmp_path / "map.geojson"
+    args = ["nowcast", "--demo", "--return-period", "100", "--horizon", "3", "--members", "3"]
+    result = CliRunner().invoke(risk, [*args, "--forecast-sigma", "0.1", "--out", str(out)], obj=Settings())
+    assert result.exit_code == 0, result.output
+    named = re.search(r"named by the warning rule \(p ≥ [0-9.]+\): (\d+)", result.output)
+    assert named and int(named.group(1)) > 0, result.output
+    assert "(3 SWMM run(s))" in result.output
+    geo = json.loads(out.read_text(encoding="utf-8"))
+    assert any(f["properties"].get("kind") == "pond" for f in geo["features"])

@@ -1,0 +1,298 @@
+"""Ensemble nowcast: SWMM on several rain futures → the probability that each location floods → graded warnings.
+
+One rain forecast cannot carry a warning on its own: on the demo city a 20-year storm forecast 15 % too low names
+a third of the nodes that flood, and 20 % too high names two and a half times too many (docs/waterlogging.md).
+So the nowcast runs SWMM on several futures of the rain from the same state and counts, per node, the weight of
+the futures in which the node floods over the event (what it flooded so far plus what it floods ahead):
+
+- :func:`forecast_futures` — the forecast scaled by the quantiles of its error (log-normal, ``sigma``, the
+  spread a forecast product's verification gives; equal weights);
+- :func:`observed_futures` — without a forecast: the rain stops now, the last quarter hour's intensity persists
+  for half an hour, or it decays from there with a 20-minute e-folding time.
+
+A :class:`WarningRule` turns the probabilities into a warning: a location is named when its probability reaches
+``probability``, and the *first* warning of an event waits until the named set is trustworthy by the ensemble's
+own account — its expected false-alarm ratio (mean of 1 − p over the named) at most ``max_expected_far`` and its
+expected hit rate (Σp over the named / Σp over all) at least ``min_expected_hit``. After the first warning, every
+nowcast names what passes ``probability``. The rule's numbers are chosen on one set of storms and scored on
+another (``bench/bench_nowcast.py``).
+
+Example:
+    >>> futures = forecast_futures(forecast_mm_h, sigma=0.25)                                  # doctest: +SKIP
+    >>> cast = ensemble_nowcast(network, now=now, observed_rain_mm_h=gauges, futures=futures,
+    ...                         previous=last, executor=pool)                                 # doctest: +SKIP
+    >>> WarningRule().named(cast, warned_before=False)                                        # doctest: +SKIP
+    ('MHX0305-E2', 'MHX0203')
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Collection, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+import numpy.typing as npt
+
+from models.waterlogging.nowcast import (
+    DEFAULT_HORIZON,
+    DEFAULT_RAIN_STEP,
+    HotStart,
+    Nowcast,
+    nowcast,
+    swmm_pool,
+)
+from twin.errors import ConfigError
+from twin.model import PipeNetwork
+
+FloatArray = npt.NDArray[np.float64]
+
+DEFAULT_SIGMA = 0.25
+"""Log-normal σ of a rain forecast's depth error assumed when none is given."""
+DEFAULT_MEMBERS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class RainFuture:
+    """One possible rain after ``now``: intensity of each rain step, mm/h, and its weight (the weights add to 1)."""
+
+    name: str
+    weight: float
+    rain_mm_h: tuple[float, ...]
+
+
+def forecast_futures(
+    forecast_rain_mm_h: Sequence[float], *, sigma: float = DEFAULT_SIGMA, members: int = DEFAULT_MEMBERS
+) -> list[RainFuture]:
+    """Return the forecast scaled by *members* equally likely quantiles of a log-normal error of σ *sigma*.
+
+    The middle member (odd *members*) is the forecast itself.
+
+    Raises:
+        ConfigError: *sigma* negative or *members* below 1.
+    """
+    if sigma < 0 or members < 1:
+        raise ConfigError("a forecast ensemble needs σ ≥ 0 and at least one member")
+    dist = statistics.NormalDist()
+    futures = []
+    for k in range(members):
+        z = dist.inv_cdf((k + 0.5) / members)
+        factor = math.exp(sigma * z)
+        futures.append(
+            RainFuture(f"forecast×{factor:.2f}", 1.0 / members, tuple(v * factor for v in forecast_rain_mm_h))
+        )
+    return futures
+
+
+def observed_futures(
+    observed_rain_mm_h: Sequence[float], *, rain_step: timedelta = DEFAULT_RAIN_STEP
+) -> list[RainFuture]:
+    """Return futures made from the gauges alone: the rain stops, persists 30 min, or decays (e-folding 20 min)."""
+    step_min = rain_step.total_seconds() / 60.0
+    window = max(1, round(15 / step_min))
+    recent = list(observed_rain_mm_h[-window:])
+    now_mm_h = sum(recent) / len(recent) if recent else 0.0
+    persist = max(1, round(30 / step_min))
+    decay_steps = max(1, round(120 / step_min))
+    return [
+        RainFuture("stops", 1 / 3, (0.0,)),
+        RainFuture("persists 30 min", 1 / 3, (now_mm_h,) * persist),
+        RainFuture(
+            "decays (20 min)", 1 / 3, tuple(now_mm_h * math.exp(-(k + 0.5) * step_min / 20) for k in range(decay_steps))
+        ),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class EnsembleNowcast:
+    """SWMM's answer on each rain future, from one state.
+
+    Attributes:
+        issued: the nowcast's time (aware UTC).
+        futures: the rain futures, in member order.
+        members: one :class:`Nowcast` per future.
+        node_ids: node order of the arrays.
+        so_far_m3: volume each node has flooded in this event up to ``issued`` (the chain of nowcasts), m³.
+        wall_s: the ensemble's wall time, seconds.
+    """
+
+    issued: datetime
+    futures: tuple[RainFuture, ...]
+    members: tuple[Nowcast, ...]
+    node_ids: tuple[str, ...]
+    so_far_m3: FloatArray
+    wall_s: float
+
+    @property
+    def hotstart(self) -> HotStart | None:
+        """The state at ``issued`` (the same in every member: they share the observed rain)."""
+        return self.members[0].hotstart
+
+    @property
+    def event_volume_m3(self) -> FloatArray:
+        """Volume each node floods over the event in each member (so far + ahead), m³, shape (members, nodes)."""
+        return self.so_far_m3[None, :] + np.stack([m.volume_m3 for m in self.members])
+
+    def probability(self, *, min_volume_m3: float = 10.0) -> FloatArray:
+        """Return, per node, the weight of the futures in which it floods at least *min_volume_m3* over the event."""
+        weights = np.array([f.weight for f in self.futures])
+        return np.asarray(weights @ (self.event_volume_m3 >= min_volume_m3), dtype=float)
+
+    def central(self) -> Nowcast:
+        """The member of the middle future (the forecast itself in :func:`forecast_futures` with odd members)."""
+        return self.members[len(self.members) // 2]
+
+    def eta_s(self) -> FloatArray:
+        """Earliest expected first flooding per node over the members, seconds from ``issued`` (NaN: none)."""
+        stacked = np.stack([m.eta_s for m in self.members])
+        out = np.full(stacked.shape[1], np.nan)
+        seen = np.isfinite(stacked).any(axis=0)
+        out[seen] = np.nanmin(stacked[:, seen], axis=0)
+        return out
+
+
+def ensemble_nowcast(
+    network: PipeNetwork,
+    *,
+    now: datetime,
+    observed_rain_mm_h: Sequence[float],
+    futures: Sequence[RainFuture],
+    rain_step: timedelta = DEFAULT_RAIN_STEP,
+    horizon: timedelta = DEFAULT_HORIZON,
+    observed_depth_m: Mapping[str, float] | None = None,
+    previous: EnsembleNowcast | None = None,
+    executor: Executor | None = None,
+) -> EnsembleNowcast:
+    """Run a nowcast per rain future from the same state, in the pool together.
+
+    The first future's run compares the model with the level sensors and corrects the rain
+    (:func:`~models.waterlogging.nowcast.nowcast`); the other futures are run with the rain factor it chose.
+
+    Args:
+        network: the drainage network (a SWMM model).
+        now: the nowcast's time (aware).
+        observed_rain_mm_h: gauge rain of each rain step up to *now*, mm/h (back to *previous*'s time at least).
+        futures: the rain futures after *now* (weights adding to 1).
+        rain_step: the step of the rain series.
+        horizon: how far ahead to run.
+        observed_depth_m: observed depth above the invert at *now*, m, by node id.
+        previous: the last ensemble nowcast of this event: its state is the hot start and its event volumes go on;
+            None starts the event with a warm-up on the observed rain.
+        executor: a SWMM process pool (:func:`~models.waterlogging.nowcast.swmm_pool`); None starts one worker.
+
+    Raises:
+        ConfigError: no futures, weights not adding to 1, or what :func:`~models.waterlogging.nowcast.nowcast`
+            refuses.
+        SimulationError: SWMM stops with an error.
+    """
+    if not futures:
+        raise ConfigError("an ensemble nowcast needs at least one rain future")
+    if abs(sum(f.weight for f in futures) - 1.0) > 1e-6 or any(f.weight < 0 for f in futures):
+        raise ConfigError("the rain futures' weights must be ≥ 0 and add up to 1")
+    started = time.perf_counter()
+    own = executor is None
+    pool = swmm_pool(1) if executor is None else executor
+    hot = previous.hotstart if previous is not None else None
+    try:
+        first = nowcast(
+            network,
+            now=now,
+            observed_rain_mm_h=observed_rain_mm_h,
+            forecast_rain_mm_h=futures[0].rain_mm_h,
+            rain_step=rain_step,
+            horizon=horizon,
+            observed_depth_m=observed_depth_m,
+            hotstart=hot,
+            executor=pool,
+        )
+        factor = first.rain_factor
+        observed = [v * factor for v in observed_rain_mm_h]
+
+        def run(future: RainFuture) -> Nowcast:
+            return nowcast(
+                network,
+                now=now,
+                observed_rain_mm_h=observed,
+                forecast_rain_mm_h=[v * factor for v in future.rain_mm_h],
+                rain_step=rain_step,
+                horizon=horizon,
+                hotstart=hot,
+                executor=pool,
+            )
+
+        with ThreadPoolExecutor(max_workers=max(1, len(futures) - 1)) as threads:
+            rest = list(threads.map(run, futures[1:]))
+    finally:
+        if own:
+            pool.shutdown()
+    before = first.flooded_before_m3 if first.flooded_before_m3 is not None else np.zeros(len(first.node_ids))
+    so_far = before.copy()
+    if previous is not None:
+        if previous.node_ids != first.node_ids:
+            raise ConfigError("the previous ensemble nowcast is of another network")
+        so_far = so_far + previous.so_far_m3
+    return EnsembleNowcast(
+        issued=first.issued,
+        futures=tuple(futures),
+        members=(first, *rest),
+        node_ids=first.node_ids,
+        so_far_m3=so_far,
+        wall_s=time.perf_counter() - started,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class WarningRule:
+    """When to warn, from the probabilities of an ensemble.
+
+    The defaults are the rule ``bench/bench_nowcast.py`` chose on its tune storms (five futures, forecast error
+    σ 0.25): name a location that floods in 4 of 5 futures; the first warning waits for an expected false-alarm
+    ratio of 0.15 (docs/waterlogging.md).
+
+    Attributes:
+        probability: a location is named when it floods in futures weighing at least this much.
+        max_expected_far: the first warning waits until the named set's expected false-alarm ratio is at most this.
+        min_expected_hit: … and its expected hit rate at least this.
+        min_volume_m3: the volume that makes a location flooded, m³.
+    """
+
+    probability: float = 0.8
+    max_expected_far: float = 0.15
+    min_expected_hit: float = 0.0
+    min_volume_m3: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.probability <= 1:
+            raise ConfigError("the warning probability must be in (0, 1]")
+        if not 0 <= self.max_expected_far <= 1 or not 0 <= self.min_expected_hit <= 1:
+            raise ConfigError("expected hit rate and false-alarm ratio are between 0 and 1")
+
+    def named_mask(self, probability: FloatArray, *, warned_before: bool) -> npt.NDArray[np.bool_]:
+        """Return which locations a nowcast with these probabilities names (none while the first warning waits)."""
+        named = probability >= self.probability - 1e-9
+        if warned_before or not named.any():
+            return named
+        expected_far = float(np.mean(1.0 - probability[named]))
+        total = float(probability.sum())
+        expected_hit = float(probability[named].sum()) / total if total > 0 else 1.0
+        if expected_far <= self.max_expected_far + 1e-9 and expected_hit >= self.min_expected_hit - 1e-9:
+            return named
+        return np.zeros_like(named)
+
+    def named(self, cast: EnsembleNowcast, *, warned_before: bool) -> tuple[str, ...]:
+        """Return the node ids *cast* names, most likely first."""
+        probability = cast.probability(min_volume_m3=self.min_volume_m3)
+        mask = self.named_mask(probability, warned_before=warned_before)
+        order = np.argsort(-probability, kind="stable")
+        return tuple(cast.node_ids[i] for i in order if mask[i])
+
+
+def warned_volumes(cast: EnsembleNowcast, named: Collection[str]) -> FloatArray:
+    """Return the middle member's event volume at the *named* nodes and 0 elsewhere, m³, in ``node_ids`` order:
+    the water a warning's risk map ponds."""
+    keep = np.array([n in named for n in cast.node_ids])
+    return np.where(keep, cast.event_volume_m3[len(cast.members) // 2], 0.0)
