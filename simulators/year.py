@@ -219,13 +219,14 @@ class _Year:
             for s in levels
         }
         tau = {s.sensor_id: self.rng.uniform(30.0, 120.0) for s in levels}
-        window_h = 10
+        limit_iv = {s.sensor_id: float(_limit(s, Grade.IV) or math.inf) for s in levels}
+        horizon_h = 24  # computed; the window is cut to whole hours once every point has drained (at least 10)
         for k in range(self.plan.storms):
-            h0 = self._free_hour(window_h, season=(4, 9))
+            h0 = self._free_hour(horizon_h, season=(4, 9))
             if h0 is None:
                 break
             w_start = self.start + h0 * HOUR
-            minutes = window_h * 60
+            minutes = horizon_h * 60
             times = [w_start + m * MINUTE for m in range(minutes)]
             onset = self.rng.randrange(30, 120)
             duration = self.rng.randrange(60, 241)
@@ -237,9 +238,7 @@ class _Year:
                 rain[onset + m] = peak * (x / 0.4 if x < 0.4 else (1 - x) / 0.6)
             wet = np.nonzero(rain > WET_MM_H)[0]
             rain_end = times[int(wet[-1])] if len(wet) else times[onset]
-            window = _Window("storm", w_start, w_start + window_h * HOUR)
-            for g in gauges:
-                window.values[g.sensor_id] = np.round(rain * self.rng.uniform(0.92, 1.08), 2)
+            levels_m: dict[str, npt.NDArray[np.float64]] = {}
             for s in levels:
                 sid = s.sensor_id
                 level = np.empty(minutes)
@@ -251,10 +250,24 @@ class _Year:
                     # at that capacity, so a point that ponded takes its time after the rain.
                     h += (gain[sid] * rain[m] - min(h - base[sid], full)) / tau[sid]
                     level[m] = min(h, cap)
+                levels_m[sid] = level
+            beyond_until = [
+                int(np.nonzero(v > limit_iv[sid])[0][-1]) for sid, v in levels_m.items() if (v > limit_iv[sid]).any()
+            ]
+            window_h = min(max(10, max(beyond_until, default=0) // 60 + 2), horizon_h)
+            minutes = window_h * 60
+            times = times[:minutes]
+            window = _Window("storm", w_start, w_start + window_h * HOUR)
+            ponded: list[str] = []
+            for g in gauges:
+                window.values[g.sensor_id] = np.round(rain[:minutes] * self.rng.uniform(0.92, 1.08), 2)
+            for s in levels:
+                sid = s.sensor_id
+                level = levels_m[sid][:minutes]
                 window.values[sid] = level
-                iv = float(_limit(s, Grade.IV) or math.inf)
-                beyond = level > iv
+                beyond = level > limit_iv[sid]
                 if beyond.sum() >= 5:  # ponded: beyond the limit for 5 minutes or more, as the indicator reads it
+                    ponded.append(sid)
                     idx = np.nonzero(beyond)[0]
                     self.truth.ponded.setdefault(sid, []).append((times[int(idx[0])], times[int(idx[-1])]))
                     back = times[int(idx[-1]) + 1] if idx[-1] + 1 < minutes else window.end
@@ -270,12 +283,8 @@ class _Year:
                     "rain_end": rain_end.isoformat(),
                     "peak_mm_h": round(peak, 1),
                     "depth_mm": round(float(rain.sum()) / 60.0, 1),
-                    "ponded": sorted(
-                        sid
-                        for sid in window.values
-                        if sid in gain
-                        and (window.values[sid] > float(_limit(self.sensors[sid], Grade.IV) or math.inf)).any()
-                    ),
+                    "window_h": window_h,
+                    "ponded": sorted(ponded),
                     "index": k,
                 }
             )

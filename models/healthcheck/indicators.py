@@ -307,7 +307,11 @@ def _alert_sensors(ask: _Ask) -> IndicatorValue:
 
 
 def _alert_count(ask: _Ask) -> IndicatorValue:
-    """Alerts raised in the period on the network's sensors of the given quantities."""
+    """Alarms raised in the period on the network's sensors of the given quantities.
+
+    An alert raised on a sensor within ``merge_gap_s`` (default 600 s) of that sensor's previous alert clearing
+    continues that alarm (a reading flapping at the limit as it falls is one alarm, not two).
+    """
     rows = ask.rows(
         """SELECT a.id, a.sensor_id, a.raised_at, coalesce(a.cleared_at, %(end)s) AS until
            FROM alerts a JOIN sensors s USING (sensor_id)
@@ -318,12 +322,21 @@ def _alert_count(ask: _Ask) -> IndicatorValue:
         network=ask.params["network"],
         quantities=list(ask.params["quantities"]),
     )
+    gap = timedelta(seconds=float(ask.params.get("merge_gap_s", 600.0)))
+    last_until: dict[str, datetime] = {}
+    alarms = 0
+    for r in rows:
+        sensor = str(r["sensor_id"])
+        before = last_until.get(sensor)
+        if before is None or r["raised_at"] - before > gap:
+            alarms += 1
+        last_until[sensor] = max(r["until"], before) if before is not None else r["until"]
     evidence = Evidence(
         sensors=tuple(sorted({str(r["sensor_id"]) for r in rows})),
         alerts=tuple(int(r["id"]) for r in rows),
         periods=tuple((r["raised_at"], min(r["until"], ask.end)) for r in rows),
     )
-    return ask.value(float(len(rows)), evidence, alarms=len(rows))
+    return ask.value(float(alarms), evidence, alarms=alarms, alerts=len(rows))
 
 
 _LIMITS = """
