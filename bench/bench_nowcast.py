@@ -78,6 +78,7 @@ def main() -> None:
     parser.add_argument("--surrogate", type=Path, default=None, help="a trained surrogate folder to time")
     parser.add_argument("--train", type=int, default=0, help="train a surrogate on N storms, test on N/3 unseen")
     parser.add_argument("--skip-nowcast", action="store_true", help="only the surrogate")
+    parser.add_argument("--skip-timing", action="store_true", help="no nowcast timing")
     parser.add_argument("--sensitivity", action="store_true", help="only: how the flooded set moves with the rain")
     args = parser.parse_args()
     city = build_demo_city()
@@ -95,7 +96,7 @@ def main() -> None:
             return
         if args.train:
             args.surrogate = train_surrogate(network, assets, pool, args.train)
-        if not args.skip_nowcast:
+        if not args.skip_nowcast and not args.skip_timing:
             timing(network, pool, args.members)
         if not args.skip_nowcast and not args.quick:
             print(
@@ -405,7 +406,8 @@ def report(
             f"({p.hits}/{p.flooded}), in time {p.hit_rate_in_time:.3f} ({p.hits_in_time}/{p.flooded}), "
             f"false-alarm ratio {p.false_alarm_ratio:.3f} ({p.false_alarms}/{p.named}), median lead "
             f"{p.median_lead_s / 60:.0f} min (n={len(p.lead_times_s)}), missed {p.missed}, false warnings in dry "
-            f"storms {p.false_warnings}"
+            f"storms {p.false_warnings} (FAR counting them {p.false_alarm_ratio_all:.3f}), critical success index "
+            f"{p.critical_success_index:.3f}"
         )
     if errs:
         print(

@@ -178,7 +178,8 @@ class PooledScore:
         false_alarms, named: named locations that did not flood and named locations at the first warning.
         lead_times_s: lead times of all locations warned before they flooded, seconds.
         missed: flooded locations never named before they flooded.
-        false_warnings: warnings in storms where nothing flooded.
+        false_warnings: warnings in storms where nothing flooded; ``dry_named`` the locations their first
+            warnings named (all false alarms).
     """
 
     storms: int
@@ -191,6 +192,7 @@ class PooledScore:
     lead_times_s: tuple[float, ...]
     missed: int
     false_warnings: int
+    dry_named: int = 0
 
     @property
     def hit_rate(self) -> float:
@@ -203,6 +205,12 @@ class PooledScore:
     @property
     def false_alarm_ratio(self) -> float:
         return self.false_alarms / self.named if self.named else math.nan
+
+    @property
+    def false_alarm_ratio_all(self) -> float:
+        """False-alarm ratio counting the first warnings of storms where nothing flooded too."""
+        named = self.named + self.dry_named
+        return (self.false_alarms + self.dry_named) / named if named else math.nan
 
     @property
     def median_lead_s(self) -> float:
@@ -229,6 +237,7 @@ def pool_scores(scores: Sequence[WarningScore]) -> PooledScore:
         lead_times_s=tuple(t for s in wet for t in s.lead_times_s),
         missed=sum(len(s.missed) for s in wet),
         false_warnings=sum(1 for s in scores if s.truth == 0 and s.warned > 0),
+        dry_named=sum(s.warned for s in scores if s.truth == 0),
     )
 
 

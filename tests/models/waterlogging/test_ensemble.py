@@ -104,6 +104,7 @@ def test_the_rule_meeting_both_targets_with_the_longest_lead_is_chosen() -> None
     dry = StormCase("dry", case.times, case.node_ids, case.probability, {"C": 3.0}, {})
     pooled = pool_scores([score_rule(eager, case), score_rule(eager, dry)])
     assert pooled.storms == 1 and pooled.false_warnings == 1 and pooled.false_alarm_ratio == 0.5
+    assert pooled.dry_named == 2 and pooled.false_alarm_ratio_all == 0.75  # A and C named in the dry storm too
 
 
 @pytest.fixture(scope="module")
