@@ -123,6 +123,11 @@ def test_state_survives_json_and_suspect_readings_change_nothing(
     b = restored.evaluate(readings, now=ts, suspect=frozenset())
     assert a.changes == b.changes
     assert np.allclose(a.state.dev, b.state.dev) and np.allclose(a.state.baseline, b.state.baseline)
+    assert (a.state.cross_num, a.state.cross_den) == (b.state.cross_num, b.state.cross_den)
+    # The calibration day scales the demand-noise covariance: the simulator draws each consumer's demand with a
+    # relative spread of 10 % (variance 0.01), which the fitted scale should find, give or take.
+    alpha = detector.dump_state()["cross_num"] / detector.dump_state()["cross_den"]
+    assert 0.004 < alpha < 0.025, alpha
 
     sid = next(iter(detector.sensors))  # the first row
     wild = [r if r.sensor_id != sid else Reading(sid, r.ts, r.value + 500.0, 0) for r in readings]
@@ -130,3 +135,29 @@ def test_state_survives_json_and_suspect_readings_change_nothing(
     before = detector.dump_state()["sensors"][sid]
     assert c.state.dev[0] == before["dev"] and c.state.last_ts[0] == before["last_ts"]
     assert np.allclose(c.state.dev[1:], a.state.dev[1:])
+
+
+def test_batches_of_several_minutes_in_any_order_learn_what_one_minute_batches_learn(
+    demo: tuple[PipeNetwork, dict[str, Sensor]],
+) -> None:
+    network, sensors = demo
+    scenario = WaterScenario(network, sensors, start=START, duration=timedelta(hours=25), seed=8)
+    batches = list(bench.batches(scenario))
+    by_minute = WaterLeakDetector(network, sensors)
+    for ts, readings in batches:
+        by_minute.commit(by_minute.evaluate(readings, now=ts, suspect=frozenset()))
+    by_five = WaterLeakDetector(network, sensors)
+    rng = np.random.default_rng(3)
+    for k in range(0, len(batches), 5):
+        part = [r for _ts, readings in batches[k : k + 5] for r in readings]
+        part.append(part[0])  # a reading delivered twice counts once
+        order = rng.permutation(len(part))
+        by_five.commit(by_five.evaluate([part[i] for i in order], now=batches[k : k + 5][-1][0], suspect=frozenset()))
+    a, b = by_minute.dump_state(), by_five.dump_state()
+    assert a["first_ts"] == b["first_ts"]
+    for sid, entry in a["sensors"].items():
+        other = b["sensors"][sid]
+        assert np.allclose(entry["baseline"], other["baseline"]) and entry["count"] == other["count"]
+        assert np.isclose(entry["dev"], other["dev"]) and np.isclose(entry["fast"], other["fast"])
+        assert entry["last_ts"] == other["last_ts"]
+    assert any(abs(entry["dev"]) > 0 for entry in a["sensors"].values())  # past learning: deviations are tracked
