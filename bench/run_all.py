@@ -40,6 +40,14 @@ BENCHES: tuple[Bench, ...] = (
     Bench("drain", "bench_ingest_drain.py", (), (), "ingest alone draining a queued session"),
     Bench("peer", "bench_peer.py", ("--seconds", "20"), ("--seconds", "5"), "Node-RED side by side"),
     Bench(
+        "scale",
+        "bench_peer.py",
+        ("--seconds", "15", "--modes", "50", "--systems", "lifeline", "--workers", "1", "2", "4"),
+        ("--seconds", "5", "--modes", "50", "--systems", "lifeline", "--workers", "1", "2"),
+        "ingest workers on one shared subscription",
+    ),
+    Bench("queries", "bench_queries.py", (), ("--history", "3", "--runs", "5"), "series, latest values, alert list"),
+    Bench(
         "latency",
         "bench_alert_latency.py",
         ("--seconds", "30"),
