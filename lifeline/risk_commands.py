@@ -83,6 +83,17 @@ def risk() -> None:
     show_default=True,
     help="Log-normal σ of the forecast's depth error, for --members > 1.",
 )
+@click.option(
+    "--every",
+    type=click.IntRange(10, 24 * 3600),
+    default=None,
+    help="Run every SECONDS (e.g. 300) on the gauges' rain and the levels in the database, store the risk map "
+    "and push the alerts; the forecast comes from --forecast-csv (re-read each time) or from the gauges alone.",
+)
+@click.option("--cycles", type=click.IntRange(0), default=0, show_default=True, help="With --every: stop after N.")
+@click.option(
+    "--warm-up", type=click.IntRange(10, 24 * 60), default=180, show_default=True, help="With --every: minutes."
+)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("risk-map.geojson"), show_default=True)
 @click.option("--demo", "use_demo", is_flag=True, help="Use the built-in demo city instead of the stored twin.")
 @click.pass_context
@@ -96,6 +107,9 @@ def nowcast_command(
     horizon: float,
     members: int,
     forecast_sigma: float,
+    every: int | None,
+    cycles: int,
+    warm_up: int,
     out: Path,
     use_demo: bool,
 ) -> None:
@@ -110,6 +124,22 @@ def nowcast_command(
         raise click.BadParameter("between 0 and 48 hours", param_hint="--horizon")
     settings: Settings = ctx.obj
     city, network, model, assets = _drainage_setup(settings, use_demo)
+    if every is not None:
+        _scheduled(
+            settings,
+            city,
+            network,
+            model,
+            assets,
+            every_s=every,
+            cycles=cycles,
+            warm_up=timedelta(minutes=warm_up),
+            forecast_csv=forecast_csv,
+            members=members,
+            forecast_sigma=forecast_sigma,
+            horizon=timedelta(hours=horizon),
+        )
+        return
     step = timedelta(minutes=1)
     try:
         if forecast_csv is not None:
@@ -186,6 +216,85 @@ def nowcast_command(
         click.echo(f"预警 {change.cause_key} 级别{change.grade}: {change.message}")
     _write_geojson(risk_map, city.crs, out, timedelta(hours=horizon))
     click.echo(f"risk map: {out}")
+
+
+def _scheduled(
+    settings: Settings,
+    city: Any,
+    network: Any,
+    model: Any,
+    assets: Any,
+    *,
+    every_s: int,
+    cycles: int,
+    warm_up: timedelta,
+    forecast_csv: Path | None,
+    members: int,
+    forecast_sigma: float,
+    horizon: timedelta,
+) -> None:
+    """The ``--every`` loop: one ensemble nowcast per cycle from the database's readings; a failed cycle is
+    reported and the next one tried."""
+    import psycopg
+
+    from models.waterlogging.ensemble import WarningRule
+    from models.waterlogging.nowcast import swmm_pool
+    from models.waterlogging.risk import risk_geojson
+    from models.waterlogging.schedule import STEP, WarningChain, read_observations
+    from twin.errors import LifelineError
+    from twin.store.alerts import apply_change
+    from twin.store.db import connect
+    from twin.store.risk_maps import save_risk_map
+    from twin.storms import read_rain_csv
+
+    if not settings.database_url:
+        raise click.UsageError("--every reads the gauges and levels from the database: set LIFELINE_DATABASE_URL")
+    url, schema = settings.database_url, settings.db_schema
+    chain = WarningChain(WarningRule(), members=members, sigma=forecast_sigma, warm_up=warm_up, horizon=horizon)
+    click.echo(
+        f"scheduled nowcast every {every_s} s: {len(network.nodes)} nodes, {members} rain future(s) per forecast, "
+        f"{horizon.total_seconds() / 3600:g} h ahead (Ctrl-C stops)",
+        err=True,
+    )
+    done = 0
+    with swmm_pool(2) as pool:
+        while True:
+            started = time.monotonic()
+            now = datetime.now(UTC).replace(second=0, microsecond=0)
+            done += 1
+            grades = dict(chain.grades)
+            try:
+                forecast = None
+                if forecast_csv is not None:
+                    records = read_rain_csv(forecast_csv)
+                    if len(records) > 1 and records[1][0] - records[0][0] != STEP:
+                        raise click.ClickException("--every needs the forecast CSV at a 1-minute step")
+                    forecast = [v for ts, v in records if ts >= now]
+                with connect(url, schema=schema, autocommit=True) as conn:
+                    seen = read_observations(conn, city.sensors, start=chain.start_for(now), now=now)
+                cycle = chain.run(
+                    network, model, assets, now=now, observations=seen, forecast_mm_h=forecast, executor=pool
+                )
+                with connect(url, schema=schema) as conn, conn.transaction():
+                    events = [apply_change(conn, change, schema=schema) for change in cycle.changes]
+                    map_id = save_risk_map(conn, risk_geojson(cycle.risk, city.crs, horizon=horizon))
+                misfit = cycle.ensemble.members[0].misfit
+                click.echo(
+                    f"cycle {done} at {now:%Y-%m-%d %H:%M}Z: rain {seen.depth_mm:.1f} mm since "
+                    f"{seen.start:%H:%M}Z ({seen.gauges} gauges, {seen.missing_minutes} minutes missing), "
+                    f"{len(seen.depth_m)} levels"
+                    + (f" off by {misfit.rmse_m:.2f} m RMSE" if misfit else "")
+                    + f"; {'new chain, ' if cycle.restarted else ''}named {len(cycle.named)}, graded "
+                    f"{int((cycle.risk.grade > 0).sum())}; alerts {sum(e is not None for e in events)} "
+                    f"({', '.join(f'{c.event} {c.cause_key}' for c in cycle.changes) or 'none'}); risk map #{map_id}; "
+                    f"{cycle.ensemble.wall_s:.1f} s"
+                )
+            except (LifelineError, psycopg.Error) as exc:
+                chain.grades = grades  # the alerts were not stored: the next cycle raises them again
+                click.echo(f"cycle {done} at {now:%H:%M}Z failed: {exc}", err=True)
+            if cycles and done >= cycles:
+                return
+            time.sleep(max(0.0, every_s - (time.monotonic() - started)))
 
 
 @risk.command("train-surrogate")
