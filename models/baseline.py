@@ -168,25 +168,23 @@ class BaselineDetector:
     def evaluate(self, readings: Sequence[Reading], *, now: datetime, suspect: Suspect) -> StreamResult:
         """Judge a batch; return the alert changes and the next state (the detector itself is unchanged)."""
         rules = self.rules
-        rows: list[int] = []
-        times: list[float] = []
-        values: list[float] = []
-        row_of = self._row
-        for r in readings:
-            i = row_of.get(r.sensor_id)
-            if i is None or r.quality == QUALITY_BAD or math.isnan(r.value):
-                continue
-            if suspect and (r.sensor_id, r.ts) in suspect:
-                continue
-            rows.append(i)
-            times.append(r.ts.timestamp())
-            values.append(r.value)
-        if not rows:
+        if not readings:
+            return StreamResult([], self._state)
+        # Readings are named tuples: transposed at C speed, one column per field; each distinct time converted once.
+        sids, stamps, values, qualities, *_seq = zip(*readings, strict=True)
+        get = self._row.get
+        row = np.array([get(sid, -1) for sid in sids], dtype=np.int64)
+        seconds = {t: t.timestamp() for t in set(stamps)}
+        ts = np.fromiter(map(seconds.__getitem__, stamps), dtype=np.float64, count=len(stamps))
+        val = np.asarray(values, dtype=np.float64)
+        usable = (row >= 0) & (np.asarray(qualities) != QUALITY_BAD) & ~np.isnan(val)
+        if suspect:
+            usable &= np.array([(sid, t) not in suspect for sid, t in zip(sids, stamps, strict=True)], dtype=bool)
+        if not usable.all():
+            row, ts, val = row[usable], ts[usable], val[usable]
+        if not len(row):
             return StreamResult([], self._state)
         st = self._state.copy()
-        row = np.asarray(rows, dtype=np.int64)
-        ts = np.asarray(times)
-        val = np.asarray(values)
         order = np.lexsort((ts, row))
         row, ts, val = row[order], ts[order], val[order]
         starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
