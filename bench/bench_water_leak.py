@@ -9,6 +9,7 @@ replayed one batch per minute, ``now`` = the batch's time, as ``lifeline evaluat
     python bench/bench_water_leak.py                 # the whole evaluation (a few minutes, 2 workers)
     python bench/bench_water_leak.py --leaks 6 --normal 1 --workers 1
     python bench/bench_water_leak.py --net3       # a few leaks and a normal run on WNTR's Net3 instead
+    python bench/bench_water_leak.py --seed 7 --threshold 6 --diagonal   # another draw, other settings
 
 Figures printed: recall within 2 h for leaks ≥ 5 L/s and 1–5 L/s, median detection delay, false alarms per day per
 100 sensors, the share of leaks whose true junction (either end of a leaking pipe) is among the top 3 candidates,
@@ -243,9 +244,9 @@ def draw_cases(network: PipeNetwork, count: int, seed: int) -> list[LeakCase]:
     return cases
 
 
-def _worker(args: tuple[LeakCase | None, int, str]) -> Outcome:
+def _worker(args: tuple[LeakCase | None, int, str, LeakSettings]) -> Outcome:
     network, sensors = net3_network() if args[2] == "net3" else demo_network()
-    return run_case(network, sensors, args[0], args[1])
+    return run_case(network, sensors, args[0], args[1], settings=args[3])
 
 
 def summarise(outcomes: Sequence[Outcome]) -> dict[str, Any]:
@@ -285,12 +286,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2025, help="draws the leaks and the normal scenarios' seeds")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--net3", action="store_true", help="WNTR's Net3 instead of the demo city")
+    defaults = LeakSettings()
+    parser.add_argument("--threshold", type=float, default=defaults.threshold)
+    parser.add_argument("--threshold-factor", type=float, default=defaults.threshold_factor)
+    parser.add_argument("--clear-fraction", type=float, default=defaults.clear_fraction)
+    parser.add_argument("--diagonal", action="store_true", help="whiten by each sensor's spread alone")
     args = parser.parse_args()
+    settings = LeakSettings(
+        threshold=args.threshold,
+        threshold_factor=args.threshold_factor,
+        clear_fraction=args.clear_fraction,
+        model_covariance=not args.diagonal,
+    )
     which = "net3" if args.net3 else "demo"
     network, _sensors = net3_network() if args.net3 else demo_network()
     cases = draw_cases(network, args.leaks, args.seed)
     normal_seeds = [args.seed * 10 + k for k in range(args.normal)]
-    jobs = [(c, c.seed, which) for c in cases] + [(None, s, which) for s in normal_seeds]
+    jobs = [(c, c.seed, which, settings) for c in cases] + [(None, s, which, settings) for s in normal_seeds]
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         outcomes = list(pool.map(_worker, jobs))
