@@ -266,10 +266,11 @@ class _Year:
                 level = levels_m[sid][:minutes]
                 window.values[sid] = level
                 beyond = level > limit_iv[sid]
-                if beyond.sum() >= 5:  # ponded: beyond the limit for 5 minutes or more, as the indicator reads it
+                if beyond.any():  # a waterlogging point, surcharged: the detector alerts on any reading beyond
                     ponded.append(sid)
                     idx = np.nonzero(beyond)[0]
                     self.truth.ponded.setdefault(sid, []).append((times[int(idx[0])], times[int(idx[-1])]))
+                if beyond.sum() >= 5:  # ponded 5 minutes or more: counted by the drain time, as the indicator reads it
                     back = times[int(idx[-1]) + 1] if idx[-1] + 1 < minutes else window.end
                     self.truth.drain_h.append((sid, max((back - rain_end).total_seconds(), 0.0) / 3600.0))
                 top = _limit(s, Grade.I)
