@@ -35,17 +35,20 @@ ReadingRow = tuple[str, datetime, float, int]
 
 _STAGE = "CREATE TEMP TABLE IF NOT EXISTS stage_readings (sensor_id text, ts timestamptz, value float8, quality int2)"
 
-_ROLLUP_CTE = """
-, {name} AS (
-    INSERT INTO {table} (sensor_id, bucket, n, sum_value, min_value, max_value)
-    SELECT sensor_id, date_bin(INTERVAL '{width}', ts, TIMESTAMPTZ '2000-01-01 00:00:00+00'), count(*),
-           sum(value), min(value), max(value)
-    FROM ins GROUP BY 1, 2
+_ROLLUP_MERGE = """
     ON CONFLICT (sensor_id, bucket) DO UPDATE SET
         n = {table}.n + excluded.n, sum_value = {table}.sum_value + excluded.sum_value,
         min_value = least({table}.min_value, excluded.min_value),
         max_value = greatest({table}.max_value, excluded.max_value)
     RETURNING 1)"""
+"""How a batch's aggregates are merged into a rollup row that already holds earlier readings of its bucket."""
+
+_ROLLUP_CTE = """
+, {name} AS (
+    INSERT INTO {table} (sensor_id, bucket, n, sum_value, min_value, max_value)
+    SELECT sensor_id, date_bin(INTERVAL '{width}', ts, TIMESTAMPTZ '2000-01-01 00:00:00+00'), count(*),
+           sum(value), min(value), max(value)
+    FROM ins GROUP BY 1, 2{merge}"""
 
 _MOVE = """
 WITH ins AS (
@@ -68,8 +71,9 @@ SELECT count(*) FROM ins
 def _move_statement(mode: StorageMode) -> str:
     rollups = ""
     if mode is StorageMode.POSTGRESQL:
-        rollups = _ROLLUP_CTE.format(name="r1m", table="readings_1m", width="1 minute") + _ROLLUP_CTE.format(
-            name="r1h", table="readings_1h", width="1 hour"
+        rollups = "".join(
+            _ROLLUP_CTE.format(name=name, table=table, width=width, merge=_ROLLUP_MERGE.format(table=table))
+            for name, table, width in (("r1m", "readings_1m", "1 minute"), ("r1h", "readings_1h", "1 hour"))
         )
     return _MOVE.format(rollups=rollups)
 
@@ -78,12 +82,8 @@ _FOLD_ROLLUP = """
 , {name} AS (
     INSERT INTO {table} (sensor_id, bucket, n, sum_value, min_value, max_value)
     SELECT s, to_timestamp(b), n, sm, mn, mx
-    FROM unnest(%b::text[], %b::int8[], %b::int8[], %b::float8[], %b::float8[], %b::float8[]) AS u(s, b, n, sm, mn, mx)
-    ON CONFLICT (sensor_id, bucket) DO UPDATE SET
-        n = {table}.n + excluded.n, sum_value = {table}.sum_value + excluded.sum_value,
-        min_value = least({table}.min_value, excluded.min_value),
-        max_value = greatest({table}.max_value, excluded.max_value)
-    RETURNING 1)"""
+    FROM unnest(%b::text[], %b::int8[], %b::int8[], %b::float8[], %b::float8[], %b::float8[])
+        AS u(s, b, n, sm, mn, mx){merge}"""
 
 _FOLD_LATEST = """
 INSERT INTO sensor_latest (sensor_id, ts, value, quality, received_at)
@@ -103,7 +103,10 @@ is aligned to both, so a bucket starts at a multiple of its width in Unix time).
 def _fold_statement(mode: StorageMode) -> str:
     if mode is not StorageMode.POSTGRESQL:
         return _FOLD_LATEST
-    ctes = _FOLD_ROLLUP.format(name="r1m", table="readings_1m") + _FOLD_ROLLUP.format(name="r1h", table="readings_1h")
+    ctes = "".join(
+        _FOLD_ROLLUP.format(name=name, table=table, merge=_ROLLUP_MERGE.format(table=table))
+        for name, table in (("r1m", "readings_1m"), ("r1h", "readings_1h"))
+    )
     return "WITH" + ctes.lstrip().removeprefix(",") + _FOLD_LATEST
 
 
