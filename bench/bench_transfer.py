@@ -32,6 +32,7 @@ import pandas as pd
 
 from models.evaluation import batadal_score, f1_score, precision, recall
 from models.transfer_data import (
+    balance_check,
     leak_labels,
     leak_outcomes,
     mean_demand_l_s,
@@ -134,6 +135,17 @@ def main() -> None:
         f"precision {precision(truth, flags):.3f} recall {recall(truth, flags):.3f} F1 {f1_score(truth, flags):.3f}"
         f" S_TTD {score.s_ttd:.3f} S_CM {score.s_cm:.3f} S {score.s:.3f}"
     )
+    # A network-independent daily water balance on the same tables (not part of 'lifeline detect'): does it set the
+    # leaks apart from the normal month at all?
+    for modes in (0, 1, 3):
+        check = balance_check(normal, leaky, leaks, modes=modes)
+        ratios = " ".join(
+            f"{leak.flow_l_s / demand:.1%}:{r:.2f}" for leak, r in zip(leaks, check.peak_ratio, strict=True)
+        )
+        print(
+            f"daily water balance, {modes} daily modes off: leak peak / normal max {ratios};"
+            f" leak-free hours above the normal max {check.quiet_above:.1%}"
+        )
 
 
 if __name__ == "__main__":

@@ -256,3 +256,66 @@ def write_wide_csv(frame: pd.DataFrame, path: Path) -> None:
     out.index = out.index.strftime("%Y-%m-%dT%H:%M:%SZ")
     out.index.name = "timestamp"
     out.round(4).to_csv(path)
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceCheck:
+    """How far a daily water-balance residual sets leaks apart from the normal period (:func:`balance_check`).
+
+    Attributes:
+        peak_ratio: per leak, the residual's peak from the leak's start to 24 h after its end (the features'
+            length), over the largest value in the normal period (above 1: a threshold at the normal maximum would
+            flag it).
+        quiet_above: share of the scored period's hours away from every leak (from its start to 24 h after its
+            end) where the residual is above the normal maximum.
+    """
+
+    peak_ratio: tuple[float, ...]
+    quiet_above: float
+
+
+def balance_check(
+    normal: pd.DataFrame, period: pd.DataFrame, leaks: Sequence[LeakEvent], *, modes: int = 1
+) -> BalanceCheck:
+    """Score a network-independent daily water balance on *period* against *normal*, leak by leak.
+
+    The features are the 24-hour mean of every ``F_`` column (L/s) and the 24-hour change of every ``L_`` column
+    (m), each standardised by its mean and standard deviation over the normal period; the *modes* strongest daily
+    directions of the normal period (one sample a day: a wetter day moves every flow alike) are projected off; the
+    residual is the root mean square of what is left.
+
+    Args:
+        normal: hourly wide table of the normal period (index = timestamps).
+        period: hourly wide table of the period with leaks, same columns, following *normal*.
+        leaks: the leaks of *period*, each with ``start`` and ``end``.
+        modes: how many daily common directions to project off.
+    """
+
+    def features(frame: pd.DataFrame) -> pd.DataFrame:
+        flows = [c for c in frame.columns if str(c).startswith("F_")]
+        levels = [c for c in frame.columns if str(c).startswith("L_")]
+        return pd.concat([frame[flows].rolling(24, min_periods=24).mean(), frame[levels].diff(24)], axis=1)
+
+    base = features(normal).dropna()
+    joined = features(pd.concat([normal.iloc[-24:], period]))
+    later = joined[joined.index >= period.index[0]].fillna(0.0)
+    mean, std = base.mean(), base.std().replace(0.0, np.nan)
+    zn = ((base - mean) / std).fillna(0.0).to_numpy(dtype=np.float64)
+    zl = ((later - mean) / std).fillna(0.0).to_numpy(dtype=np.float64)
+    if modes > 0:
+        _u, _s, vt = np.linalg.svd(zn[::24], full_matrices=False)
+        basis = vt[:modes].T
+        zn = zn - zn @ basis @ basis.T
+        zl = zl - zl @ basis @ basis.T
+    normal_max = float(np.sqrt((zn**2).mean(axis=1)).max())
+    residual = pd.Series(np.sqrt((zl**2).mean(axis=1)), index=later.index)
+    near = np.zeros(len(residual), dtype=bool)
+    ratios = []
+    for leak in leaks:
+        begin = pd.Timestamp(leak.start)
+        finish = pd.Timestamp(leak.end) if leak.end is not None else residual.index[-1]
+        inside = (residual.index > begin) & (residual.index <= finish + pd.Timedelta(hours=24))
+        near |= inside
+        ratios.append(float(residual[inside].max()) / normal_max if inside.any() else 0.0)
+    quiet = residual[~near]
+    return BalanceCheck(tuple(ratios), float((quiet > normal_max).mean()) if len(quiet) else 0.0)

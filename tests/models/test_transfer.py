@@ -16,6 +16,7 @@ import pytest
 from models.evaluation import batadal_score
 from models.offline import fit_detector, score_detector
 from models.transfer_data import (
+    balance_check,
     column_name,
     leak_labels,
     leak_outcomes,
@@ -92,3 +93,27 @@ def test_a_large_leak_on_net6_is_flagged_within_hours_with_the_batadal_settings(
     assert result["flag"].to_numpy()[truth == 1].mean() >= 0.75
     assert result["flag"].to_numpy()[truth == 0].mean() <= 0.25
     assert batadal_score(truth, result["flag"]).s >= 0.8
+
+
+def test_the_daily_balance_sets_a_day_of_extra_supply_apart_and_leaves_a_normal_month_alone() -> None:
+    rng = np.random.default_rng(5)
+    hours = pd.date_range(START, periods=24 * 40, freq="h")
+    day = np.sin(2 * np.pi * np.arange(len(hours)) / 24.0)
+    wetness = np.repeat(rng.normal(1.0, 0.05, 40), 24)  # each day's demand factor moves both flows alike
+    table = pd.DataFrame(
+        {
+            "F_supply": 100.0 * wetness * (1.0 + 0.3 * day) + rng.normal(0.0, 1.0, len(hours)),
+            "F_tank": 40.0 * wetness * (1.0 + 0.3 * day) + rng.normal(0.0, 1.0, len(hours)),
+            "L_tank": 3.0 + 0.5 * day + rng.normal(0.0, 0.01, len(hours)),
+            "P_node": 300.0 + rng.normal(0.0, 1.0, len(hours)),  # pressures are not part of the balance
+        },
+        index=hours,
+    )
+    normal, period = table.iloc[: 24 * 30], table.iloc[24 * 30 :].copy()
+    start = period.index[48].to_pydatetime()
+    leak = LeakEvent(junction_id="J1", flow_l_s=20.0, start=start, end=start + timedelta(hours=24))
+    quiet = balance_check(normal, period, [leak], modes=1)
+    period.loc[(period.index >= start) & (period.index < start + timedelta(hours=24)), "F_supply"] += 20.0
+    leaky = balance_check(normal, period, [leak], modes=1)
+    assert quiet.peak_ratio[0] < 1.0 <= leaky.peak_ratio[0]
+    assert leaky.quiet_above == quiet.quiet_above < 0.05
