@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import paho.mqtt.client as mqtt
@@ -129,9 +129,11 @@ class IngestStats:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
-@dataclass(frozen=True, slots=True)
-class _Message:
-    """A received message, already decoded (in paho's network thread, while the writer waits for the database)."""
+class _Message(NamedTuple):
+    """A received message, already decoded (in paho's network thread, while the writer waits for the database).
+
+    A named tuple: one is made per message, and a frozen dataclass costs ~1 µs more to make.
+    """
 
     mid: int
     qos: int
