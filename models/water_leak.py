@@ -532,6 +532,8 @@ class WaterLeakDetector:
             st.var_sum[row] = float(entry.get("var_sum", 0.0))
             st.var_n[row] = float(entry.get("var_n", 0.0))
         st.first_ts = _nan(data.get("first_ts"))
+        # A state stored before the model covariance existed has no cross sums: it keeps whitening by each
+        # sensor's spread alone (at the current threshold) until the detector learns afresh.
         st.cross_num = float(data.get("cross_num", 0.0))
         st.cross_den = float(data.get("cross_den", 0.0))
         st.calib_max = float(data.get("calib_max", 0.0))
