@@ -55,6 +55,13 @@ BENCHES: tuple[Bench, ...] = (
         "publish → websocket alert latency",
     ),
     Bench("detect", "bench_detect.py", (), ("--runs", "1"), "streaming detector chain"),
+    Bench(
+        "detect-twin",
+        "bench_detect.py",
+        ("--twin", "--batch-minutes", "1"),
+        ("--twin", "--batch-minutes", "1", "--runs", "1"),
+        "the demo city's whole chain on a water scenario",
+    ),
     Bench("health", "bench_health.py", (), ("--runs", "1"), "sensor health detector"),
     Bench("simulators", "bench_simulators.py", (), ("--runs", "1"), "simulators vs real time"),
     Bench("twin", "bench_twin.py", (), (), "twin queries"),
