@@ -11,8 +11,10 @@ demo city), so results are kept per period for :data:`CACHE_TTL_S`.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -48,6 +50,8 @@ from viewer.deps import DbDep, Reader, audit
 router = APIRouter(tags=["health check"])
 PAGE = Path(__file__).parents[1] / "static" / "healthcheck.html"
 
+log = logging.getLogger(__name__)
+
 LEDGER_ROLES = frozenset({Role.OPERATOR, Role.ADMIN})
 """Who may change the ledger: the operations centre, as with alert work orders."""
 CACHE_TTL_S = 600.0
@@ -63,20 +67,62 @@ class Period:
 
 
 class _Cache:
-    """Evaluated periods, kept for a while; one computation of a period at a time."""
+    """Evaluated periods, kept for CACHE_TTL_S; one computation of a period at a time.
+
+    A period over a whole city takes tens of seconds to evaluate (34–52 s for a year of the demo city). Once a
+    period has been computed, a request that finds it older than CACHE_TTL_S gets the kept result at once, and a
+    thread computes it again on its own connection (stale while revalidating); only the first request for a
+    period, or one that asks for a fresh result (a diagnosis or a re-check, which write to the ledger), waits.
+    """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.items: dict[tuple[datetime, datetime, float], tuple[float, PeriodResult]] = {}
+        self.items: dict[Any, tuple[float, PeriodResult]] = {}
+        self.refreshing: set[Any] = set()
+        self.key_locks: dict[Any, threading.Lock] = {}
 
-    def get(self, key: tuple[datetime, datetime, float], compute: Any) -> PeriodResult:
+    def get(
+        self,
+        key: Any,
+        compute: Callable[[], PeriodResult],
+        *,
+        background: Callable[[], PeriodResult] | None = None,
+    ) -> PeriodResult:
+        """Return the result for *key*: kept if fresh; kept and refreshed by *background* in a thread if stale and
+        *background* is given; else computed now with *compute*."""
         with self.lock:
             found = self.items.get(key)
             if found is not None and time.monotonic() - found[0] < CACHE_TTL_S:
                 return found[1]
-            result: PeriodResult = compute()
-            self.items[key] = (time.monotonic(), result)
+            if found is not None and background is not None:
+                if key not in self.refreshing:
+                    self.refreshing.add(key)
+                    threading.Thread(
+                        target=self._refresh, args=(key, background), name="healthcheck-refresh", daemon=True
+                    ).start()
+                return found[1]
+            key_lock = self.key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            with self.lock:
+                found = self.items.get(key)  # another request may have computed it while this one waited
+                if found is not None and time.monotonic() - found[0] < CACHE_TTL_S:
+                    return found[1]
+            result = compute()
+            with self.lock:
+                self.items[key] = (time.monotonic(), result)
             return result
+
+    def _refresh(self, key: Any, compute: Callable[[], PeriodResult]) -> None:
+        try:
+            result = compute()
+        except Exception:  # a failed refresh keeps the old result; the next stale request tries again
+            log.exception("health check: refreshing a period failed")
+        else:
+            with self.lock:
+                self.items[key] = (time.monotonic(), result)
+        finally:
+            with self.lock:
+                self.refreshing.discard(key)
 
 
 _CACHE_LOCK = threading.Lock()
@@ -128,9 +174,28 @@ def _period(definitions: Definitions, year: int | None, date_from: str | None, d
     raise HTTPException(422, "give 'year', or 'from' and 'to' (local days YYYY-MM-DD)")
 
 
-def _evaluated(request: Request, db: DbDep, definitions: Definitions, start: datetime, end: datetime) -> PeriodResult:
+def _evaluated(
+    request: Request,
+    db: DbDep,
+    definitions: Definitions,
+    start: datetime,
+    end: datetime,
+    *,
+    fresh: bool = False,
+) -> PeriodResult:
+    """The period's result from the cache (see :class:`_Cache`); *fresh*: never older than CACHE_TTL_S."""
     key = (start, end, DEFINITIONS_PATH.stat().st_mtime)
-    return _cache(request).get(key, lambda: evaluate(db, definitions, start=start, end=end, label=""))
+    pool = request.app.state.pool
+
+    def in_background() -> PeriodResult:
+        with pool.connection() as conn:
+            return evaluate(conn, definitions, start=start, end=end, label="")
+
+    return _cache(request).get(
+        key,
+        lambda: evaluate(db, definitions, start=start, end=end, label=""),
+        background=None if fresh else in_background,
+    )
 
 
 def _index_band(value: float | None) -> str | None:
@@ -284,7 +349,7 @@ def diagnose_period(
     _ledger_writer(request, who, "healthcheck_diagnose")
     table = _definitions()
     period = _period(table, year, date_from, date_to)
-    current = _evaluated(request, db, table, period.start, period.end)
+    current = _evaluated(request, db, table, period.start, period.end, fresh=True)
     with db.transaction():
         ids = open_problems(db, current.problems, start=period.start, end=period.end)
     audit(request, who, "healthcheck_diagnose", "ok", period.label, problems=len(ids))
