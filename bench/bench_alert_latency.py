@@ -107,7 +107,9 @@ def run(
                 if msg.get("type") != "alert" or msg["alert"]["sensor_id"] != PROBE:
                     continue
                 if msg["event"] in ("raised", "cleared", "updated"):
-                    value = float(msg["alert"]["value"])
+                    # The event's own reading: msg["alert"] is the alert as it stands when sent, which under load
+                    # may already carry the next probe's value.
+                    value = float(msg["event_value"])
                     seq = round((value - (HIGH if value >= 1.0 else LOW)) * 1e6)
                     received.setdefault(seq, at)
 
@@ -122,6 +124,15 @@ def run(
     sent_at: dict[int, float] = {}
     config = mqtt_config_from_url(broker_url)
     with Publisher(config, client_id=f"bench-probe-{uuid.uuid4().hex[:6]}") as pub:
+        # Start every level from a cleared alert: a level that ended on a raise would make this level's first
+        # (raising) probe change nothing, and it would count as unmatched.
+        pub.publish(
+            f"{prefix}/drainage/{PROBE}",
+            orjson.dumps({"ts": datetime.now(UTC).isoformat(), "value": LOW, "unit": "m"}),
+        )
+        pub.flush(30.0)
+        time.sleep(1.0)
+        received.clear()
         t0 = time.perf_counter()
         seq = 0
         while time.perf_counter() - t0 < seconds:
@@ -141,6 +152,9 @@ def run(
     stop.set()
     listener.join(5)
     latencies = [1000.0 * (received[k] - sent_at[k]) for k in sent_at if k in received]
+    missing = sorted(k for k in sent_at if k not in received)
+    if missing:
+        print(f"  unmatched probes at {rate:,.0f} msg/s: {missing[:20]}", flush=True)
     return {
         "probes": len(sent_at),
         "matched": len(latencies),

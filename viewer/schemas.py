@@ -90,6 +90,10 @@ class AlertEventPublic(BaseModel):
         " recheck, close, reopen; escalated"
     )
     event_ts: datetime
+    event_value: float | None = Field(
+        None, description="the reading that made this event (alert.value is the alert's value now, maybe later)"
+    )
+    event_grade: int | None = Field(None, description="the grade this event set (alert.grade is the current one)")
     actor: str = "system"
     note: str = ""
     event_detail: dict[str, Any] | None = None
@@ -104,6 +108,8 @@ def alert_event_from_row(row: dict[str, Any]) -> AlertEventPublic:
         event_id=row["event_id"],
         event=row["event"],
         event_ts=row["event_ts"],
+        event_value=row.get("event_value"),
+        event_grade=row.get("event_grade"),
         actor=row.get("event_actor") or "system",
         note=row.get("event_note") or "",
         event_detail=row.get("event_detail"),
