@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import datetime
-from typing import NamedTuple
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple, overload
+
+import numpy as np
+import numpy.typing as npt
 
 QUALITY_CODES: Mapping[str, int] = {"good": 0, "uncertain": 1, "bad": 2}
 QUALITY_BAD = 2
@@ -23,3 +26,134 @@ class Reading(NamedTuple):
     value: float
     quality: int
     seq: int | None = None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def ts_to_us(ts: datetime) -> int:
+    """Return *ts* (timezone-aware) as integer microseconds since the Unix epoch, exactly."""
+    delta = ts - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def us_to_ts(us: int) -> datetime:
+    """Return integer microseconds since the Unix epoch as a UTC datetime, exactly."""
+    return _EPOCH + timedelta(microseconds=int(us))
+
+
+class ReadingBatch(Sequence[Reading]):
+    """Readings as columns: what ingest decodes, detects on and stores without making an object per reading.
+
+    A :class:`~collections.abc.Sequence` of :class:`Reading`, so code that iterates readings keeps working: the
+    row objects are made on first use and kept. Code on the hot path uses the columns instead.
+
+    Attributes:
+        sensor_ids: the sensor of each reading.
+        ts_us: each reading's time, microseconds since the Unix epoch (int64).
+        values: canonical values (float64).
+        quality: 0 good, 1 uncertain, 2 bad (int16).
+        seqs: each reading's sequence number, or None when no reading has one.
+
+    Example:
+        >>> from datetime import datetime, UTC
+        >>> batch = ReadingBatch.from_readings([Reading("P1", datetime(2026, 1, 1, tzinfo=UTC), 1.5, 0)])
+        >>> int(batch.ts_us[0]), batch[0].value
+        (1767225600000000, 1.5)
+    """
+
+    __slots__ = ("_rows", "quality", "sensor_ids", "seqs", "ts_us", "values")
+
+    def __init__(
+        self,
+        sensor_ids: list[str],
+        ts_us: npt.NDArray[np.int64],
+        values: npt.NDArray[np.float64],
+        quality: npt.NDArray[np.int16],
+        seqs: list[int | None] | None = None,
+    ) -> None:
+        n = len(sensor_ids)
+        if not len(ts_us) == len(values) == len(quality) == n or (seqs is not None and len(seqs) != n):
+            raise ValueError("ReadingBatch columns must have the same length")
+        self.sensor_ids = sensor_ids
+        self.ts_us = ts_us
+        self.values = values
+        self.quality = quality
+        self.seqs = seqs
+        self._rows: list[Reading] | None = None
+
+    @classmethod
+    def empty(cls) -> ReadingBatch:
+        """Return a batch of no readings."""
+        return cls([], np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.int16))
+
+    @classmethod
+    def from_readings(cls, readings: Sequence[Reading]) -> ReadingBatch:
+        """Return *readings* as columns (the batch itself if it already is one)."""
+        if isinstance(readings, ReadingBatch):
+            return readings
+        n = len(readings)
+        seqs = [r.seq for r in readings]
+        batch = cls(
+            [r.sensor_id for r in readings],
+            np.fromiter((ts_to_us(r.ts) for r in readings), np.int64, n),
+            np.fromiter((r.value for r in readings), np.float64, n),
+            np.fromiter((r.quality for r in readings), np.int16, n),
+            seqs if any(s is not None for s in seqs) else None,
+        )
+        batch._rows = list(readings)
+        return batch
+
+    @classmethod
+    def concat(cls, parts: Sequence[ReadingBatch]) -> ReadingBatch:
+        """Return the readings of *parts*, in order, as one batch."""
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return cls.empty()
+        ids: list[str] = []
+        for part in parts:
+            ids.extend(part.sensor_ids)
+        seqs: list[int | None] | None = None
+        if any(part.seqs is not None for part in parts):
+            seqs = []
+            for part in parts:
+                seqs.extend(part.seqs if part.seqs is not None else [None] * len(part))
+        return cls(
+            ids,
+            np.concatenate([p.ts_us for p in parts]),
+            np.concatenate([p.values for p in parts]),
+            np.concatenate([p.quality for p in parts]),
+            seqs,
+        )
+
+    def rows(self) -> list[Reading]:
+        """Return the readings as :class:`Reading` objects (made once, then kept)."""
+        if self._rows is None:
+            seqs = self.seqs if self.seqs is not None else [None] * len(self.sensor_ids)
+            epoch = _EPOCH
+            self._rows = [
+                Reading(sid, epoch + timedelta(microseconds=us), value, q, seq)
+                for sid, us, value, q, seq in zip(
+                    self.sensor_ids, self.ts_us.tolist(), self.values.tolist(), self.quality.tolist(), seqs, strict=True
+                )
+            ]
+        return self._rows
+
+    def __len__(self) -> int:
+        return len(self.sensor_ids)
+
+    @overload
+    def __getitem__(self, index: int) -> Reading: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Reading]: ...
+
+    def __getitem__(self, index: int | slice) -> Reading | list[Reading]:
+        return self.rows()[index]
+
+    def __iter__(self) -> Iterator[Reading]:
+        return iter(self.rows())
+
+    def __repr__(self) -> str:
+        return f"ReadingBatch({len(self)} readings)"
