@@ -37,7 +37,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ingest.health import HealthServer
-from ingest.protocol import Decoded, PayloadDecoder, PayloadLimits
+from ingest.protocol import Decoded, PayloadDecoder, PayloadLimits, PlainBatch
 from ingest.spool import (
     DEFAULT_MAX_BYTES,
     Spool,
@@ -54,7 +54,7 @@ from models.thresholds import state_from_active
 from twin.alerts import AlertChange
 from twin.errors import LifelineError, PayloadError
 from twin.mqtt import BufferedClient, MqttConfig, connect, make_client
-from twin.readings import Reading
+from twin.readings import Reading, ReadingBatch
 from twin.sensors import Sensor
 from twin.store.alerts import active_alerts, apply_change
 from twin.store.db import DictConnection
@@ -143,8 +143,38 @@ class _Message(NamedTuple):
 
 @dataclass(slots=True)
 class _Batch:
+    """Messages gathered for one write: plain batches still to convert, readings decoded one by one, refusals.
+
+    :meth:`close` converts the plain batches together (one numpy pass for the whole batch) into ``readings``.
+    """
+
     messages: list[_Message] = field(default_factory=list)
-    decoded: Decoded = field(default_factory=Decoded)
+    plains: list[PlainBatch] = field(default_factory=list)
+    rows: list[Reading] = field(default_factory=list)
+    rejected: list[DeadLetter] = field(default_factory=list)
+    size: int = 0
+    readings: ReadingBatch = field(default_factory=ReadingBatch.empty)
+
+    def add(self, msg: _Message) -> None:
+        decoded = msg.decoded
+        self.messages.append(msg)
+        plain = decoded.plain
+        if plain is not None:
+            self.plains.append(plain)
+            self.size += len(plain.values)
+            return
+        readings = decoded.readings
+        self.rows.extend(readings)
+        self.size += len(readings)
+        self.rejected.extend(decoded.rejected)
+
+    def close(self, decoder: PayloadDecoder) -> None:
+        columns, slow = decoder.finish(self.plains)
+        for decoded in slow:
+            self.rows.extend(decoded.readings)
+            self.rejected.extend(decoded.rejected)
+        self.plains = []
+        self.readings = ReadingBatch.concat([columns, ReadingBatch.from_readings(self.rows)]) if self.rows else columns
 
 
 class IngestService:
@@ -367,7 +397,8 @@ class IngestService:
         decoder = self._decoder
         assert decoder is not None  # made before the client connects
         payload = msg.payload
-        self._queue.put(_Message(msg.mid, msg.qos, self._generation, decoder.decode(topic, bytes(payload))))
+        decoded = decoder.decode(topic, bytes(payload), defer=True)
+        self._queue.put(_Message(msg.mid, msg.qos, self._generation, decoded))
 
     # -- the writer thread ------------------------------------------------------------------------------------
 
@@ -400,26 +431,23 @@ class IngestService:
         if self._writing_direct() and time.monotonic() - self._registry_loaded_at > self.registry_refresh_s:
             self._refresh_registry_safely()
         batch = _Batch()
-        self._add(batch, first)
+        batch.add(first)
         deadline = time.monotonic() + self.flush_interval_s
         # The broker sends at most receive_maximum unacknowledged messages (MQTT 5; with MQTT 3.1.1 the broker's
         # max_inflight_messages, which should be set to the same). A batch takes at most half of them, so the
         # broker goes on sending (and the network thread decoding) while this batch is written.
         max_messages = max(1, self.mqtt_config.receive_maximum // 2)
-        while len(batch.decoded.readings) < self.batch_max and len(batch.messages) < max_messages:
+        while batch.size < self.batch_max and len(batch.messages) < max_messages:
             remaining = deadline - time.monotonic()
             try:
                 msg = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
-            self._add(batch, msg)
+            batch.add(msg)
+        decoder = self._decoder
+        assert decoder is not None
+        batch.close(decoder)
         return batch
-
-    def _add(self, batch: _Batch, msg: _Message) -> None:
-        decoded = msg.decoded
-        batch.messages.append(msg)
-        batch.decoded.readings.extend(decoded.readings)
-        batch.decoded.rejected.extend(decoded.rejected)
 
     def _handle(self, batch: _Batch) -> None:
         """Store *batch* (in the database, or in the spool while the database is away or the spool holds
@@ -427,7 +455,7 @@ class IngestService:
         detector = self._detector
         assert detector is not None
         # The detectors change nothing until commit, so one evaluation serves every attempt.
-        detection = detector.evaluate(batch.decoded.readings, now=self.clock())
+        detection = detector.evaluate(batch.readings, now=self.clock())
         delay = INITIAL_DELAY
         while True:
             if self._spool is None or self._spool.empty:
@@ -488,11 +516,11 @@ class IngestService:
         conn, store, detector = self._conn, self._store, self._detector
         if conn is None or store is None or detector is None:
             raise psycopg.OperationalError("no database connection")
-        readings = batch.decoded.readings
+        readings = batch.readings
         published: list[tuple[int, AlertChange]] = []
         with conn.transaction():
-            inserted = store.write([(r.sensor_id, r.ts, r.value, r.quality) for r in readings])
-            store_dead_letters(conn, batch.decoded.rejected)
+            inserted = store.write(readings)
+            store_dead_letters(conn, batch.rejected)
             for change in detection.changes:
                 event_id = apply_change(conn, change, schema=self.schema)
                 if event_id is not None:
@@ -512,12 +540,12 @@ class IngestService:
         stats.messages += len(batch.messages)
         stats.readings_stored += inserted
         stats.readings_duplicate += len(readings) - inserted
-        stats.dead_letters += len(batch.decoded.rejected)
+        stats.dead_letters += len(batch.rejected)
         stats.alert_events += len(published)
         stats.last_commit = datetime.now(UTC)
         if len(readings) != inserted:
             log.info("batch: %d readings stored, %d duplicates ignored", inserted, len(readings) - inserted)
-        for letter in batch.decoded.rejected[:5]:
+        for letter in batch.rejected[:5]:
             log.warning("dead letter from %s: %s (%s)", letter.topic[:120], letter.reason, letter.detail[:200])
         return published
 
@@ -527,7 +555,7 @@ class IngestService:
         """Append *batch* and its alert changes to the spool, durably, then acknowledge it; False if it did not fit."""
         spool, detector = self._spool, self._detector
         assert spool is not None and detector is not None
-        record = encode_batch(SpooledBatch(batch.decoded.readings, batch.decoded.rejected, detection.changes))
+        record = encode_batch(SpooledBatch(batch.readings, batch.rejected, detection.changes))
         try:
             spool.append(record)
         except SpoolError as exc:
@@ -557,7 +585,7 @@ class IngestService:
             )
         stats.spool_state = "replaying" if stats.database_ok else "spooling"
         stats.messages += len(batch.messages)
-        stats.readings_spooled += len(batch.decoded.readings)
+        stats.readings_spooled += len(batch.readings)
         self._update_spool_stats()
         if self.failpoint == "crash_after_spool":
             log.critical("failpoint crash_after_spool: exiting before acknowledging %d messages", len(batch.messages))

@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from models.streaming import StreamResult, Suspect
+from models.streaming import StreamResult, Suspect, trusted_mask
 from models.thresholds import QUANTITY_ZH
 from twin.alerts import AlertChange
-from twin.readings import QUALITY_BAD, Reading
+from twin.readings import QUALITY_BAD, Reading, ReadingBatch
 from twin.sensors import Grade, Quantity, Sensor
 
 KIND = "anomaly"
@@ -49,7 +49,6 @@ _DAY_S = 86_400.0
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
-
 
 
 def cause_key(sensor_id: str) -> str:
@@ -170,16 +169,25 @@ class BaselineDetector:
         rules = self.rules
         if not readings:
             return StreamResult([], self._state)
-        # Readings are named tuples: transposed at C speed, one column per field; each distinct time converted once.
-        sids, stamps, values, qualities, *_seq = zip(*readings, strict=True)
         get = self._row.get
-        row = np.array([get(sid, -1) for sid in sids], dtype=np.int64)
-        seconds = {t: t.timestamp() for t in set(stamps)}
-        ts = np.fromiter(map(seconds.__getitem__, stamps), dtype=np.float64, count=len(stamps))
-        val = np.asarray(values, dtype=np.float64)
-        usable = (row >= 0) & (np.asarray(qualities) != QUALITY_BAD) & ~np.isnan(val)
-        if suspect:
-            usable &= np.array([(sid, t) not in suspect for sid, t in zip(sids, stamps, strict=True)], dtype=bool)
+        if isinstance(readings, ReadingBatch):
+            names, codes = readings.groups()
+            row = np.array([get(name, -1) for name in names], dtype=np.int64)[codes]
+            ts = readings.ts_us / 1e6  # what datetime.timestamp() gives, exactly
+            val = readings.values
+            usable = (row >= 0) & (readings.quality != QUALITY_BAD) & ~np.isnan(val)
+            if suspect:
+                usable &= trusted_mask(readings, suspect)
+        else:
+            # Named tuples: transposed at C speed, one column per field; each distinct time converted once.
+            sids, stamps, values, qualities, *_seq = zip(*readings, strict=True)
+            row = np.array([get(sid, -1) for sid in sids], dtype=np.int64)
+            seconds = {t: t.timestamp() for t in set(stamps)}
+            ts = np.fromiter(map(seconds.__getitem__, stamps), dtype=np.float64, count=len(stamps))
+            val = np.asarray(values, dtype=np.float64)
+            usable = (row >= 0) & (np.asarray(qualities) != QUALITY_BAD) & ~np.isnan(val)
+            if suspect:
+                usable &= np.array([(sid, t) not in suspect for sid, t in zip(sids, stamps, strict=True)], dtype=bool)
         if not usable.all():
             row, ts, val = row[usable], ts[usable], val[usable]
         if not len(row):

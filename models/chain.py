@@ -22,10 +22,10 @@ from typing import Any
 
 from models.baseline import BaselineDetector
 from models.sensor_health import SensorHealthDetector, state_from_json, state_to_json
-from models.streaming import StreamDetector, StreamResult, Suspect
+from models.streaming import StreamDetector, StreamResult, Suspect, trusted_mask
 from models.thresholds import SensorState, ThresholdDetector
 from twin.alerts import AlertChange
-from twin.readings import Reading
+from twin.readings import Reading, ReadingBatch
 from twin.sensors import Sensor
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,11 @@ class ThresholdStream:
         self.detector = ThresholdDetector(sensors, state)
 
     def evaluate(self, readings: Sequence[Reading], *, now: datetime, suspect: Suspect) -> StreamResult:
-        trusted = [r for r in readings if (r.sensor_id, r.ts) not in suspect] if suspect else readings
+        trusted: Sequence[Reading] = readings
+        if suspect and isinstance(readings, ReadingBatch):
+            trusted = readings.take(trusted_mask(readings, suspect))
+        elif suspect:
+            trusted = [r for r in readings if (r.sensor_id, r.ts) not in suspect]
         detection = self.detector.evaluate(trusted)
         return StreamResult(detection.changes, detection)
 

@@ -20,12 +20,36 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+import numpy as np
+import numpy.typing as npt
+
 from twin.alerts import AlertChange
-from twin.readings import Reading
+from twin.readings import Reading, ReadingBatch, ts_to_us
 from twin.sensors import Sensor
 
 Suspect = Set[tuple[str, datetime]]
 """``(sensor_id, ts)`` of readings not to trust."""
+
+
+def trusted_mask(batch: ReadingBatch, suspect: Suspect) -> npt.NDArray[np.bool_]:
+    """Return, for each reading of *batch*, whether it is not in *suspect*.
+
+    Only the readings of sensors named in *suspect* are looked up one by one, so a few faulty sensors cost little
+    in a large batch.
+    """
+    trusted = np.ones(len(batch), dtype=bool)
+    if not suspect:
+        return trusted
+    names, codes = batch.groups()
+    flagged = {sid for sid, _ts in suspect}
+    named = np.array([name in flagged for name in names], dtype=bool)
+    at = np.flatnonzero(named[codes])
+    if not len(at):
+        return trusted
+    keys = {(sid, ts_to_us(ts)) for sid, ts in suspect}
+    ids, micros = batch.sensor_ids, batch.ts_us
+    trusted[at] = [(ids[i], int(micros[i])) not in keys for i in at.tolist()]
+    return trusted
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,12 +7,15 @@ deadband, so a value hovering at a limit does not flap.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import numpy as np
+
 from twin.alerts import AlertChange
-from twin.readings import QUALITY_BAD, Reading
+from twin.readings import QUALITY_BAD, Reading, ReadingBatch, ts_to_us
 from twin.sensors import AlarmLimit, Direction, Grade, Quantity, Sensor
 
 DEADBAND_FRACTION = 0.02
@@ -35,9 +38,10 @@ def cause_key(sensor_id: str, direction: Direction) -> str:
 
 @dataclass(slots=True)
 class SensorState:
-    """What the detector remembers of one sensor: the newest reading time seen and the active grade per direction."""
+    """What the detector remembers of one sensor: the newest reading time seen (microseconds since the epoch)
+    and the active grade per direction."""
 
-    last_ts: datetime | None = None
+    last_us: int | None = None
     grades: dict[Direction, Grade] = field(default_factory=dict)
 
 
@@ -63,13 +67,27 @@ class ThresholdDetector:
     def __init__(self, sensors: Mapping[str, Sensor], state: Mapping[str, SensorState] | None = None) -> None:
         self.sensors = sensors
         self._state: dict[str, SensorState] = dict(state or {})
+        self._bands: dict[str, tuple[float, float] | None] = {}
 
     def evaluate(self, readings: Sequence[Reading]) -> Detection:
         """Return the alert changes that *readings* cause, in time order per sensor.
 
         Readings of quality ``bad``, of unknown sensors, or not newer than the newest already seen for their
         sensor (duplicates, late arrivals) change nothing.
+
+        A :class:`~twin.readings.ReadingBatch` is judged column-wise first: a sensor with no active alert whose
+        readings all stay inside its limits can only move its newest time, which is done for all such sensors at
+        once; the readings of the other sensors go through the reading-by-reading rules.
         """
+        if not isinstance(readings, ReadingBatch):
+            changes, touched = self._step_all(readings)
+        else:
+            changes, touched = self._evaluate_columns(readings)
+        merged = dict(self._state)
+        merged.update(touched)
+        return Detection(changes, merged)
+
+    def _step_all(self, readings: Iterable[Reading]) -> tuple[list[AlertChange], dict[str, SensorState]]:
         changes: list[AlertChange] = []
         touched: dict[str, SensorState] = {}
         for reading in sorted(readings, key=lambda r: (r.sensor_id, r.ts)):
@@ -79,17 +97,68 @@ class ThresholdDetector:
             state = touched.get(reading.sensor_id)
             if state is None:
                 old = self._state.get(reading.sensor_id, SensorState())
-                state = touched[reading.sensor_id] = SensorState(old.last_ts, dict(old.grades))
-            if state.last_ts is not None and reading.ts <= state.last_ts:
+                state = touched[reading.sensor_id] = SensorState(old.last_us, dict(old.grades))
+            us = ts_to_us(reading.ts)
+            if state.last_us is not None and us <= state.last_us:
                 continue
-            state.last_ts = reading.ts
+            state.last_us = us
             for direction in (Direction.HIGH, Direction.LOW):
                 change = _step(sensor, state, direction, reading)
                 if change is not None:
                     changes.append(change)
-        merged = dict(self._state)
-        merged.update(touched)
-        return Detection(changes, merged)
+        return changes, touched
+
+    def _evaluate_columns(self, batch: ReadingBatch) -> tuple[list[AlertChange], dict[str, SensorState]]:
+        names, codes = batch.groups()
+        count = len(names)
+        low = np.full(count, -np.inf)
+        high = np.full(count, np.inf)
+        known = np.zeros(count, dtype=bool)
+        busy = np.zeros(count, dtype=bool)
+        state = self._state
+        for k, name in enumerate(names):
+            band = self._band(name)
+            if band is None:
+                continue
+            known[k] = True
+            low[k], high[k] = band
+            old = state.get(name)
+            busy[k] = old is not None and bool(old.grades)
+        values = batch.values
+        good = batch.quality != QUALITY_BAD
+        crossing = good & ((values >= high[codes]) | (values <= low[codes]))
+        busy[codes[crossing]] = True
+        busy &= known
+        changes: list[AlertChange] = []
+        touched: dict[str, SensorState] = {}
+        if busy.any():
+            changes, touched = self._step_all(batch.take(busy[codes]))
+        quiet = good & known[codes] & ~busy[codes]
+        if quiet.any():
+            newest = np.full(count, np.iinfo(np.int64).min, dtype=np.int64)
+            np.maximum.at(newest, codes[quiet], batch.ts_us[quiet])
+            for k in np.flatnonzero(newest > np.iinfo(np.int64).min).tolist():
+                name, us = names[k], int(newest[k])
+                old = state.get(name)
+                if old is None:
+                    touched[name] = SensorState(us, {})
+                elif old.last_us is None or us > old.last_us:
+                    touched[name] = SensorState(us, dict(old.grades))
+        return changes, touched
+
+    def _band(self, sensor_id: str) -> tuple[float, float] | None:
+        """Return the highest low limit and the lowest high limit of a sensor (±inf: none), None if unknown."""
+        try:
+            return self._bands[sensor_id]
+        except KeyError:
+            sensor = self.sensors.get(sensor_id)
+            band = None
+            if sensor is not None:
+                lows = [lim.threshold for lim in sensor.limits if lim.direction is Direction.LOW]
+                highs = [lim.threshold for lim in sensor.limits if lim.direction is Direction.HIGH]
+                band = (max(lows, default=-math.inf), min(highs, default=math.inf))
+            self._bands[sensor_id] = band
+            return band
 
     def commit(self, detection: Detection) -> None:
         """Adopt the state of a detection whose changes have been stored."""
@@ -98,13 +167,14 @@ class ThresholdDetector:
     def update_sensors(self, sensors: Mapping[str, Sensor]) -> None:
         """Use a new set of sensor definitions (limits may have changed); the state is kept."""
         self.sensors = sensors
+        self._bands = {}
 
 
 def state_from_active(
     active: Iterable[Mapping[str, object]], last_ts: Mapping[str, datetime] | None = None
 ) -> dict[str, SensorState]:
     """Rebuild detector state from stored active alerts and each sensor's newest stored reading time."""
-    state: dict[str, SensorState] = {sid: SensorState(last_ts=ts) for sid, ts in (last_ts or {}).items()}
+    state: dict[str, SensorState] = {sid: SensorState(last_us=ts_to_us(ts)) for sid, ts in (last_ts or {}).items()}
     for alert in active:
         key = str(alert["cause_key"])
         kind, _, rest = key.partition(":")

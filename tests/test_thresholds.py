@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 
 from models.thresholds import ThresholdDetector, state_from_active
 from twin.demo import demo_sensors
-from twin.readings import Reading
+from twin.readings import Reading, ReadingBatch
 from twin.sensors import SensorRegistry
 
 T0 = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
@@ -72,3 +73,40 @@ def test_state_restored_from_active_alerts_does_not_raise_twice() -> None:
     det = ThresholdDetector(SENSORS, state)
     assert _run(det, _levels(1.3, start=1)) == []
     assert _run(det, _levels(0.2, start=2)) == [("cleared", 3)]
+
+
+def _random_batches(seed: int) -> list[list[Reading]]:
+    """Batches of readings around the limits of a few sensors, with bad quality, unknown sensors, duplicates
+    and late readings."""
+    rng = random.Random(seed)
+    sensors = ["D-L-001", "D-L-002", "W-P-001", "G-M-001", "nope"]
+    scale = {"D-L-001": 2.2, "D-L-002": 2.2, "W-P-001": 400.0, "G-M-001": 40.0, "nope": 1.0}
+    batches: list[list[Reading]] = []
+    clock = 0
+    for _ in range(40):
+        batch: list[Reading] = []
+        for _ in range(rng.randint(0, 30)):
+            sid = rng.choice(sensors)
+            clock += rng.randint(0, 2)
+            minute = clock - (rng.randint(1, 20) if rng.random() < 0.1 else 0)
+            calm = rng.random() < 0.7
+            value = scale[sid] * (rng.uniform(0.3, 0.5) if calm else rng.uniform(0.0, 1.0))
+            batch.append(Reading(sid, T0 + timedelta(minutes=minute), value, 2 if rng.random() < 0.05 else 0))
+        if batch and rng.random() < 0.2:
+            batch.append(rng.choice(batch))
+        batches.append(batch)
+    return batches
+
+
+def test_columns_give_what_readings_give() -> None:
+    changed = 0
+    for seed in range(30):
+        by_rows, by_columns = ThresholdDetector(SENSORS), ThresholdDetector(SENSORS)
+        for batch in _random_batches(seed):
+            rows, columns = by_rows.evaluate(batch), by_columns.evaluate(ReadingBatch.from_readings(batch))
+            assert columns.changes == rows.changes, seed
+            assert columns.state == rows.state, seed
+            by_rows.commit(rows)
+            by_columns.commit(columns)
+            changed += len(rows.changes)
+    assert changed > 100  # the streams do cross the limits

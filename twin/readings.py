@@ -62,7 +62,7 @@ class ReadingBatch(Sequence[Reading]):
         (1767225600000000, 1.5)
     """
 
-    __slots__ = ("_rows", "quality", "sensor_ids", "seqs", "ts_us", "values")
+    __slots__ = ("_groups", "_rows", "quality", "sensor_ids", "seqs", "ts_us", "values")
 
     def __init__(
         self,
@@ -81,6 +81,7 @@ class ReadingBatch(Sequence[Reading]):
         self.quality = quality
         self.seqs = seqs
         self._rows: list[Reading] | None = None
+        self._groups: tuple[list[str], npt.NDArray[np.int64]] | None = None
 
     @classmethod
     def empty(cls) -> ReadingBatch:
@@ -127,18 +128,47 @@ class ReadingBatch(Sequence[Reading]):
             seqs,
         )
 
+    def take(self, which: npt.NDArray[np.bool_] | npt.NDArray[np.intp]) -> ReadingBatch:
+        """Return the readings selected by a boolean mask or an index array, in that order."""
+        index = np.flatnonzero(which) if which.dtype == np.bool_ else which
+        ids = self.sensor_ids
+        seqs = self.seqs
+        return ReadingBatch(
+            [ids[i] for i in index.tolist()],
+            self.ts_us[index],
+            self.values[index],
+            self.quality[index],
+            None if seqs is None else [seqs[i] for i in index.tolist()],
+        )
+
+    def groups(self) -> tuple[list[str], npt.NDArray[np.int64]]:
+        """Return the distinct sensor ids (in order of first appearance) and each reading's index among them.
+
+        Worked out once and kept: the store and the detectors each use it.
+        """
+        if self._groups is None:
+            names = list(dict.fromkeys(self.sensor_ids))
+            index = {name: code for code, name in enumerate(names)}
+            codes = np.fromiter(map(index.__getitem__, self.sensor_ids), np.int64, len(self.sensor_ids))
+            self._groups = (names, codes)
+        return self._groups
+
     def rows(self) -> list[Reading]:
         """Return the readings as :class:`Reading` objects (made once, then kept)."""
         if self._rows is None:
             seqs = self.seqs if self.seqs is not None else [None] * len(self.sensor_ids)
-            epoch = _EPOCH
             self._rows = [
-                Reading(sid, epoch + timedelta(microseconds=us), value, q, seq)
-                for sid, us, value, q, seq in zip(
-                    self.sensor_ids, self.ts_us.tolist(), self.values.tolist(), self.quality.tolist(), seqs, strict=True
+                Reading(sid, ts, value, q, seq)
+                for sid, ts, value, q, seq in zip(
+                    self.sensor_ids, self.timestamps(), self.values.tolist(), self.quality.tolist(), seqs, strict=True
                 )
             ]
         return self._rows
+
+    def timestamps(self) -> list[datetime]:
+        """Return each reading's time as an aware UTC datetime."""
+        epoch = _EPOCH
+        return [epoch + timedelta(0, us // 1_000_000, us % 1_000_000) for us in self.ts_us.tolist()]
 
     def __len__(self) -> int:
         return len(self.sensor_ids)

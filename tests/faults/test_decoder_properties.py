@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -121,7 +123,7 @@ PLAIN_ITEM = st.one_of(
 def test_fast_batch_path_gives_what_the_general_path_gives(topic: str, unit: object, items: list[object]) -> None:
     payload = json.dumps({"unit": unit, "readings": items}).encode()
     fast, general = DECODER.decode(topic, payload), GENERAL.decode(topic, payload)
-    assert fast.readings == general.readings
+    assert list(fast.readings) == general.readings
     assert [(r.reason, r.item_index, r.detail) for r in fast.rejected] == [
         (r.reason, r.item_index, r.detail) for r in general.rejected
     ]
@@ -129,10 +131,100 @@ def test_fast_batch_path_gives_what_the_general_path_gives(topic: str, unit: obj
 
 def test_plain_batches_take_the_fast_path() -> None:
     ts = NOW_MS - 60_000
-    items = [{"ts": ts + 1000 * k, "value": 300.0 + k} for k in range(50)]
+    items: list[dict[str, object]] = [{"ts": ts + 1000 * k, "value": 300.0 + k} for k in range(50)]
     items += [{"ts": datetime.fromtimestamp((ts + 60_000 + k) / 1000, UTC).isoformat(), "value": 2} for k in range(3)]
     fast = DECODER._simple_batch(items, parse_topic("lifeline/v1/water/W-P-001"), {"unit": "kPa"}, NOW)
     assert fast is not None and len(fast) == 53
     general = GENERAL.decode("lifeline/v1/water/W-P-001", orjson.dumps({"unit": "kPa", "readings": items}))
     assert fast == general.readings
     assert fast[0].ts == datetime.fromtimestamp(ts / 1000, UTC) and fast[0].value == 300.0
+
+
+def _iso(ms: int, shape: str) -> str:
+    ts = datetime.fromtimestamp(ms / 1000, UTC)
+    text = ts.isoformat(timespec={"s": "seconds", "ms": "milliseconds", "us": "microseconds"}[shape[0:2].strip()])
+    return text.replace("+00:00", "Z") if shape.endswith("Z") else text
+
+
+COLUMN_SHAPES = st.sampled_from(["int", "s Z", "msZ", "usZ", "s +", "ms+", "us+"])
+
+
+@st.composite
+def _uniform_batches(draw: st.DrawFn) -> list[dict[str, object]]:
+    """Batches whose timestamps are all of one shape, as sensors send them, with now and then one odd item."""
+    shape = draw(COLUMN_SHAPES)
+    with_sensor = draw(st.booleans())
+    times = draw(
+        st.lists(st.integers(min_value=NOW_MS - 32 * 86_400_000, max_value=NOW_MS + 400_000), min_size=1, max_size=8)
+    )
+    values = draw(st.lists(PLAIN_VALUE, min_size=len(times), max_size=len(times)))
+    items: list[dict[str, object]] = []
+    for ms, value in zip(times, values, strict=True):
+        item: dict[str, object] = {"ts": ms if shape == "int" else _iso(ms, shape), "value": value}
+        if with_sensor:
+            item = {"sensor": "W-P-001", **item}
+        items.append(item)
+    if draw(st.integers(0, 4)) == 0:
+        items[draw(st.integers(0, len(items) - 1))] = draw(PLAIN_ITEM)
+    return items
+
+
+@settings(max_examples=500, deadline=None)
+@given(unit=st.sampled_from(["kPa", "MPa", "m"]), items=_uniform_batches())
+def test_column_path_gives_what_the_general_path_gives(unit: str, items: list[object]) -> None:
+    topic = "lifeline/v1/water/W-P-001"
+    payload = json.dumps({"unit": unit, "readings": items}).encode()
+    fast, general = DECODER.decode(topic, payload), GENERAL.decode(topic, payload)
+    assert list(fast.readings) == general.readings
+    assert [(r.reason, r.item_index, r.detail) for r in fast.rejected] == [
+        (r.reason, r.item_index, r.detail) for r in general.rejected
+    ]
+
+
+@pytest.mark.parametrize("shape", ["int", "s Z", "msZ", "usZ", "s +", "ms+", "us+"])
+def test_uniform_batches_are_decoded_as_columns(shape: str) -> None:
+    ts = NOW_MS - 60_000
+    items = [
+        {"ts": ts + 1001 * k if shape == "int" else _iso(ts + 1001 * k, shape), "value": 300 + k} for k in range(50)
+    ]
+    out = DECODER.decode("lifeline/v1/water/W-P-001", orjson.dumps({"unit": "kPa", "readings": items}))
+    assert out.columns is not None and len(out.columns) == 50 and not out.rows
+    general = GENERAL.decode("lifeline/v1/water/W-P-001", orjson.dumps({"unit": "kPa", "readings": items}))
+    assert list(out.readings) == general.readings
+
+
+@pytest.mark.parametrize(
+    "stamps",
+    [
+        ["2026-11-25 09:59:00Z"],  # numpy reads a space for T; the general path decides
+        ["+026-11-25T09:59:00Z"],
+        ["2026-11-25T09:59:00Z", "2026-11-25T09:59:00.5Z"],  # mixed shapes
+        ["2026-11-25T17:59:00+08:00"],
+        ["2026-11-25T09:59:00Ｚ"],
+    ],
+)
+def test_other_timestamp_shapes_leave_the_column_path(stamps: list[str]) -> None:
+    items = [{"ts": s, "value": 1.0} for s in stamps]
+    out = DECODER.decode("lifeline/v1/water/W-P-001", orjson.dumps({"unit": "kPa", "readings": items}))
+    general = GENERAL.decode("lifeline/v1/water/W-P-001", orjson.dumps({"unit": "kPa", "readings": items}))
+    assert out.columns is None
+    assert list(out.readings) == general.readings
+
+
+@settings(max_examples=200, deadline=None)
+@given(batches=st.lists(_uniform_batches(), min_size=1, max_size=6), unit=st.sampled_from(["kPa", "MPa"]))
+def test_many_plain_batches_finished_together_give_what_each_gives_alone(
+    batches: list[list[object]], unit: str
+) -> None:
+    topic = "lifeline/v1/water/W-P-001"
+    payloads = [json.dumps({"unit": unit, "readings": items}).encode() for items in batches]
+    deferred = [DECODER.decode(topic, payload, defer=True) for payload in payloads]
+    plains = [d.plain for d in deferred if d.plain is not None]
+    columns, slow = DECODER.finish(plains)
+    got = list(columns) + [r for d in deferred if d.plain is None for r in d.readings]
+    got += [r for d in slow for r in d.readings]
+    refused = [(r.reason, r.detail) for d in deferred + slow for r in d.rejected]
+    expected = [GENERAL.decode(topic, payload) for payload in payloads]
+    key = attrgetter("sensor_id", "ts", "value", "quality")
+    assert sorted(got, key=key) == sorted((r for d in expected for r in d.readings), key=key)
+    assert sorted(refused) == sorted((r.reason, r.detail) for d in expected for r in d.rejected)

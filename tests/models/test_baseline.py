@@ -11,7 +11,7 @@ import numpy as np
 from models.baseline import BaselineDetector
 from models.chain import DetectorChain
 from twin.demo import demo_sensors
-from twin.readings import Reading
+from twin.readings import Reading, ReadingBatch
 
 SENSORS = {s.sensor_id: s for s in demo_sensors()}
 PRESSURE = [sid for sid, s in SENSORS.items() if sid.startswith("W-P-")]
@@ -124,3 +124,22 @@ def test_chain_passes_sensor_health_suspects_on_and_keeps_state() -> None:
     assert fresh.load_states({"sensor_health": {"sensors": {"W-P-001": {"last_ts": "not a time"}}}}) == [
         "sensor_health"
     ]
+
+
+def test_columns_give_what_readings_give() -> None:
+    batches = _days(6, seed=6, offset=(5 * 1440 + 600, 5 * 1440 + 720, 15.0))
+    by_rows, by_columns = BaselineDetector(SENSORS), BaselineDetector(SENSORS)
+    changes = 0
+    for k, batch in enumerate(batches):
+        if k % 7 == 0:
+            batch = batch + batch[:3]  # duplicates
+        columns = ReadingBatch.from_readings(batch)
+        suspect = frozenset((r.sensor_id, r.ts) for r in batch[:2]) if k % 5 == 0 else frozenset()
+        rows_result = by_rows.evaluate(batch, now=batch[-1].ts, suspect=suspect)
+        columns_result = by_columns.evaluate(columns, now=batch[-1].ts, suspect=suspect)
+        assert columns_result.changes == rows_result.changes
+        by_rows.commit(rows_result)
+        by_columns.commit(columns_result)
+        changes += len(rows_result.changes)
+    assert changes == 2  # the drop is raised and cleared
+    assert by_columns.dump_state() == by_rows.dump_state()

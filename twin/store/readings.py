@@ -28,6 +28,7 @@ from psycopg import errors
 from psycopg.rows import tuple_row
 
 from twin.errors import LifelineError
+from twin.readings import ReadingBatch, ts_to_us
 from twin.store.schema import StorageMode
 
 ReadingRow = tuple[str, datetime, float, int]
@@ -87,7 +88,8 @@ _FOLD_ROLLUP = """
 
 _FOLD_LATEST = """
 INSERT INTO sensor_latest (sensor_id, ts, value, quality, received_at)
-SELECT s, t, v, q, now() FROM unnest(%b::text[], %b::timestamptz[], %b::float8[], %b::int2[]) AS u(s, t, v, q)
+SELECT s, TIMESTAMPTZ 'epoch' + t * INTERVAL '1 microsecond', v, q, now()
+FROM unnest(%b::text[], %b::int8[], %b::float8[], %b::int2[]) AS u(s, t, v, q)
 ON CONFLICT (sensor_id) DO UPDATE SET ts = excluded.ts, value = excluded.value, quality = excluded.quality,
     received_at = excluded.received_at
 WHERE excluded.ts > sensor_latest.ts
@@ -140,48 +142,50 @@ class ReadingStore:
         self.fast_batches = 0
         self.slow_batches = 0
 
-    def write(self, rows: Sequence[ReadingRow]) -> int:
-        """Store *rows* idempotently and return how many were new (duplicates of stored rows are skipped)."""
-        if not rows:
-            return 0
-        with self._conn.transaction():
-            if self._use_copy and self._write_fast(rows):
-                self.fast_batches += 1
-                return len(rows)
-            self.slow_batches += 1
-            return self._write_slow(rows)
+    def write(self, rows: Sequence[ReadingRow] | ReadingBatch) -> int:
+        """Store *rows* idempotently and return how many were new (duplicates of stored rows are skipped).
 
-    def _write_fast(self, rows: Sequence[ReadingRow]) -> bool:
-        """COPY *rows* straight into ``readings`` and fold them; False (nothing written) if one was stored already."""
+        *rows* are ``(sensor_id, ts, value, quality)`` tuples or a :class:`~twin.readings.ReadingBatch` (what
+        ingest writes: its columns go into the COPY without a Python object per reading).
+        """
+        if not len(rows):
+            return 0
+        batch = rows if isinstance(rows, ReadingBatch) else _batch_of_rows(rows)
+        with self._conn.transaction():
+            if self._use_copy and self._write_fast(batch):
+                self.fast_batches += 1
+                return len(batch)
+            self.slow_batches += 1
+            return self._write_slow(batch)
+
+    def _write_fast(self, batch: ReadingBatch) -> bool:
+        """COPY *batch* straight into ``readings`` and fold it; False (nothing written) if a row was stored already."""
         cur = self._conn.cursor(row_factory=tuple_row)
+        data = copy_data(batch)
         try:
             with (
                 self._conn.transaction(),
                 cur.copy("COPY readings (sensor_id, ts, value, quality) FROM STDIN (FORMAT BINARY)") as copy,
             ):
-                copy.set_types(["text", "timestamptz", "float8", "int2"])
-                for row in rows:
-                    copy.write_row(row)
+                copy.write(data)
         except errors.UniqueViolation:
             return False
-        cur.execute(self._fold, fold_parameters(rows, rollups=self._mode is StorageMode.POSTGRESQL))
+        cur.execute(self._fold, fold_parameters(batch, rollups=self._mode is StorageMode.POSTGRESQL))
         return True
 
-    def _write_slow(self, rows: Sequence[ReadingRow]) -> int:
+    def _write_slow(self, batch: ReadingBatch) -> int:
         cur = self._conn.cursor(row_factory=tuple_row)
         if not self._staged:
             cur.execute(_STAGE + " ON COMMIT DELETE ROWS")
             self._staged = True
         if self._use_copy:
             with cur.copy("COPY stage_readings (sensor_id, ts, value, quality) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(["text", "timestamptz", "float8", "int2"])
-                for row in rows:
-                    copy.write_row(row)
+                copy.write(copy_data(batch))
         else:
             cur.execute(
-                "INSERT INTO stage_readings SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::float8[],"
-                " %s::int2[])",
-                [list(col) for col in zip(*rows, strict=True)],
+                "INSERT INTO stage_readings SELECT s, TIMESTAMPTZ 'epoch' + t * INTERVAL '1 microsecond', v, q"
+                " FROM unnest(%b::text[], %b::int8[], %b::float8[], %b::int2[]) AS u(s, t, v, q)",
+                [batch.sensor_ids, batch.ts_us.tolist(), batch.values.tolist(), batch.quality.tolist()],
             )
         cur.execute(self._move)
         result = cur.fetchone()
@@ -193,28 +197,25 @@ class ReadingStore:
         self._staged = False
 
 
-def fold_parameters(rows: Sequence[ReadingRow], *, rollups: bool) -> list[list[Any]]:
-    """Return the parameters of the fold statement for *rows* (all new): per rollup the (sensor, bucket) groups'
-    sensor ids, bucket starts (Unix seconds), counts, sums, minima and maxima; then each sensor's newest reading."""
-    sensor_ids = [row[0] for row in rows]
-    codes_of: dict[str, int] = {}
-    codes = np.fromiter(
-        (codes_of.setdefault(sid, len(codes_of)) for sid in sensor_ids), dtype=np.int64, count=len(rows)
-    )
-    names = np.array(list(codes_of), dtype=object)
-    seconds = np.fromiter((row[1].timestamp() for row in rows), dtype=np.float64, count=len(rows))
-    values = np.fromiter((row[2] for row in rows), dtype=np.float64, count=len(rows))
+def fold_parameters(batch: ReadingBatch, *, rollups: bool) -> list[list[Any]]:
+    """Return the parameters of the fold statement for *batch* (all new): per rollup the (sensor, bucket) groups'
+    sensor ids, bucket starts (Unix seconds), counts, sums, minima and maxima; then each sensor's newest reading
+    (its time in microseconds since the epoch)."""
+    names_list, codes = batch.groups()
+    names = np.array(names_list, dtype=object)
+    micros = batch.ts_us
+    values = batch.values
     params: list[list[Any]] = []
     if rollups:
         for width in _ROLLUP_WIDTHS_S:
-            bucket = np.floor(seconds / width).astype(np.int64)
+            bucket = micros // (width * 1_000_000)
             key = (codes << 32) | (bucket - bucket.min())
             order = np.argsort(key, kind="stable")
             sorted_key = key[order]
             starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
             sorted_values = values[order]
             group_codes = codes[order][starts]
-            counts = np.diff(np.r_[starts, len(rows)])
+            counts = np.diff(np.r_[starts, len(codes)])
             params += [
                 names[group_codes].tolist(),
                 (bucket[order][starts] * width).tolist(),
@@ -224,11 +225,77 @@ def fold_parameters(rows: Sequence[ReadingRow], *, rollups: bool) -> list[list[A
                 np.maximum.reduceat(sorted_values, starts).tolist(),
             ]
     # Each sensor's newest reading: the last of its group when sorted by (sensor, time).
-    order = np.lexsort((seconds, codes))
+    order = np.lexsort((micros, codes))
     last = order[np.flatnonzero(np.r_[codes[order][1:] != codes[order][:-1], True])]
-    newest = [rows[i] for i in last.tolist()]
-    params += [[r[0] for r in newest], [r[1] for r in newest], [r[2] for r in newest], [r[3] for r in newest]]
+    params += [
+        names[codes[last]].tolist(),
+        micros[last].tolist(),
+        values[last].tolist(),
+        batch.quality[last].tolist(),
+    ]
     return params
+
+
+_PG_EPOCH_US = 946_684_800_000_000
+"""2000-01-01 00:00 UTC, PostgreSQL's epoch for binary timestamps, in microseconds since the Unix epoch."""
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
+_COPY_TRAILER = b"\xff\xff"
+
+
+def copy_data(batch: ReadingBatch) -> bytes:
+    """Return *batch* as the data of a binary ``COPY … (sensor_id, ts, value, quality)``, built by numpy.
+
+    Each row is 4 fields, each a big-endian length and the value: the sensor id's UTF-8 bytes, the time in
+    microseconds since 2000-01-01, the value (float8) and the quality (int2). Rows are grouped by the length of
+    their sensor id, so each group is one numpy record array (the order of rows in a COPY does not matter).
+    """
+    names, codes = batch.groups()
+    encoded = [name.encode("utf-8") for name in names]
+    lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
+    row_lengths = lengths[codes]
+    parts = [_COPY_HEADER]
+    for size in np.unique(lengths).tolist():
+        at = np.flatnonzero(row_lengths == size) if len(lengths) > 1 else slice(None)
+        ids = np.array(encoded, dtype=f"S{size}")
+        rows = np.empty(len(codes) if isinstance(at, slice) else len(at), dtype=_copy_dtype(size))
+        rows["fields"] = 4
+        rows["sid_len"] = size
+        rows["sid"] = ids[codes[at]]
+        rows["ts_len"] = 8
+        rows["ts"] = batch.ts_us[at] - _PG_EPOCH_US
+        rows["value_len"] = 8
+        rows["value"] = batch.values[at]
+        rows["quality_len"] = 2
+        rows["quality"] = batch.quality[at]
+        parts.append(rows.tobytes())
+    parts.append(_COPY_TRAILER)
+    return b"".join(parts)
+
+
+def _copy_dtype(id_bytes: int) -> np.dtype[Any]:
+    return np.dtype(
+        [
+            ("fields", ">i2"),
+            ("sid_len", ">i4"),
+            ("sid", f"S{id_bytes}"),
+            ("ts_len", ">i4"),
+            ("ts", ">i8"),
+            ("value_len", ">i4"),
+            ("value", ">f8"),
+            ("quality_len", ">i4"),
+            ("quality", ">i2"),
+        ]
+    )
+
+
+def _batch_of_rows(rows: Sequence[ReadingRow]) -> ReadingBatch:
+    n = len(rows)
+    return ReadingBatch(
+        [row[0] for row in rows],
+        np.fromiter((ts_to_us(row[1]) for row in rows), np.int64, n),
+        np.fromiter((row[2] for row in rows), np.float64, n),
+        np.fromiter((row[3] for row in rows), np.int16, n),
+    )
 
 
 @dataclass(frozen=True, slots=True)
