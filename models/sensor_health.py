@@ -5,9 +5,14 @@ cause key ``health:{sensor_id}:{fault}``; it is cleared when the fault is over. 
 is returned in ``suspect`` as ``(sensor_id, ts)`` so that other detectors can distrust it.
 
 The detector is streaming and pure: each sensor has a small fixed state (a few floats and counters) and each
-reading costs O(1). Like :class:`models.thresholds.ThresholdDetector`, ``evaluate`` changes nothing; ``commit``
-adopts the state once the changes are stored. Time constants are given in seconds and turned into per-reading
-weights with the sensor's ``interval_s``, so gaps in the data are not taken into account by the averages.
+reading costs O(1). The state is kept as arrays, one row per sensor, and each batch runs through a compiled kernel
+(:mod:`models.sensor_health_kernel`, numba), so that only the readings that raise or clear an alert or are suspect
+cost Python work; :mod:`models.sensor_health_reference` keeps the same rules in plain Python, one reading at a
+time, as the readable reference the kernel is tested against (same changes, suspects and state).
+
+Like :class:`models.thresholds.ThresholdDetector`, ``evaluate`` changes nothing; ``commit`` adopts the state once
+the changes are stored. Time constants are given in seconds and turned into per-reading weights with the
+sensor's ``interval_s``, so gaps in the data are not taken into account by the averages.
 
 Rules (parameters are fields of :class:`HealthRules`; defaults suit 1-minute sensors):
 
@@ -92,14 +97,17 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from operator import attrgetter
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
+from models import sensor_health_kernel as kern
 from twin.alerts import AlertChange
-from twin.readings import QUALITY_BAD, Reading
+from twin.readings import Reading, ReadingBatch, ts_to_us, us_to_ts
 from twin.sensors import Grade, Quantity, Sensor
 
 OUT_OF_RANGE = "out_of_range"
@@ -127,7 +135,6 @@ _FAULT_EN = {
     DROPOUT: "no data",
     CLOCK_SKEW: "clock skew",
 }
-_BY_SENSOR_TS = attrgetter("sensor_id", "ts")
 
 
 def cause_key(sensor_id: str, fault: str) -> str:
@@ -298,7 +305,7 @@ class HealthDetection:
 
     changes: list[AlertChange]
     suspect: set[tuple[str, datetime]]
-    state: dict[str, HealthState]
+    state: Mapping[str, HealthState]
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,6 +336,10 @@ class SensorHealthDetector:
     failed write can be retried with the same result. After a restart, build the detector with the last committed
     ``state`` (e.g. kept beside the alerts) to continue where it stopped.
 
+    The state is kept as arrays, one row per sensor (see :mod:`models.sensor_health_kernel`), and a batch runs in a
+    compiled kernel; only the readings that raise or clear an alert or are suspect cost Python work. It decides
+    exactly as :class:`models.sensor_health_reference.ReferenceHealthDetector`. Times are kept as UTC.
+
     Args:
         sensors: sensors by id.
         state: state to start from, by sensor id.
@@ -344,103 +355,477 @@ class SensorHealthDetector:
     ) -> None:
         self.sensors = sensors
         self.rules = rules or HealthRules()
-        self._state: dict[str, HealthState] = dict(state or {})
-        self._weights: dict[str, _Weights | None] = {}
+        self._rf, self._rt = _rule_vectors(self.rules)
+        self._load(state or {})
+        # Compile (or load from the cache) now, so that the first batch does not pay for it.
+        kern.compile_kernels()
+
+    def _load(self, state: Mapping[str, HealthState]) -> None:
+        """Start from *state*, dropping everything held."""
+        width = max(2, self.rules.spike_max_readings, *(len(st.excursion_ts) for st in state.values()))
+        self._index = _Index()
+        self._ids: list[str] = []
+        self._sensor: list[Sensor | None] = []
+        self._n = 0
+        self._f = _new_table(0, kern.N_F, np.float64)
+        self._i = _new_table(0, kern.N_I, np.int64)
+        self._x = _new_table(0, width, np.int64)
+        self._cf = _new_table(0, kern.N_C, np.float64)
+        self._ci = _new_table(0, kern.N_K, np.int64)
+        self._rank = np.zeros(0, np.int64)
+        self._seq = np.zeros(0, np.int64)
+        self._order: list[int] = []
+        self._rank_stale = False
+        self._reserve(max(64, len(state)))
+        for sid, st in state.items():
+            row = self._add_row(sid, self.sensors.get(sid))
+            self._write(row, st)
+            self._seq[row] = len(self._order)
+            self._order.append(row)
 
     @property
     def state(self) -> Mapping[str, HealthState]:
-        """The committed state, by sensor id (do not modify)."""
-        return self._state
+        """The committed state, by sensor id (a view made on demand; its states are copies)."""
+        return _StateView(self, None)
 
     def commit(self, detection: HealthDetection) -> None:
-        """Adopt the state of a detection whose changes have been stored."""
-        self._state = detection.state
+        """Adopt the state of a detection whose changes have been stored.
+
+        The detection must have been evaluated on the state committed now (as ingest does: evaluate, store,
+        commit, and as a retry does: evaluate again): the rows of its sensors, and the alerts it judged at its
+        ``now``, are written over the committed state. A detection whose state is not this detector's (e.g. a plain
+        mapping) replaces the whole state.
+        """
+        state = detection.state
+        if not isinstance(state, _StateView) or state.owner is not self or state.batch is None:
+            self._load(dict(state))
+            return
+        batch = state.batch
+        rows = batch.rows
+        if len(rows):
+            kern.scatter(rows, batch.f, batch.i, batch.x, self._f, self._i, self._x)
+            new = rows[self._seq[rows] < 0]
+            if len(new):
+                self._seq[new] = np.arange(len(self._order), len(self._order) + len(new))
+                self._order.extend(new.tolist())
+        for row, active in batch.active.items():
+            self._i[row, kern.I_ACTIVE] = active
 
     def update_sensors(self, sensors: Mapping[str, Sensor]) -> None:
         """Use new sensor definitions (ranges or intervals may have changed); the state is kept."""
         self.sensors = sensors
-        self._weights = {}
+        for sid in [sid for sid, row in self._index.items() if row < 0]:
+            del self._index[sid]
+        for row, sid in enumerate(self._ids):
+            self._set_sensor(row, sensors.get(sid))
 
     def evaluate(self, readings: Sequence[Reading], *, now: datetime) -> HealthDetection:
         """Return the health alert changes and suspect readings that *readings*, received at *now*, reveal.
 
         Args:
-            readings: a batch of accepted readings, in any order.
+            readings: a batch of accepted readings, in any order: a :class:`~twin.readings.ReadingBatch` (its columns
+                are used as they are) or any sequence of :class:`~twin.readings.Reading`.
             now: the time the batch was received (timezone-aware UTC); dropouts are judged at this time.
         """
+        if not isinstance(readings, Sequence):
+            readings = list(readings)
+        batch = ReadingBatch.from_readings(readings)
+        source = None if isinstance(readings, ReadingBatch) else readings
+        now_us = ts_to_us(now)
+        n = len(batch)
         rules = self.rules
         changes: list[AlertChange] = []
         suspect: set[tuple[str, datetime]] = set()
-        touched: dict[str, HealthState] = {}
-        current_id = ""
-        st = HealthState()
-        w: _Weights | None = None
-        for reading in sorted(readings, key=_BY_SENSOR_TS):
-            sid = reading.sensor_id
-            if sid != current_id:
-                # Sorted by sensor: each sensor's readings come together, so its state is copied once.
-                current_id = sid
-                w = self._known(sid)
-                if w is None:
+        rows = self._rows_of(batch.sensor_ids) if n else _NO_ROWS
+        if n and self._rank_stale:
+            self._rerank()
+        while True:
+            u, f, i, x, events, measures, suspects, wide = kern.run_batch(
+                rows,
+                np.ascontiguousarray(batch.ts_us, np.int64),
+                np.ascontiguousarray(batch.values, np.float64),
+                np.ascontiguousarray(batch.quality, np.int16),
+                now_us,
+                self._rank,
+                self._seq,
+                self._f,
+                self._i,
+                self._x,
+                self._cf,
+                self._ci,
+                self._rf,
+                self._rt,
+            )
+            if wide:
+                break
+            self._x = _grow_columns(self._x, 2 * self._x.shape[1])
+        at_now: list[tuple[int, int, int]] = []  # (place in the state, 0 dropout raised / 1 spike cleared, row)
+        if len(events):
+            sensors = self._sensor
+            u_rows = u.tolist()
+            for (k, j, fault, raised, has_measure), measure in zip(events.tolist(), measures.tolist(), strict=True):
+                row = u_rows[j]
+                if k < 0:
+                    at_now.append((int(self._seq[row]), 1, row))
                     continue
-                old = self._state.get(sid)
-                st = touched[sid] = HealthState() if old is None else old.copy()
-                if DROPOUT in st.active:
-                    st.active -= {DROPOUT}
-                    changes.append(_change("cleared", w.sensor, DROPOUT, reading.ts, reading.value, None, rules))
-            if w is None:
-                continue
-            sensor = w.sensor
-            ts = reading.ts
-            value = reading.value
-            st.arrived = now
-            if _clock(sensor, st, ts, now, rules, changes, value):
-                suspect.add((sid, ts))
-            if not sensor.valid_min <= value <= sensor.valid_max:
-                suspect.add((sid, ts))
-                if OUT_OF_RANGE not in st.active:
-                    st.active |= {OUT_OF_RANGE}
-                    changes.append(_change("raised", sensor, OUT_OF_RANGE, ts, value, None, rules))
-                if st.last_ts is None or ts > st.last_ts:
-                    st.last_ts = ts
-                continue
-            if OUT_OF_RANGE in st.active:
-                st.active -= {OUT_OF_RANGE}
-                changes.append(_change("cleared", sensor, OUT_OF_RANGE, ts, value, None, rules))
-            if (st.last_ts is not None and ts <= st.last_ts) or reading.quality == QUALITY_BAD:
-                continue
-            st.last_ts = ts
-            _values(sensor, st, w, ts, value, rules, changes, suspect)
-        for sid, old_state in self._state.items():
-            fresh = sid in touched
-            st = touched[sid] if fresh else old_state
-            if st.arrived is None or (fresh and SPIKE not in st.active):
-                continue
-            w = self._known(sid)
-            if w is None:
-                continue
-            sensor = w.sensor
-            if not fresh and DROPOUT not in st.active and now - st.arrived > w.dropout:
-                st = touched[sid] = st.copy()
-                fresh = True
-                st.active |= {DROPOUT}
-                changes.append(_change("raised", sensor, DROPOUT, now, None, None, rules))
-            if SPIKE in st.active and st.spike_ts is not None and now - st.spike_ts > w.spike_hold:
-                st = touched[sid] = st if fresh else st.copy()
-                st.active -= {SPIKE}
-                changes.append(_change("cleared", sensor, SPIKE, now, None, None, rules))
-        merged = dict(self._state)
-        merged.update(touched)
-        return HealthDetection(changes, suspect, merged)
+                sensor = sensors[row]
+                assert sensor is not None
+                name = FAULTS[fault]
+                if source is not None:
+                    reading = source[k]
+                    ts, value = reading.ts, reading.value
+                else:
+                    ts, value = us_to_ts(batch.ts_us[k]), float(batch.values[k])
+                if name == CLOCK_SKEW:
+                    ts = now
+                event = "raised" if raised else "cleared"
+                changes.append(_change(event, sensor, name, ts, value, measure if has_measure else None, rules))
+        if len(suspects):
+            ids = self._ids
+            local = np.unique(suspects[:, 0])
+            names = dict(zip(local.tolist(), [ids[row] for row in u[local].tolist()], strict=True))
+            # Readings of a batch often share their time: make each time once.
+            times = np.unique(suspects[:, 1])
+            stamps = dict(zip(times.tolist(), map(us_to_ts, times.tolist()), strict=True))
+            suspect = set(
+                zip(
+                    map(names.__getitem__, suspects[:, 0].tolist()),
+                    map(stamps.__getitem__, suspects[:, 1].tolist()),
+                    strict=True,
+                )
+            )
+        active = self._judge_at(now_us, u, at_now)
+        if at_now:
+            at_now.sort()
+            for _, what, row in at_now:
+                sensor = self._sensor[row]
+                assert sensor is not None
+                if what == 0:
+                    changes.append(_change("raised", sensor, DROPOUT, now, None, None, rules))
+                else:
+                    changes.append(_change("cleared", sensor, SPIKE, now, None, None, rules))
+        return HealthDetection(changes, suspect, _StateView(self, _Batch(u, f, i, x, active)))
 
-    def _known(self, sensor_id: str) -> _Weights | None:
-        """Return the sensor with its constants, or None for an unknown sensor."""
-        try:
-            return self._weights[sensor_id]
-        except KeyError:
-            sensor = self.sensors.get(sensor_id)
-            known = self._weights[sensor_id] = None if sensor is None else _weights_for(sensor, self.rules)
-            return known
+    def _judge_at(
+        self, now_us: int, fresh: npt.NDArray[np.int64], at_now: list[tuple[int, int, int]]
+    ) -> dict[int, int]:
+        """Judge dropouts and spike holds at *now* for the sensors with state that are not in the batch.
+
+        Appends the events to *at_now* and returns the new alert bits of those sensors, by row.
+        """
+        n = self._n
+        i = self._i
+        arrived = i[:n, kern.I_ARRIVED]
+        active = i[:n, kern.I_ACTIVE]
+        spike_ts = i[:n, kern.I_SPIKE_TS]
+        judged = (self._seq[:n] >= 0) & (self._ci[:n, kern.K_KNOWN] != 0) & (arrived != kern.NONE)
+        dropout = (active & kern.B_DROPOUT == 0) & (arrived < now_us - self._ci[:n, kern.K_DROPOUT_US])
+        spike_over = (
+            (active & kern.B_SPIKE != 0) & (spike_ts != kern.NONE) & (spike_ts < now_us - self._rt[kern.T_SPIKE_HOLD])
+        )
+        hit = np.flatnonzero(judged & (dropout | spike_over))
+        if not len(hit):
+            return {}
+        if len(fresh):
+            hit = hit[~np.isin(hit, fresh)]
+        changed: dict[int, int] = {}
+        for row in hit.tolist():
+            bits = int(active[row])
+            if dropout[row]:
+                bits |= kern.B_DROPOUT
+                at_now.append((int(self._seq[row]), 0, row))
+            if spike_over[row]:
+                bits &= ~kern.B_SPIKE
+                at_now.append((int(self._seq[row]), 1, row))
+            changed[row] = bits
+        return changed
+
+    def _rows_of(self, sensor_ids: list[str]) -> npt.NDArray[np.int64]:
+        """Return each reading's row (-1 for an unknown sensor), making rows for known sensors seen first."""
+        index = self._index
+        rows = np.fromiter(map(index.__getitem__, sensor_ids), np.int64, len(sensor_ids))
+        if (rows == _UNSEEN).any():
+            for sid in dict.fromkeys(sensor_ids):
+                if sid not in index:
+                    sensor = self.sensors.get(sid)
+                    if sensor is None:
+                        index[sid] = -1
+                    else:
+                        self._add_row(sid, sensor)
+            rows = np.fromiter(map(index.__getitem__, sensor_ids), np.int64, len(sensor_ids))
+        return rows
+
+    def _add_row(self, sensor_id: str, sensor: Sensor | None) -> int:
+        """Make a row (no state yet) for *sensor_id* and return it."""
+        row = self._n
+        if row == self._f.shape[0]:
+            self._reserve(2 * row)
+        self._n = row + 1
+        self._index[sensor_id] = row
+        self._ids.append(sensor_id)
+        self._sensor.append(None)
+        self._set_sensor(row, sensor)
+        self._rank_stale = True
+        return row
+
+    def _reserve(self, size: int) -> None:
+        """Make room for *size* rows, new ones as a new :class:`HealthState` with no sensor.
+
+        Tables always have at least two rows and two columns, so that they are never both C- and Fortran-ordered
+        (numba would then see another type and compile the kernel again).
+        """
+        old = self._f.shape[0]
+        if size <= old:
+            return
+        self._f = _grow_rows(self._f, size, _FLOAT_DEFAULTS)
+        self._i = _grow_rows(self._i, size, _INT_DEFAULTS)
+        self._x = _grow_rows(self._x, size, np.zeros(self._x.shape[1], np.int64))
+        self._cf = _grow_rows(self._cf, size, np.zeros(kern.N_C))
+        self._ci = _grow_rows(self._ci, size, np.zeros(kern.N_K, np.int64))
+        self._rank = np.concatenate([self._rank, np.zeros(size - old, np.int64)])
+        self._seq = np.concatenate([self._seq, np.full(size - old, -1, np.int64)])
+
+    def _rerank(self) -> None:
+        """Number the rows in the order of their sensor ids."""
+        ids = self._ids
+        self._rank[sorted(range(len(ids)), key=ids.__getitem__)] = np.arange(len(ids))
+        self._rank_stale = False
+
+    def _set_sensor(self, row: int, sensor: Sensor | None) -> None:
+        """Set a row's sensor and constants (a row of an unknown sensor is skipped)."""
+        self._sensor[row] = sensor
+        if sensor is None:
+            self._ci[row, kern.K_KNOWN] = 0
+            return
+        w = _weights_for(sensor, self.rules)
+        cf = self._cf
+        cf[row, kern.C_W_SPREAD] = w.spread
+        cf[row, kern.C_W_MOVE] = w.move
+        cf[row, kern.C_W_FAST] = w.fast
+        cf[row, kern.C_W_SLOW] = w.slow
+        cf[row, kern.C_W_SCALE] = w.scale
+        cf[row, kern.C_SPREAD_FLOOR] = w.spread_floor
+        cf[row, kern.C_DRIFT_FLOOR] = w.drift_floor
+        cf[row, kern.C_VALID_MIN] = sensor.valid_min
+        cf[row, kern.C_VALID_MAX] = sensor.valid_max
+        ci = self._ci
+        ci[row, kern.K_WARMUP_DRIFT] = w.warmup_drift
+        ci[row, kern.K_DROPOUT_US] = _us(w.dropout)
+        ci[row, kern.K_SPIKES] = w.spikes
+        ci[row, kern.K_DRIFTS] = w.drifts
+        ci[row, kern.K_KNOWN] = 1
+
+    def _write(self, row: int, st: HealthState) -> None:
+        """Write *st* into a row."""
+        f, i = self._f, self._i
+        for name, col in _FLOAT_COLUMNS:
+            f[row, col] = float(getattr(st, name))
+        for name, col in _TIME_COLUMNS:
+            t = getattr(st, name)
+            i[row, col] = kern.NONE if t is None else ts_to_us(t)
+        for name, col in _INT_COLUMNS:
+            i[row, col] = int(getattr(st, name))
+        times = [ts_to_us(t) for t in st.excursion_ts]
+        i[row, kern.I_EXC_LEN] = len(times)
+        self._x[row, : len(times)] = times
+        i[row, kern.I_ACTIVE] = sum(1 << k for k, fault in enumerate(FAULTS) if fault in st.active)
+
+    def _read(self, row: int, batch: _Batch | None) -> HealthState:
+        """Return a row's state, as committed or as *batch* leaves it."""
+        if batch is not None and row in batch.local:
+            j = batch.local[row]
+            f, i, x = batch.f[j].tolist(), batch.i[j].tolist(), batch.x[j].tolist()
+        else:
+            f, i, x = self._f[row].tolist(), self._i[row].tolist(), self._x[row].tolist()
+            if batch is not None and row in batch.active:
+                i[kern.I_ACTIVE] = batch.active[row]
+        st = HealthState()
+        for name, col in _FLOAT_COLUMNS:
+            setattr(st, name, f[col])
+        for name, col in _TIME_COLUMNS:
+            setattr(st, name, None if i[col] == kern.NONE else us_to_ts(i[col]))
+        for name, col in _INT_COLUMNS:
+            setattr(st, name, i[col])
+        st.excursion_ts = tuple(us_to_ts(t) for t in x[: i[kern.I_EXC_LEN]])
+        st.active = frozenset(fault for k, fault in enumerate(FAULTS) if i[kern.I_ACTIVE] >> k & 1)
+        return st
+
+
+class _Index(dict[str, int]):
+    """Rows by sensor id: -1 for a sensor known to be unknown, ``_UNSEEN`` for one not looked up yet."""
+
+    __slots__ = ()
+
+    def __missing__(self, key: str) -> int:
+        return _UNSEEN
+
+
+_UNSEEN = -2
+_NO_ROWS = np.zeros(0, np.int64)
+
+
+class _Batch:
+    """The state one batch leaves: new rows for its sensors, new alert bits for others judged at ``now``.
+
+    Attributes:
+        rows: the rows of the batch's sensors.
+        f, i, x: their new float, integer and excursion-time state, one row each in that order.
+        active: the new alert bits of other sensors, by row.
+    """
+
+    __slots__ = ("_local", "active", "f", "i", "rows", "x")
+
+    def __init__(
+        self,
+        rows: npt.NDArray[np.int64],
+        f: npt.NDArray[np.float64],
+        i: npt.NDArray[np.int64],
+        x: npt.NDArray[np.int64],
+        active: dict[int, int],
+    ) -> None:
+        self.rows, self.f, self.i, self.x, self.active = rows, f, i, x, active
+        self._local: dict[int, int] | None = None
+
+    @property
+    def local(self) -> dict[int, int]:
+        """Each row's place in the new rows."""
+        if self._local is None:
+            self._local = {row: j for j, row in enumerate(self.rows.tolist())}
+        return self._local
+
+
+class _StateView(Mapping[str, HealthState]):
+    """A detector's state by sensor id, made on demand: as committed, or as a batch would leave it.
+
+    A batch's view reads the sensors the batch did not touch from the committed state, so it holds until the next
+    commit.
+    """
+
+    __slots__ = ("batch", "owner")
+
+    def __init__(self, owner: SensorHealthDetector, batch: _Batch | None) -> None:
+        self.owner = owner
+        self.batch = batch
+
+    def _rows(self) -> list[int]:
+        rows = list(self.owner._order)
+        if self.batch is not None:
+            batch_rows = self.batch.rows
+            rows.extend(batch_rows[self.owner._seq[batch_rows] < 0].tolist())
+        return rows
+
+    def __getitem__(self, sensor_id: str) -> HealthState:
+        owner = self.owner
+        row = dict.get(owner._index, sensor_id, -1)
+        batch = self.batch
+        if row < 0 or not (owner._seq[row] >= 0 or (batch is not None and row in batch.local)):
+            raise KeyError(sensor_id)
+        return owner._read(row, batch)
+
+    def __iter__(self) -> Iterator[str]:
+        ids = self.owner._ids
+        return iter([ids[row] for row in self._rows()])
+
+    def __len__(self) -> int:
+        return len(self._rows())
+
+    def __repr__(self) -> str:
+        return f"<sensor health state of {len(self)} sensors>"
+
+
+_FLOAT_COLUMNS = (
+    ("last_value", kern.F_LAST_VALUE),
+    ("spread", kern.F_SPREAD),
+    ("move_rate", kern.F_MOVE_RATE),
+    ("flat_move_rate", kern.F_FLAT_MOVE_RATE),
+    ("excursion_base", kern.F_EXC_BASE),
+    ("excursion_jump", kern.F_EXC_JUMP),
+    ("fast", kern.F_FAST),
+    ("slow", kern.F_SLOW),
+    ("drift_scale", kern.F_DRIFT_SCALE),
+    ("delay_mean", kern.F_DELAY_MEAN),
+    ("delay_dev", kern.F_DELAY_DEV),
+)
+_TIME_COLUMNS = (
+    ("last_ts", kern.I_LAST_TS),
+    ("arrived", kern.I_ARRIVED),
+    ("spike_ts", kern.I_SPIKE_TS),
+    ("fed_ts", kern.I_FED_TS),
+    ("drift_ts", kern.I_DRIFT_TS),
+)
+_INT_COLUMNS = (
+    ("trusted", kern.I_TRUSTED),
+    ("flat_run", kern.I_FLAT_RUN),
+    ("excursion", kern.I_EXCURSION),
+    ("drift_run", kern.I_DRIFT_RUN),
+    ("ahead_run", kern.I_AHEAD_RUN),
+    ("in_time_run", kern.I_IN_TIME_RUN),
+    ("delays", kern.I_DELAYS),
+)
+
+
+def _defaults() -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """Return the float and integer rows of a new :class:`HealthState`."""
+    st = HealthState()
+    f = np.zeros(kern.N_F, np.float64)
+    i = np.zeros(kern.N_I, np.int64)
+    for name, col in _FLOAT_COLUMNS:
+        f[col] = getattr(st, name)
+    for _, col in _TIME_COLUMNS:
+        i[col] = kern.NONE
+    return f, i
+
+
+_FLOAT_DEFAULTS, _INT_DEFAULTS = _defaults()
+
+
+def _new_table(rows: int, columns: int, dtype: type[np.generic]) -> npt.NDArray[Any]:
+    """Return an empty table, Fortran-ordered (each column contiguous)."""
+    return np.zeros((rows, columns), dtype, order="F")
+
+
+def _grow_rows(table: npt.NDArray[Any], rows: int, fill: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """Return *table* with *rows* rows, the new ones set to *fill*."""
+    grown = np.empty((rows, table.shape[1]), table.dtype, order="F")
+    grown[: table.shape[0]] = table
+    grown[table.shape[0] :] = fill
+    return grown
+
+
+def _grow_columns(table: npt.NDArray[np.int64], columns: int) -> npt.NDArray[np.int64]:
+    """Return *table* with *columns* columns, the new ones zero."""
+    grown = np.zeros((table.shape[0], columns), table.dtype, order="F")
+    grown[:, : table.shape[1]] = table
+    return grown
+
+
+def _us(delta: timedelta) -> int:
+    """Return *delta* in whole microseconds, exactly."""
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _rule_vectors(rules: HealthRules) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """Return the rules' parameters as the kernel takes them: floats (counts too) and durations in µs."""
+    rf = np.zeros(kern.N_R, np.float64)
+    rf[kern.R_STUCK_READINGS] = rules.stuck_readings
+    rf[kern.R_STUCK_TOLERANCE] = rules.stuck_tolerance
+    rf[kern.R_STUCK_MIN_MOVE_RATE] = rules.stuck_min_move_rate
+    rf[kern.R_SPIKE_K] = rules.spike_k
+    rf[kern.R_SPIKE_MAX_READINGS] = rules.spike_max_readings
+    rf[kern.R_DRIFT_K] = rules.drift_k
+    rf[kern.R_DRIFT_CLEAR_K] = rules.drift_clear_k
+    rf[kern.R_DRIFT_READINGS] = rules.drift_readings
+    rf[kern.R_CLOCK_AHEAD_S] = rules.clock_ahead_s
+    rf[kern.R_CLOCK_BEHIND_S] = rules.clock_behind_s
+    rf[kern.R_CLOCK_STEADY_FRACTION] = rules.clock_steady_fraction
+    rf[kern.R_CLOCK_TAU_READINGS] = rules.clock_tau_readings
+    rf[kern.R_CLOCK_READINGS] = rules.clock_readings
+    rf[kern.R_WARMUP_READINGS] = rules.warmup_readings
+    rt = np.zeros(kern.N_T, np.int64)
+    rt[kern.T_SPIKE_HOLD] = _us(timedelta(seconds=rules.spike_hold_s))
+    rt[kern.T_REFEED] = _us(timedelta(seconds=rules.drift_fast_tau_s))
+    rt[kern.T_READOPT] = _us(timedelta(seconds=rules.drift_readopt_s))
+    return rf, rt
 
 
 def _weights_for(sensor: Sensor, rules: HealthRules) -> _Weights:
@@ -465,173 +850,6 @@ def _weights_for(sensor: Sensor, rules: HealthRules) -> _Weights:
         drifts=sensor.quantity in rules.drift_quantities,
         sensor=sensor,
     )
-
-
-def _clock(
-    sensor: Sensor,
-    st: HealthState,
-    ts: datetime,
-    now: datetime,
-    rules: HealthRules,
-    changes: list[AlertChange],
-    value: float,
-) -> bool:
-    """Update the clock rule with one reading; return whether the reading's time is suspect.
-
-    The change is stamped with *now*, since the reading's own time is the thing in doubt.
-    """
-    delay = (now - ts).total_seconds()
-    if -delay > rules.clock_ahead_s:
-        st.ahead_run += 1
-        st.in_time_run = 0
-    else:
-        st.ahead_run = 0
-        st.in_time_run += 1
-    if st.delays < rules.clock_tau_readings:
-        st.delays += 1
-        a = 1.0 / st.delays
-    else:
-        a = 1.0 / rules.clock_tau_readings
-    st.delay_dev += a * (abs(delay - st.delay_mean) - st.delay_dev)
-    st.delay_mean += a * (delay - st.delay_mean)
-    active = CLOCK_SKEW in st.active
-    if not active:
-        ahead = st.ahead_run >= rules.clock_readings
-        behind = (
-            st.delays >= rules.clock_tau_readings
-            and st.delay_mean > rules.clock_behind_s
-            and st.delay_dev < rules.clock_steady_fraction * st.delay_mean
-        )
-        if ahead or behind:
-            st.active |= {CLOCK_SKEW}
-            changes.append(_change("raised", sensor, CLOCK_SKEW, now, value, -delay, rules))
-            return True
-        return st.ahead_run > 0
-    if st.in_time_run >= rules.clock_readings and st.delay_mean < 0.5 * rules.clock_behind_s:
-        st.active -= {CLOCK_SKEW}
-        changes.append(_change("cleared", sensor, CLOCK_SKEW, now, value, -delay, rules))
-        return False
-    return True
-
-
-def _values(
-    sensor: Sensor,
-    st: HealthState,
-    w: _Weights,
-    ts: datetime,
-    value: float,
-    rules: HealthRules,
-    changes: list[AlertChange],
-    suspect: set[tuple[str, datetime]],
-) -> None:
-    """Apply the stuck, spike and drift rules to one trusted, in-range, newer reading."""
-    sid = sensor.sensor_id
-    last = st.last_value
-    if last != last:  # NaN: the first trusted reading
-        st.last_value = st.fast = st.slow = value
-        st.fed_ts = ts
-        st.trusted = 1
-        return
-    if SPIKE in st.active and st.spike_ts is not None and ts - st.spike_ts > w.spike_hold:
-        st.active -= {SPIKE}
-        changes.append(_change("cleared", sensor, SPIKE, ts, value, None, rules))
-    warm = st.trusted >= rules.warmup_readings
-    spread = st.spread if st.spread > w.spread_floor else w.spread_floor
-
-    # Spike: a jump held aside until it comes back (a spike) or stays (a level change).
-    if st.excursion:
-        if abs(value - st.excursion_base) <= 0.5 * abs(st.excursion_jump):
-            for past in st.excursion_ts:
-                suspect.add((sid, past))
-            st.excursion, st.excursion_ts = 0, ()
-            st.spike_ts = ts
-            if SPIKE not in st.active:
-                st.active |= {SPIKE}
-                changes.append(_change("raised", sensor, SPIKE, ts, value, st.excursion_jump, rules))
-            last = st.last_value = st.excursion_base
-        elif st.excursion < rules.spike_max_readings:
-            st.excursion += 1
-            st.excursion_ts = (*st.excursion_ts, ts)
-            return
-        else:
-            st.excursion, st.excursion_ts = 0, ()
-            last = st.last_value = value
-    step = value - last
-    size = abs(step)
-    # After a frozen stretch, the first change is the sensor coming back, not a spike.
-    if w.spikes and warm and size > rules.spike_k * spread and st.flat_run < rules.stuck_readings:
-        st.excursion, st.excursion_base, st.excursion_jump, st.excursion_ts = 1, last, step, (ts,)
-        return
-
-    # Stuck: many readings in a row without change, from a sensor that usually changes.
-    if size <= rules.stuck_tolerance + 1e-9 * abs(value):
-        if st.flat_run == 0:
-            st.flat_move_rate = st.move_rate
-        st.flat_run += 1
-        at_bound = value <= sensor.valid_min + rules.stuck_tolerance or value >= sensor.valid_max - (
-            rules.stuck_tolerance
-        )
-        if (
-            warm
-            and st.flat_run >= rules.stuck_readings
-            and st.flat_move_rate >= rules.stuck_min_move_rate
-            and not at_bound
-        ):
-            suspect.add((sid, ts))
-            if STUCK not in st.active:
-                st.active |= {STUCK}
-                changes.append(_change("raised", sensor, STUCK, ts, value, None, rules))
-            return
-    else:
-        if STUCK in st.active:
-            st.active -= {STUCK}
-            changes.append(_change("cleared", sensor, STUCK, ts, value, None, rules))
-        st.flat_run = 0
-    st.move_rate += w.move * ((1.0 if st.flat_run == 0 else 0.0) - st.move_rate)
-    st.spread += w.spread * (min(size, 5.0 * spread) - st.spread) if warm else (size - st.spread) / st.trusted
-    st.last_value = value
-    if st.trusted < 1_000_000_000:
-        st.trusted += 1
-
-    # Drift: the fast mean leaving the slow baseline by more than it usually does. After a stretch that fed
-    # nothing (silence, stuck or out of range) the means start again from the value, or the gap would look
-    # like a drift.
-    if st.fed_ts is not None and ts - st.fed_ts > w.refeed:
-        st.fast = st.slow = value
-        st.drift_run = 0
-    st.fed_ts = ts
-    st.fast += w.fast * (value - st.fast)
-    if not w.drifts:
-        return
-    drifting = DRIFT in st.active
-    if not drifting:
-        st.slow += w.slow * (value - st.slow)
-    d = abs(st.fast - st.slow)
-    if st.trusted <= w.warmup_drift:
-        st.drift_scale += (d - st.drift_scale) / st.trusted
-        return
-    scale = st.drift_scale if st.drift_scale > w.drift_floor else w.drift_floor
-    if not drifting:
-        st.drift_scale += w.scale * (min(d, rules.drift_k * scale) - st.drift_scale)
-        st.drift_run = st.drift_run + 1 if d > rules.drift_k * scale else 0
-        if st.drift_run >= rules.drift_readings:
-            st.drift_run = 0
-            st.drift_ts = ts
-            st.active |= {DRIFT}
-            changes.append(_change("raised", sensor, DRIFT, ts, value, st.fast - st.slow, rules))
-            suspect.add((sid, ts))
-        return
-    suspect.add((sid, ts))
-    if st.drift_ts is not None and ts - st.drift_ts > w.readopt:
-        st.slow = st.fast
-        st.drift_ts = ts
-        d = 0.0
-    st.drift_run = st.drift_run + 1 if d < rules.drift_clear_k * scale else 0
-    if st.drift_run >= rules.drift_readings:
-        st.drift_run = 0
-        st.active -= {DRIFT}
-        changes.append(_change("cleared", sensor, DRIFT, ts, value, st.fast - st.slow, rules))
-        st.slow = st.fast
 
 
 def _change(
