@@ -346,33 +346,41 @@ def run_batch(
     refeed = rt[T_REFEED]
     readopt = rt[T_READOPT]
 
+    # Gather column by column (each column of a table is contiguous), then work row by row on the copies.
+    for c in range(fv.shape[1]):
+        for j in range(m):
+            fv[j, c] = fv_all[u[j], c]
+    for c in range(iv.shape[1]):
+        for j in range(m):
+            iv[j, c] = iv_all[u[j], c]
+
     for j in range(m):
         g = u[j]
-        last_value = fv_all[g, F_LAST_VALUE]
-        spread_st = fv_all[g, F_SPREAD]
-        move_rate = fv_all[g, F_MOVE_RATE]
-        flat_move_rate = fv_all[g, F_FLAT_MOVE_RATE]
-        exc_base = fv_all[g, F_EXC_BASE]
-        exc_jump = fv_all[g, F_EXC_JUMP]
-        fast = fv_all[g, F_FAST]
-        slow = fv_all[g, F_SLOW]
-        drift_scale = fv_all[g, F_DRIFT_SCALE]
-        delay_mean = fv_all[g, F_DELAY_MEAN]
-        delay_dev = fv_all[g, F_DELAY_DEV]
-        last_ts = iv_all[g, I_LAST_TS]
-        arrived = iv_all[g, I_ARRIVED]
-        spike_ts = iv_all[g, I_SPIKE_TS]
-        fed_ts = iv_all[g, I_FED_TS]
-        drift_ts = iv_all[g, I_DRIFT_TS]
-        trusted = iv_all[g, I_TRUSTED]
-        flat_run = iv_all[g, I_FLAT_RUN]
-        excursion = iv_all[g, I_EXCURSION]
-        exc_len = iv_all[g, I_EXC_LEN]
-        drift_run = iv_all[g, I_DRIFT_RUN]
-        ahead_run = iv_all[g, I_AHEAD_RUN]
-        in_time_run = iv_all[g, I_IN_TIME_RUN]
-        delays = iv_all[g, I_DELAYS]
-        active = iv_all[g, I_ACTIVE]
+        last_value = fv[j, F_LAST_VALUE]
+        spread_st = fv[j, F_SPREAD]
+        move_rate = fv[j, F_MOVE_RATE]
+        flat_move_rate = fv[j, F_FLAT_MOVE_RATE]
+        exc_base = fv[j, F_EXC_BASE]
+        exc_jump = fv[j, F_EXC_JUMP]
+        fast = fv[j, F_FAST]
+        slow = fv[j, F_SLOW]
+        drift_scale = fv[j, F_DRIFT_SCALE]
+        delay_mean = fv[j, F_DELAY_MEAN]
+        delay_dev = fv[j, F_DELAY_DEV]
+        last_ts = iv[j, I_LAST_TS]
+        arrived = iv[j, I_ARRIVED]
+        spike_ts = iv[j, I_SPIKE_TS]
+        fed_ts = iv[j, I_FED_TS]
+        drift_ts = iv[j, I_DRIFT_TS]
+        trusted = iv[j, I_TRUSTED]
+        flat_run = iv[j, I_FLAT_RUN]
+        excursion = iv[j, I_EXCURSION]
+        exc_len = iv[j, I_EXC_LEN]
+        drift_run = iv[j, I_DRIFT_RUN]
+        ahead_run = iv[j, I_AHEAD_RUN]
+        in_time_run = iv[j, I_IN_TIME_RUN]
+        delays = iv[j, I_DELAYS]
+        active = iv[j, I_ACTIVE]
         for c in range(exc_len):
             xt[j, c] = xt_all[g, c]
         valid_min = cf[g, C_VALID_MIN]
@@ -605,14 +613,17 @@ def scatter(
     xt_all: npt.NDArray[np.int64],
 ) -> None:
     """Write the rows :func:`run_batch` returned into the state tables (the excursion times in use only)."""
-    for j in range(rows.shape[0]):
-        g = rows[j]
-        for c in range(fv.shape[1]):
-            fv_all[g, c] = fv[j, c]
-        for c in range(iv.shape[1]):
-            iv_all[g, c] = iv[j, c]
+    m = rows.shape[0]
+    # Column by column: each column of a table is contiguous.
+    for c in range(fv.shape[1]):
+        for j in range(m):
+            fv_all[rows[j], c] = fv[j, c]
+    for c in range(iv.shape[1]):
+        for j in range(m):
+            iv_all[rows[j], c] = iv[j, c]
+    for j in range(m):
         for c in range(iv[j, I_EXC_LEN]):
-            xt_all[g, c] = xt[j, c]
+            xt_all[rows[j], c] = xt[j, c]
 
 
 _I64 = numba.types.int64
