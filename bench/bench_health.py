@@ -9,10 +9,10 @@ wave with noise. Three batch shapes:
   most readings are then a clock skew and suspect, which costs Python work for each);
 * ``small``: 100 sensors, one batch a minute (100 readings).
 
-Readings are built before timing; the time covers ``evaluate`` and ``commit`` of every batch with a fresh detector
-(compiled code is loaded before timing). The reference is given lists of ``Reading``; the compiled detector is
-timed on a :class:`~twin.readings.ReadingBatch` (columns, as ingest hands them) and on the same lists (which it
-turns into columns first).
+Readings are built before timing; the time is the process's CPU time (steadier than wall time on shared cores) of
+``evaluate`` and ``commit`` of every batch with a fresh detector (compiled code is loaded before timing). The
+reference is given lists of ``Reading``; the compiled detector is timed on a :class:`~twin.readings.ReadingBatch`
+(columns, as ingest hands them) and on the same lists (which it turns into columns first).
 
     python bench/bench_health.py            # median of 3 runs
     python bench/bench_health.py --runs 1 --sensors 5000
@@ -105,12 +105,12 @@ def make_runs(
 
 
 def measure(make: Callable[[], SensorHealthDetector | ReferenceHealthDetector], batches: Batches) -> float:
-    """Return the wall time of evaluating and committing every batch with a fresh detector, seconds."""
+    """Return the CPU time of evaluating and committing every batch with a fresh detector, seconds."""
     det = make()
-    began = time.perf_counter()
+    began = time.process_time()
     for now, readings in batches:
         det.commit(det.evaluate(readings, now=now))  # type: ignore[arg-type]
-    return time.perf_counter() - began
+    return time.process_time() - began
 
 
 def compare(name: str, sensors: dict[str, Sensor], batches: Batches, runs: int) -> None:

@@ -356,6 +356,7 @@ class SensorHealthDetector:
         self.sensors = sensors
         self.rules = rules or HealthRules()
         self._rf, self._rt = _rule_vectors(self.rules)
+        self._consts: dict[tuple[Quantity, float, float, float], tuple[list[float], list[int]]] = {}
         self._load(state or {})
         # Compile (or load from the cache) now, so that the first batch does not pay for it.
         kern.compile_kernels()
@@ -414,6 +415,7 @@ class SensorHealthDetector:
     def update_sensors(self, sensors: Mapping[str, Sensor]) -> None:
         """Use new sensor definitions (ranges or intervals may have changed); the state is kept."""
         self.sensors = sensors
+        self._consts = {}
         for sid in [sid for sid, row in self._index.items() if row < 0]:
             del self._index[sid]
         for row, sid in enumerate(self._ids):
@@ -597,23 +599,12 @@ class SensorHealthDetector:
         if sensor is None:
             self._ci[row, kern.K_KNOWN] = 0
             return
-        w = _weights_for(sensor, self.rules)
-        cf = self._cf
-        cf[row, kern.C_W_SPREAD] = w.spread
-        cf[row, kern.C_W_MOVE] = w.move
-        cf[row, kern.C_W_FAST] = w.fast
-        cf[row, kern.C_W_SLOW] = w.slow
-        cf[row, kern.C_W_SCALE] = w.scale
-        cf[row, kern.C_SPREAD_FLOOR] = w.spread_floor
-        cf[row, kern.C_DRIFT_FLOOR] = w.drift_floor
-        cf[row, kern.C_VALID_MIN] = sensor.valid_min
-        cf[row, kern.C_VALID_MAX] = sensor.valid_max
-        ci = self._ci
-        ci[row, kern.K_WARMUP_DRIFT] = w.warmup_drift
-        ci[row, kern.K_DROPOUT_US] = _us(w.dropout)
-        ci[row, kern.K_SPIKES] = w.spikes
-        ci[row, kern.K_DRIFTS] = w.drifts
-        ci[row, kern.K_KNOWN] = 1
+        # Sensors alike share their constants (the rules are fixed): work them out once.
+        key = (sensor.quantity, sensor.interval_s, sensor.valid_min, sensor.valid_max)
+        consts = self._consts.get(key)
+        if consts is None:
+            consts = self._consts[key] = _constants(sensor, self.rules)
+        self._cf[row], self._ci[row] = consts
 
     def _write(self, row: int, st: HealthState) -> None:
         """Write *st* into a row."""
@@ -797,6 +788,28 @@ def _grow_columns(table: npt.NDArray[np.int64], columns: int) -> npt.NDArray[np.
     grown = np.zeros((table.shape[0], columns), table.dtype, order="F")
     grown[:, : table.shape[1]] = table
     return grown
+
+
+def _constants(sensor: Sensor, rules: HealthRules) -> tuple[list[float], list[int]]:
+    """Return a sensor's row of float and of integer constants, as the kernel takes them."""
+    w = _weights_for(sensor, rules)
+    cf = [0.0] * kern.N_C
+    cf[kern.C_W_SPREAD] = w.spread
+    cf[kern.C_W_MOVE] = w.move
+    cf[kern.C_W_FAST] = w.fast
+    cf[kern.C_W_SLOW] = w.slow
+    cf[kern.C_W_SCALE] = w.scale
+    cf[kern.C_SPREAD_FLOOR] = w.spread_floor
+    cf[kern.C_DRIFT_FLOOR] = w.drift_floor
+    cf[kern.C_VALID_MIN] = sensor.valid_min
+    cf[kern.C_VALID_MAX] = sensor.valid_max
+    ci = [0] * kern.N_K
+    ci[kern.K_WARMUP_DRIFT] = w.warmup_drift
+    ci[kern.K_DROPOUT_US] = _us(w.dropout)
+    ci[kern.K_SPIKES] = int(w.spikes)
+    ci[kern.K_DRIFTS] = int(w.drifts)
+    ci[kern.K_KNOWN] = 1
+    return cf, ci
 
 
 def _us(delta: timedelta) -> int:
