@@ -14,7 +14,16 @@ minute-to-minute noise, dry gaps). The earlier warning — the forecast itself n
 the same runs ("single forecast"). ``--under-catch``: the gauges (and the forecast, calibrated on them) read
 ``--catch`` of the true rain, so the model drifts and the level correction has to act.
 
+``--futures blend``: every nowcast runs the forecast × its 9 deciles and the futures fitted to the observed rain
+(three Chicago continuations and the last 30 min persisting, :func:`~models.waterlogging.ensemble.fitted_futures`);
+all members' volumes are kept, and every weighting of them (5 or 9 forecast members, which observation-based ones,
+their weight and how fast it grows with the event's rain), each with its rule — also the staged rule that names
+more once *x* mm has fallen — is chosen on the tune storms and scored on the score storms. ``--shard K/N`` runs
+every N-th storm only (into the cache), so several processes can share the runs; a last run without it reports.
+
     python bench/bench_nowcast.py --workers 1             # ~40 min on 1 worker
+    python bench/bench_nowcast.py --workers 1 --futures blend --skip-timing --shard 0/2   # and 1/2 alongside, then
+    python bench/bench_nowcast.py --workers 1 --futures blend --skip-timing              # the report from the cache
     python bench/bench_nowcast.py --quick                 # timing only
     python bench/bench_nowcast.py --train 60              # + train, score and time the surrogate
 """
@@ -22,6 +31,7 @@ the same runs ("single forecast"). ``--under-catch``: the gauges (and the foreca
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import random
@@ -32,14 +42,35 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from models.waterlogging.ensemble import EnsembleNowcast, WarningRule, ensemble_nowcast, forecast_futures
+from models.waterlogging.ensemble import (
+    DECILES,
+    EnsembleNowcast,
+    StagedWarningRule,
+    WarningRule,
+    blend,
+    ensemble_nowcast,
+    event_rain,
+    fitted_futures,
+    forecast_futures,
+    observed_weight,
+)
 from models.waterlogging.nowcast import nowcast, swmm_pool
 from models.waterlogging.ponding import PondingModel
 from models.waterlogging.risk import RiskAssets, assess
-from models.waterlogging.scoring import StormCase, WarningScore, choose_rule, pool_scores, score_named, score_rule
+from models.waterlogging.scoring import (
+    NamingRule,
+    PooledScore,
+    StormCase,
+    WarningScore,
+    choose_rule,
+    pool_scores,
+    score_named,
+    score_rule,
+)
 from simulators.rain_scenarios import RainSeries, RainstormScenario
 from twin.democity.city import build_demo_city
 from twin.model import City, PipeNetwork
@@ -60,6 +91,10 @@ STORMS = [  # scored: (return period years, duration min, peak ratio) — the st
 SCORE_IRREGULAR = [(5, 120, 1, 11), (20, 90, 2, 12), (50, 150, 1, 13), (100, 120, 2, 14)]  # (rp, min, bursts, seed)
 TUNE_CHICAGO = [(2, 90, 0.4), (5, 60, 0.5), (10, 120, 0.35), (20, 150, 0.45), (40, 90, 0.4), (80, 120, 0.5)]
 TUNE_IRREGULAR = [(10, 120, 1, 1), (30, 90, 2, 2)]
+FORECAST_SLOTS = len(DECILES)  # --futures blend: the forecast × its deciles, then
+OBSERVED_SLOTS = 4  # up to 3 fitted Chicago continuations and the last 30 min persisting
+FIVE = (0, 2, 4, 6, 8)  # the deciles that are the 5-member set (10, 30, 50, 70, 90 %)
+PROBABILITIES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # naming levels of the blended rules
 
 
 def main() -> None:
@@ -80,6 +115,14 @@ def main() -> None:
     parser.add_argument("--skip-nowcast", action="store_true", help="only the surrogate")
     parser.add_argument("--skip-timing", action="store_true", help="no nowcast timing")
     parser.add_argument("--sensitivity", action="store_true", help="only: how the flooded set moves with the rain")
+    parser.add_argument(
+        "--futures",
+        choices=("forecast", "blend"),
+        default="forecast",
+        help="forecast: --members quantiles of the forecast; blend: the forecast's 9 deciles and the futures fitted "
+        "to the observed rain, all run, then every weighting of them chosen on the tune storms and scored",
+    )
+    parser.add_argument("--shard", default="0/1", help="K/N: run only every N-th storm from the K-th (no report)")
     args = parser.parse_args()
     city = build_demo_city()
     network = city.networks[Network.DRAINAGE]
@@ -97,17 +140,26 @@ def main() -> None:
         if args.train:
             args.surrogate = train_surrogate(network, assets, pool, args.train)
         if not args.skip_nowcast and not args.skip_timing:
-            timing(network, pool, args.members)
+            timing(network, pool, args.members, args.futures)
         if not args.skip_nowcast and not args.quick:
             print(
                 f"\nforecast error σ {args.forecast_error:g}, ensemble of {args.members} (σ {args.ensemble_sigma:g}), "
                 f"nowcast every {args.every} min, flooded location ≥ {args.min_volume:g} m³"
             )
             sets = storm_sets()
+            shard, shards = (int(v) for v in args.shard.split("/"))
+            if shards > 1:
+                every = [s for storms in sets.values() for s in storms]
+                for storm in every[shard::shards]:
+                    cached_run(city, network, level_nodes, pool, storm, 1.0, args)
+                return
             results = {
                 name: [cached_run(city, network, level_nodes, pool, s, 1.0, args) for s in storms]
                 for name, storms in sets.items()
             }
+            if args.futures == "blend":
+                compare_variants(results, model, assets, args.min_volume)
+                return
             rules = candidate_rules(args.min_volume, args.members)
             rule, tuned = choose_rule(rules, [r.case for r in results["tune"]])
             print(
@@ -139,6 +191,8 @@ def cached_run(
         f"{storm.name}|catch={catch:g}|err={args.forecast_error:g}|m={args.members}|s={args.ensemble_sigma:g}|"
         f"every={args.every}|after={args.after}|v={args.min_volume:g}"
     )
+    if args.futures == "blend":
+        key += "|futures=blend"
     path = args.cache / (re.sub(r"[^A-Za-z0-9.=-]+", "_", key) + ".npz")
     if path.exists():
         data = np.load(path)
@@ -151,8 +205,16 @@ def cached_run(
             meta["truth_volume"],
             {n: datetime.fromisoformat(ts) for n, ts in meta["truth_first"].items()},
             meta["min_volume"],
+            tuple(meta.get("observed_mm", [0.0] * len(meta["minutes"]))),
         )
-        result = StormResult(case, data["central"], meta["truth_volume"], tuple(meta["factors"]), tuple(meta["walls"]))
+        result = StormResult(
+            case,
+            data["central"],
+            meta["truth_volume"],
+            tuple(meta["factors"]),
+            tuple(meta["walls"]),
+            data.get("volumes"),
+        )
     else:
         started = time.perf_counter()
         result = run_storm(city, network, level_nodes, pool, storm, catch, args)
@@ -167,13 +229,17 @@ def cached_run(
             "min_volume": case.min_volume_m3,
             "factors": list(result.rain_factors),
             "walls": list(result.wall_s),
+            "observed_mm": list(case.observed_mm or ()),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, probability=case.probability, central=result.central_volume_m3, meta=json.dumps(meta))
+        arrays: dict[str, Any] = {"probability": case.probability, "central": result.central_volume_m3}
+        if result.volumes_m3 is not None:
+            arrays["volumes"] = result.volumes_m3
+        np.savez(path, meta=json.dumps(meta), **arrays)
     return result
 
 
-def timing(network: PipeNetwork, pool: Executor, members: int) -> None:
+def timing(network: PipeNetwork, pool: Executor, members: int, kind: str = "forecast") -> None:
     rain = RainSeries.design(FORMULAS[DEFAULT_FORMULA], return_period_years=50, duration_min=120)
     observed, forecast = rain.rain_mm_h[:60], rain.rain_mm_h[60:]
     walls = []
@@ -192,17 +258,23 @@ def timing(network: PipeNetwork, pool: Executor, members: int) -> None:
         f"{statistics.median(walls):.2f} s median of 3 (target < 10 s)"
     )
     walls = []
+    futures = forecast_futures(forecast, members=members)
+    if kind == "blend":
+        futures = blend([(forecast_futures(forecast, levels=DECILES), 0.5), (fitted_futures(observed), 0.5)])
     for _ in range(2):
         ensemble = ensemble_nowcast(
             network,
             now=START + timedelta(hours=1),
             observed_rain_mm_h=observed,
-            futures=forecast_futures(forecast, members=members),
+            futures=futures,
             horizon=timedelta(hours=6),
             executor=pool,
         )
         walls.append(ensemble.wall_s)
-    print(f"ensemble nowcast of {members} futures, 6 h horizon after a 1 h warm-up: {min(walls):.2f} s best of 2")
+    print(
+        f"ensemble nowcast of {len(futures)} futures ({kind}), 6 h horizon after a 1 h warm-up: {min(walls):.2f} s "
+        "best of 2"
+    )
 
 
 def sensitivity(city: City, network: PipeNetwork, pool: Executor, min_volume: float) -> None:
@@ -282,6 +354,14 @@ class StormResult:
     truth_volume: dict[str, float]
     rain_factors: tuple[float, ...]
     wall_s: tuple[float, ...]
+    # --futures blend: event volumes of every member, (nowcasts, FORECAST_SLOTS + OBSERVED_SLOTS, nodes), NaN: not run
+    volumes_m3: np.ndarray | None = None
+    median_volume_m3: np.ndarray | None = None  # a variant's weighted median event volume, (nowcasts, nodes)
+
+
+def ponded_volume(result: StormResult) -> np.ndarray:
+    """The event volumes a warning's risk map ponds: a variant's weighted median, else the middle member's."""
+    return result.median_volume_m3 if result.median_volume_m3 is not None else result.central_volume_m3
 
 
 def run_storm(
@@ -305,6 +385,7 @@ def run_storm(
     true_rain = list(storm.rain_mm_h) + [0.0] * 360
     previous: EnsembleNowcast | None = None
     times, probability, central, factors, walls = [], [], [], [], []
+    volumes, observed_mm = [], []
     for minute in range(0, duration + 1, args.every):
         now = START + timedelta(minutes=minute)
         factor = math.exp(rng.gauss(0.0, args.forecast_error))
@@ -316,11 +397,19 @@ def run_storm(
         depth = {}
         if minute > 0:
             depth = {level_nodes[s]: float(truth.values[minute - 1, col[s]]) for s in level_nodes if s in col}
+        observed_mm.append(sum(event_rain(observed)) / 60.0)
+        if args.futures == "blend":
+            fitted = fitted_futures(observed)
+            futures = blend(
+                [(forecast_futures(forecast, sigma=args.ensemble_sigma, levels=DECILES), 0.5), (fitted, 0.5)]
+            )
+        else:
+            futures = forecast_futures(forecast, sigma=args.ensemble_sigma, members=args.members)
         cast = ensemble_nowcast(
             network,
             now=now,
             observed_rain_mm_h=observed,
-            futures=forecast_futures(forecast, sigma=args.ensemble_sigma, members=args.members),
+            futures=futures,
             horizon=timedelta(minutes=duration - minute + args.after),
             observed_depth_m=depth,
             previous=previous,
@@ -328,8 +417,18 @@ def run_storm(
         )
         previous = cast
         times.append(now)
-        probability.append(cast.probability(min_volume_m3=args.min_volume))
-        central.append(cast.event_volume_m3[len(cast.members) // 2])
+        if args.futures == "blend":
+            event = cast.event_volume_m3
+            slots = np.full((FORECAST_SLOTS + OBSERVED_SLOTS, event.shape[1]), np.nan)
+            slots[:FORECAST_SLOTS] = event[:FORECAST_SLOTS]
+            slots[FORECAST_SLOTS : FORECAST_SLOTS + len(fitted)] = event[FORECAST_SLOTS:]
+            volumes.append(slots)
+            five = event[list(FIVE)]
+            probability.append(np.mean(five >= args.min_volume, axis=0))
+            central.append(event[DECILES.index(0.5)])
+        else:
+            probability.append(cast.probability(min_volume_m3=args.min_volume))
+            central.append(cast.event_volume_m3[len(cast.members) // 2])
         factors.append(cast.members[0].rain_factor)
         walls.append(cast.wall_s)
     case = StormCase(
@@ -340,8 +439,10 @@ def run_storm(
         truth_volume,
         truth_first,
         args.min_volume,
+        tuple(observed_mm),
     )
-    return StormResult(case, np.array(central), truth_volume, tuple(factors), tuple(walls))
+    stacked = np.array(volumes, dtype=np.float32) if volumes else None
+    return StormResult(case, np.array(central), truth_volume, tuple(factors), tuple(walls), stacked)
 
 
 def score_single(result: StormResult, min_volume: float) -> WarningScore:
@@ -362,10 +463,26 @@ def candidate_rules(min_volume: float, members: int) -> list[WarningRule]:
     ]
 
 
+def ponding_error(result: StormResult, score: WarningScore, model: PondingModel, assets: RiskAssets) -> float:
+    """Mean absolute ponding depth error at the first warning over assets wet in either, m (NaN: never warned)."""
+    if score.first_warning is None:
+        return math.nan
+    k = result.case.times.index(score.first_warning)
+    predicted = assess(
+        assets,
+        model.fill(dict(zip(result.case.node_ids, ponded_volume(result)[k], strict=True))),
+        issued=score.first_warning,
+        source="nowcast",
+    )
+    actual = assess(assets, model.fill(result.truth_volume), issued=score.first_warning, source="truth")
+    wet = (predicted.depth_m > 0.01) | (actual.depth_m > 0.01)
+    return float(np.mean(np.abs(predicted.depth_m[wet] - actual.depth_m[wet]))) if wet.any() else 0.0
+
+
 def report(
     label: str,
     results: list[StormResult],
-    rule: WarningRule,
+    rule: NamingRule,
     model: PondingModel,
     assets: RiskAssets,
     min_volume: float,
@@ -377,18 +494,8 @@ def report(
         b = score_single(r, min_volume)
         ens.append(s)
         single.append(b)
-        err = math.nan
-        if s.first_warning is not None:
-            k = r.case.times.index(s.first_warning)
-            predicted = assess(
-                assets,
-                model.fill(dict(zip(r.case.node_ids, r.central_volume_m3[k], strict=True))),
-                issued=s.first_warning,
-                source="nowcast",
-            )
-            actual = assess(assets, model.fill(r.truth_volume), issued=s.first_warning, source="truth")
-            wet = (predicted.depth_m > 0.01) | (actual.depth_m > 0.01)
-            err = float(np.mean(np.abs(predicted.depth_m[wet] - actual.depth_m[wet]))) if wet.any() else 0.0
+        err = ponding_error(r, s, model, assets)
+        if not math.isnan(err):
             errs.append(err)
         first = (s.first_warning - START).total_seconds() / 60 if s.first_warning else math.nan
         bfirst = (b.first_warning - START).total_seconds() / 60 if b.first_warning else math.nan
@@ -414,6 +521,154 @@ def report(
             f"  ponding depth MAE at the first warning (ensemble): mean {statistics.mean(errs):.3f} m over "
             f"{len(errs)} storms"
         )
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How to weigh the stored members of a ``--futures blend`` run.
+
+    Attributes:
+        name: for people.
+        forecast: the forecast slots used (deciles), equal weights.
+        observed: the observation-based slots used, equal weights among those run.
+        max_observed: the weight the observation-based members reach (:func:`observed_weight`); 0: forecast only;
+            negative: every member run weighs the same.
+        full_at_mm: the event's rain at which they reach it, mm.
+    """
+
+    name: str
+    forecast: tuple[int, ...]
+    observed: tuple[int, ...] = ()
+    max_observed: float = 0.0
+    full_at_mm: float = 0.0
+
+
+def variants() -> list[Variant]:
+    """Forecast ×5 or ×9 alone, and with the fitted Chicago continuations and/or persistence at each weighting."""
+    out = [Variant("forecast ×5", FIVE), Variant("forecast ×9 (deciles)", tuple(range(FORECAST_SLOTS)))]
+    observed = {
+        "chicago ×3 + persistence": tuple(range(FORECAST_SLOTS, FORECAST_SLOTS + OBSERVED_SLOTS)),
+        "chicago ×3": tuple(range(FORECAST_SLOTS, FORECAST_SLOTS + OBSERVED_SLOTS - 1)),
+        "persistence": (FORECAST_SLOTS + OBSERVED_SLOTS - 1,),
+    }
+    for label, slots in (("5", FIVE), ("9", tuple(range(FORECAST_SLOTS)))):
+        for kind, members in observed.items():
+            out.append(Variant(f"forecast ×{label} + {kind}, all members equal", slots, members, -1.0))
+            for weight in (0.25, 0.5, 0.75, 1.0):
+                for full_at in (0.0, 5.0, 10.0, 20.0):
+                    name = f"forecast ×{label} + {kind}, {weight:g} from {full_at:g} mm"
+                    out.append(Variant(name, slots, members, weight, full_at))
+    return out
+
+
+def variant_result(result: StormResult, variant: Variant, min_volume: float) -> StormResult:
+    """*result* with the probabilities and median volumes of *variant*'s weighting of its stored members."""
+    assert result.volumes_m3 is not None and result.case.observed_mm is not None
+    volumes = np.asarray(result.volumes_m3, dtype=float)
+    weights = np.zeros(volumes.shape[:2])
+    for t, mm in enumerate(result.case.observed_mm):
+        seen = [k for k in variant.observed if np.isfinite(volumes[t, k, 0])]
+        share = observed_weight(mm, max_weight=variant.max_observed, full_at_mm=variant.full_at_mm) if seen else 0.0
+        if variant.max_observed < 0:
+            share = len(seen) / (len(seen) + len(variant.forecast))
+        weights[t, list(variant.forecast)] = (1 - share) / len(variant.forecast)
+        if seen and share > 0:
+            weights[t, seen] = share / len(seen)
+    filled = np.nan_to_num(volumes, nan=0.0)
+    probability = np.einsum("ts,tsn->tn", weights, (filled >= min_volume).astype(float))
+    order = np.argsort(filled, axis=1, kind="stable")
+    ranked = np.take_along_axis(filled, order, axis=1)
+    spread = np.broadcast_to(weights[:, :, None], filled.shape)
+    cumulative = np.cumsum(np.take_along_axis(spread, order, axis=1), axis=1)
+    pick = np.argmax(cumulative >= 0.5 - 1e-9, axis=1)
+    median = np.take_along_axis(ranked, pick[:, None, :], axis=1)[:, 0, :]
+    case = dataclasses.replace(result.case, probability=probability)
+    return dataclasses.replace(result, case=case, median_volume_m3=median)
+
+
+def staged_rules(base: list[WarningRule]) -> list[NamingRule]:
+    """Rules that add lower-probability locations once the event has rained *x* mm, on top of *base*."""
+    out: list[NamingRule] = []
+    for rule in base:
+        for later in PROBABILITIES:
+            if later < rule.probability - 1e-9:
+                out.extend(StagedWarningRule(rule, later, mm) for mm in (2.0, 5.0, 10.0, 20.0))
+    return out
+
+
+def rank_key(pooled: PooledScore) -> tuple[bool, float, float, float]:
+    """:func:`choose_rule`'s order: meeting both targets, then the longest lead, hit rate and FAR (met) or the best
+    CSI, then the longest lead (not met)."""
+    met = pooled.hit_rate_in_time >= 0.9 and pooled.false_alarm_ratio <= 0.2
+    lead = float(np.nan_to_num(pooled.median_lead_s))
+    if met:
+        return (True, lead, pooled.hit_rate_in_time, -pooled.false_alarm_ratio)
+    return (False, pooled.critical_success_index, lead, 0.0)
+
+
+def rule_label(rule: NamingRule) -> str:
+    """p/f/h of a rule, and p2 ≥ x mm of a staged one."""
+    if isinstance(rule, StagedWarningRule):
+        return f"{rule_label(rule.rule)} p{rule.later_probability:g}≥{rule.after_mm:g}mm"
+    assert isinstance(rule, WarningRule)
+    return f"p{rule.probability:g} f{rule.max_expected_far:g} h{rule.min_expected_hit:g}"
+
+
+Scored = tuple[Variant, NamingRule, PooledScore, list[StormResult], list[StormResult]]
+"""A weighting, its rule chosen on the tune storms, the rule's pooled tune score, the tune and score storms."""
+
+
+def compare_variants(
+    results: dict[str, list[StormResult]], model: PondingModel, assets: RiskAssets, min_volume: float
+) -> None:
+    """Every weighting of the stored members, each with its rule chosen on the tune storms, scored on both sets;
+    then the staged rules on the best weighting and the forecast-only ones; the combination best on the tune
+    storms in full."""
+    base = [
+        WarningRule(probability=p, max_expected_far=f, min_expected_hit=h, min_volume_m3=min_volume)
+        for p in PROBABILITIES
+        for f in (0.05, 0.1, 0.15, 0.2, 0.3, 1.0)
+        for h in (0.0, 0.8, 0.85, 0.9, 0.95)
+    ]
+    irregular = [k for k, r in enumerate(results["score"]) if r.case.name.startswith("irregular")]
+    scored: list[Scored] = []
+    for variant in variants():
+        tune = [variant_result(r, variant, min_volume) for r in results["tune"]]
+        score = [variant_result(r, variant, min_volume) for r in results["score"]]
+        rule, tuned = choose_rule(base, [r.case for r in tune])
+        scored.append((variant, rule, tuned, tune, score))
+    scored.sort(key=lambda v: rank_key(v[2]), reverse=True)
+    staged: list[Scored] = []
+    for variant, _, _, tune, score in [scored[0], *[v for v in scored if v[0].max_observed == 0]]:
+        rule, tuned = choose_rule(staged_rules(base), [r.case for r in tune])
+        staged.append((dataclasses.replace(variant, name=variant.name + ", staged rule"), rule, tuned, tune, score))
+    everything = sorted([*scored, *staged], key=lambda v: rank_key(v[2]), reverse=True)
+    print(
+        "\nweightings, best on the tune storms first (rule chosen on the tune storms; hit = in time; "
+        "ponding = mean depth error at the first warning):"
+    )
+    print(
+        f"{'variant':<72} {'rule':<24} | tune hit   FAR   CSI  lead | score hit   FAR FARdry   CSI  lead "
+        "ponding | irregular hit   FAR   CSI"
+    )
+    for variant, rule, tuned, _, score in everything:
+        scores = [score_rule(rule, r.case) for r in score]
+        pooled = pool_scores(scores)
+        odd = pool_scores([scores[k] for k in irregular])
+        errs = [
+            e for r, sc in zip(score, scores, strict=True) if not math.isnan(e := ponding_error(r, sc, model, assets))
+        ]
+        print(
+            f"{variant.name:<72} {rule_label(rule):<24} | {tuned.hit_rate_in_time:8.3f} {tuned.false_alarm_ratio:5.3f} "
+            f"{tuned.critical_success_index:5.3f} {tuned.median_lead_s / 60:5.0f} | {pooled.hit_rate_in_time:9.3f} "
+            f"{pooled.false_alarm_ratio:5.3f} {pooled.false_alarm_ratio_all:6.3f} {pooled.critical_success_index:5.3f} "
+            f"{pooled.median_lead_s / 60:5.0f} {statistics.mean(errs) if errs else math.nan:7.3f} | "
+            f"{odd.hit_rate_in_time:13.3f} {odd.false_alarm_ratio:5.3f} {odd.critical_success_index:5.3f}"
+        )
+    variant, rule, tuned, tune, score = everything[0]
+    print(f"\nbest on the tune storms: {variant.name}")
+    report("tune storms", tune, rule, model, assets, min_volume)
+    report("score storms (never used to choose)", score, rule, model, assets, min_volume)
 
 
 def train_surrogate(network: PipeNetwork, assets: RiskAssets, pool: Executor, count: int) -> Path:

@@ -27,6 +27,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 import statistics
 import time
@@ -48,12 +50,19 @@ from models.waterlogging.nowcast import (
 )
 from twin.errors import ConfigError
 from twin.model import PipeNetwork
+from twin.storms import DEFAULT_FORMULA, FORMULAS, StormFormula, chicago_storm
 
 FloatArray = npt.NDArray[np.float64]
 
 DEFAULT_SIGMA = 0.25
 """Log-normal σ of a rain forecast's depth error assumed when none is given."""
 DEFAULT_MEMBERS = 5
+DECILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+"""Nine forecast members; every other one is the default 5-member set."""
+FIT_DURATIONS_MIN = tuple(range(30, 301, 10))
+"""Chicago storm durations tried by :func:`fitted_futures`, minutes."""
+FIT_PEAK_RATIOS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+"""Chicago peak ratios tried by :func:`fitted_futures`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,24 +75,33 @@ class RainFuture:
 
 
 def forecast_futures(
-    forecast_rain_mm_h: Sequence[float], *, sigma: float = DEFAULT_SIGMA, members: int = DEFAULT_MEMBERS
+    forecast_rain_mm_h: Sequence[float],
+    *,
+    sigma: float = DEFAULT_SIGMA,
+    members: int = DEFAULT_MEMBERS,
+    levels: Sequence[float] | None = None,
 ) -> list[RainFuture]:
     """Return the forecast scaled by *members* equally likely quantiles of a log-normal error of σ *sigma*.
 
-    The middle member (odd *members*) is the forecast itself.
+    The quantile levels are (k + ½) / *members* (5 members: 10, 30, 50, 70, 90 %), or *levels* when given (e.g.
+    :data:`DECILES`, whose every other member is the 5-member set); the members weigh the same. The middle member
+    (odd count, symmetric levels) is the forecast itself.
 
     Raises:
-        ConfigError: *sigma* negative or *members* below 1.
+        ConfigError: *sigma* negative, *members* below 1, or a level outside (0, 1).
     """
     if sigma < 0 or members < 1:
         raise ConfigError("a forecast ensemble needs σ ≥ 0 and at least one member")
+    chosen = [(k + 0.5) / members for k in range(members)] if levels is None else list(levels)
+    if not chosen or any(not 0 < q < 1 for q in chosen):
+        raise ConfigError("forecast quantile levels must be in (0, 1)")
     dist = statistics.NormalDist()
     futures = []
-    for k in range(members):
-        z = dist.inv_cdf((k + 0.5) / members)
+    for q in chosen:
+        z = dist.inv_cdf(q)
         factor = math.exp(sigma * z)
         futures.append(
-            RainFuture(f"forecast×{factor:.2f}", 1.0 / members, tuple(v * factor for v in forecast_rain_mm_h))
+            RainFuture(f"forecast×{factor:.2f}", 1.0 / len(chosen), tuple(v * factor for v in forecast_rain_mm_h))
         )
     return futures
 
@@ -105,6 +123,218 @@ def observed_futures(
             "decays (20 min)", 1 / 3, tuple(now_mm_h * math.exp(-(k + 0.5) * step_min / 20) for k in range(decay_steps))
         ),
     ]
+
+
+def event_rain(
+    observed_rain_mm_h: Sequence[float], *, rain_step: timedelta = DEFAULT_RAIN_STEP, dry_gap_min: float = 60.0
+) -> tuple[float, ...]:
+    """Return the observed rain of the current event: from the first wet step after the last dry spell of at least
+    *dry_gap_min* (or the series' start) to now, mm/h per step; empty when none fell since."""
+    step_min = rain_step.total_seconds() / 60.0
+    gap = max(1, round(dry_gap_min / step_min))
+    values = list(observed_rain_mm_h)
+    wet = [k for k, v in enumerate(values) if v > 0]
+    if not wet:
+        return ()
+    start = wet[0]
+    for a, b in itertools.pairwise(wet):
+        if b - a > gap:
+            start = b
+    if len(values) - 1 - wet[-1] >= gap:
+        return ()
+    return tuple(values[start:])
+
+
+@functools.lru_cache(maxsize=4096)
+def _chicago_shape(formula: StormFormula, duration_min: int, peak_ratio: float, step_min: float) -> FloatArray:
+    """The 1-year Chicago hyetograph of *formula*, mm/h per step (it scales with 1 + c·lg P)."""
+    return np.asarray(
+        chicago_storm(
+            formula, return_period_years=1.0, duration_min=duration_min, step_min=step_min, peak_ratio=peak_ratio
+        ),
+        dtype=float,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StormFit:
+    """A Chicago design storm fitted to the observed rain of an event.
+
+    Attributes:
+        duration_min: the storm's whole duration, minutes (from the event's first wet step).
+        peak_ratio: where its peak is, as a share of the duration.
+        return_period_years: the return period whose hyetograph fits the observed one in scale.
+        misfit: RMS difference of the 10-minute mean intensities over the observed steps / their RMS.
+        remaining_mm_h: the fitted storm after now, mm/h per step (empty when it has ended).
+        remaining_mm: its depth, mm.
+    """
+
+    duration_min: int
+    peak_ratio: float
+    return_period_years: float
+    misfit: float
+    remaining_mm_h: tuple[float, ...]
+    remaining_mm: float
+
+
+def fit_design_storms(
+    observed_rain_mm_h: Sequence[float],
+    *,
+    formula: StormFormula | None = None,
+    rain_step: timedelta = DEFAULT_RAIN_STEP,
+    durations_min: Sequence[int] = FIT_DURATIONS_MIN,
+    peak_ratios: Sequence[float] = FIT_PEAK_RATIOS,
+    max_return_period_years: float = 1000.0,
+) -> list[StormFit]:
+    """Fit Chicago design storms of *formula* to the current event's observed rain, best first.
+
+    For every duration (at least the event's length so far) and peak ratio, the 1-year hyetograph is scaled by
+    least squares to the observed 10-minute mean intensities (a Chicago storm scales with 1 + c·lg P, so the scale
+    gives the return period, capped at *max_return_period_years*); what the scaled storm still has to rain is the
+    continuation. Empty when the event has no rain yet.
+    """
+    chosen = formula if formula is not None else FORMULAS[DEFAULT_FORMULA]
+    step_min = rain_step.total_seconds() / 60.0
+    observed = np.asarray(event_rain(observed_rain_mm_h, rain_step=rain_step), dtype=float)
+    if observed.size == 0 or not observed.any():
+        return []
+    window = max(1, round(10 / step_min))
+    kernel = np.ones(window) / window
+
+    def smooth(values: FloatArray) -> FloatArray:
+        return np.convolve(values, kernel)[: values.size]
+
+    seen = smooth(observed)
+    norm = float(np.sqrt(np.mean(seen**2)))
+    max_scale = 1 + chosen.c * math.log10(max_return_period_years)
+    fits = []
+    elapsed = observed.size * step_min
+    for duration in durations_min:
+        if duration < elapsed or abs(duration / step_min - round(duration / step_min)) > 1e-9:
+            continue
+        for ratio in peak_ratios:
+            shape = _chicago_shape(chosen, int(duration), float(ratio), step_min)
+            part = smooth(shape[: observed.size])
+            denom = float(part @ part)
+            if denom <= 0:
+                continue
+            scale = min(max(float(part @ seen) / denom, 1 + chosen.c * math.log10(0.25)), max_scale)
+            misfit = float(np.sqrt(np.mean((seen - scale * part) ** 2))) / norm
+            years = 10 ** ((scale - 1) / chosen.c)
+            rest = tuple(float(v) * scale for v in shape[observed.size :])
+            fits.append(StormFit(int(duration), float(ratio), years, misfit, rest, sum(rest) * step_min / 60.0))
+    fits.sort(key=lambda f: (f.misfit, f.duration_min, f.peak_ratio))
+    return fits
+
+
+def fitted_futures(
+    observed_rain_mm_h: Sequence[float],
+    *,
+    formula: StormFormula | None = None,
+    rain_step: timedelta = DEFAULT_RAIN_STEP,
+    fits: int = 3,
+    persist_min: float = 30.0,
+    min_event_mm: float = 1.0,
+) -> list[RainFuture]:
+    """Return futures made from the observed rain alone, independent of any forecast's error (equal weights).
+
+    - ``chicago …``: the continuations of the *fits* best-fitting Chicago design storms
+      (:func:`fit_design_storms`), chosen to differ: among fits at most twice the best misfit, each one's
+      remaining depth differs by more than 20 % from those already taken (then the next best fits);
+    - ``persists 30 min``: the mean intensity of the last *persist_min* minutes, for *persist_min* minutes.
+
+    Empty while the event has rained less than *min_event_mm* (nothing to fit yet).
+    """
+    step_min = rain_step.total_seconds() / 60.0
+    event = event_rain(observed_rain_mm_h, rain_step=rain_step)
+    if sum(event) * step_min / 60.0 < min_event_mm:
+        return []
+    ranked = fit_design_storms(observed_rain_mm_h, formula=formula, rain_step=rain_step)
+    taken: list[StormFit] = []
+    best = ranked[0].misfit if ranked else 0.0
+    for fit in ranked:
+        if len(taken) == fits or fit.misfit > 2 * best + 1e-9:
+            break
+        if all(
+            abs(fit.remaining_mm - t.remaining_mm) > 0.2 * max(t.remaining_mm, fit.remaining_mm, 1e-9) for t in taken
+        ):
+            taken.append(fit)
+    for fit in ranked:
+        if len(taken) >= fits:
+            break
+        if fit not in taken:
+            taken.append(fit)
+    window = max(1, round(persist_min / step_min))
+    recent = event[-window:]
+    level = sum(recent) / len(recent)
+    count = len(taken) + 1
+    futures = [
+        RainFuture(
+            f"chicago {f.return_period_years:.0f}-yr {f.duration_min} min r={f.peak_ratio:.1f}",
+            1.0 / count,
+            f.remaining_mm_h or (0.0,),
+        )
+        for f in taken
+    ]
+    futures.append(RainFuture(f"persists {persist_min:g} min", 1.0 / count, (level,) * window))
+    return futures
+
+
+def observed_weight(observed_mm: float, *, max_weight: float = 0.5, full_at_mm: float = 10.0) -> float:
+    """Return the weight the observation-based futures get once the event has rained *observed_mm*: growing
+    linearly from 0 to *max_weight* at *full_at_mm* (early in a storm a forecast knows more than the gauges)."""
+    if full_at_mm <= 0:
+        return max_weight
+    return max_weight * min(1.0, max(0.0, observed_mm) / full_at_mm)
+
+
+def blend(groups: Sequence[tuple[Sequence[RainFuture], float]]) -> list[RainFuture]:
+    """Return the futures of several groups, each group weighing as given (its members in their own proportion).
+
+    Empty groups and groups of weight 0 drop out; the rest are renormalised so the weights add up to 1.
+
+    Raises:
+        ConfigError: a negative group weight, or nothing left.
+    """
+    if any(w < 0 for _, w in groups):
+        raise ConfigError("group weights must be ≥ 0")
+    kept = [(list(f), w) for f, w in groups if f and w > 0]
+    total = sum(w for _, w in kept)
+    if not kept or total <= 0:
+        raise ConfigError("blend needs at least one non-empty group of positive weight")
+    out: list[RainFuture] = []
+    for futures, weight in kept:
+        inner = sum(f.weight for f in futures)
+        out.extend(RainFuture(f.name, weight / total * f.weight / inner, f.rain_mm_h) for f in futures)
+    return out
+
+
+def blended_futures(
+    forecast_rain_mm_h: Sequence[float] | None,
+    observed_rain_mm_h: Sequence[float],
+    *,
+    sigma: float = DEFAULT_SIGMA,
+    members: int = DEFAULT_MEMBERS,
+    levels: Sequence[float] | None = None,
+    max_observed_weight: float = 0.5,
+    full_at_mm: float = 10.0,
+    rain_step: timedelta = DEFAULT_RAIN_STEP,
+    formula: StormFormula | None = None,
+) -> list[RainFuture]:
+    """Return the forecast's members (:func:`forecast_futures`) with the observation-based ones
+    (:func:`fitted_futures`), weighted by :func:`observed_weight` of the event's rain so far.
+
+    Without a forecast, the observation-based futures alone (or :func:`observed_futures` before there is an
+    event to fit).
+    """
+    fitted = fitted_futures(observed_rain_mm_h, formula=formula, rain_step=rain_step)
+    if forecast_rain_mm_h is None:
+        return fitted or observed_futures(observed_rain_mm_h, rain_step=rain_step)
+    forecast = forecast_futures(forecast_rain_mm_h, sigma=sigma, members=members, levels=levels)
+    step_h = rain_step.total_seconds() / 3600.0
+    depth = sum(event_rain(observed_rain_mm_h, rain_step=rain_step)) * step_h
+    weight = observed_weight(depth, max_weight=max_observed_weight, full_at_mm=full_at_mm)
+    return blend([(forecast, 1.0 - weight), (fitted, weight)])
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,9 +501,17 @@ class WarningRule:
         if not 0 <= self.max_expected_far <= 1 or not 0 <= self.min_expected_hit <= 1:
             raise ConfigError("expected hit rate and false-alarm ratio are between 0 and 1")
 
-    def named_mask(self, probability: FloatArray, *, warned_before: bool) -> npt.NDArray[np.bool_]:
-        """Return which locations a nowcast with these probabilities names (none while the first warning waits)."""
-        named = probability >= self.probability - 1e-9
+    def named_mask(
+        self, probability: FloatArray, *, warned_before: bool, observed_mm: float = 0.0
+    ) -> npt.NDArray[np.bool_]:
+        """Return which locations a nowcast with these probabilities names (none while the first warning waits).
+
+        *observed_mm* (the event's rain so far) is not used by this rule.
+        """
+        return self._mask(probability, self.probability, warned_before=warned_before)
+
+    def _mask(self, probability: FloatArray, level: float, *, warned_before: bool) -> npt.NDArray[np.bool_]:
+        named = probability >= level - 1e-9
         if warned_before or not named.any():
             return named
         expected_far = float(np.mean(1.0 - probability[named]))
@@ -287,6 +525,47 @@ class WarningRule:
         """Return the node ids *cast* names, most likely first."""
         probability = cast.probability(min_volume_m3=self.min_volume_m3)
         mask = self.named_mask(probability, warned_before=warned_before)
+        order = np.argsort(-probability, kind="stable")
+        return tuple(cast.node_ids[i] for i in order if mask[i])
+
+
+@dataclass(frozen=True, slots=True)
+class StagedWarningRule:
+    """A :class:`WarningRule` that names more once the event has rained enough for the gauges to tell.
+
+    Until the event's observed rain reaches ``after_mm`` it is ``rule``; from then on a location is named at
+    probability ``later_probability`` (the first warning still waits for ``rule``'s expected FAR and hit rate).
+
+    Attributes:
+        rule: the rule early in the event.
+        later_probability: the probability that names a location once ``after_mm`` has fallen.
+        after_mm: observed rain of the event, mm.
+    """
+
+    rule: WarningRule = WarningRule()
+    later_probability: float = 0.6
+    after_mm: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.later_probability <= 1 or self.after_mm < 0:
+            raise ConfigError("the later probability must be in (0, 1] and the rain threshold ≥ 0")
+
+    @property
+    def min_volume_m3(self) -> float:
+        """The volume that makes a location flooded, m³ (``rule``'s)."""
+        return self.rule.min_volume_m3
+
+    def named_mask(
+        self, probability: FloatArray, *, warned_before: bool, observed_mm: float = 0.0
+    ) -> npt.NDArray[np.bool_]:
+        """Return which locations a nowcast names after *observed_mm* of the event's rain."""
+        level = self.later_probability if observed_mm >= self.after_mm - 1e-9 else self.rule.probability
+        return self.rule._mask(probability, level, warned_before=warned_before)
+
+    def named(self, cast: EnsembleNowcast, *, warned_before: bool, observed_mm: float) -> tuple[str, ...]:
+        """Return the node ids *cast* names after *observed_mm* of the event's rain, most likely first."""
+        probability = cast.probability(min_volume_m3=self.min_volume_m3)
+        mask = self.named_mask(probability, warned_before=warned_before, observed_mm=observed_mm)
         order = np.argsort(-probability, kind="stable")
         return tuple(cast.node_ids[i] for i in order if mask[i])
 

@@ -138,6 +138,7 @@ class StormCase:
         truth_volume_m3: flooded volume by node on the true rain, m³.
         truth_first_flood: first flooding by node on the true rain.
         min_volume_m3: the volume that makes a location flooded, m³.
+        observed_mm: per nowcast, the event's rain the gauges had seen, mm (None: not kept, taken as 0).
     """
 
     name: str
@@ -147,20 +148,24 @@ class StormCase:
     truth_volume_m3: Mapping[str, float]
     truth_first_flood: Mapping[str, datetime]
     min_volume_m3: float = 10.0
+    observed_mm: tuple[float, ...] | None = None
 
 
 class NamingRule(Protocol):
     """What a warning rule must do to be scored (:class:`models.waterlogging.ensemble.WarningRule`)."""
 
-    def named_mask(self, probability: npt.NDArray[np.float64], *, warned_before: bool) -> npt.NDArray[np.bool_]: ...
+    def named_mask(
+        self, probability: npt.NDArray[np.float64], *, warned_before: bool, observed_mm: float = 0.0
+    ) -> npt.NDArray[np.bool_]: ...
 
 
 def score_rule(rule: NamingRule, case: StormCase) -> WarningScore:
     """Score the warnings *rule* would have given over *case*'s nowcasts."""
     named: list[tuple[datetime, list[str]]] = []
     warned = False
-    for ts, row in zip(case.times, case.probability, strict=True):
-        mask = rule.named_mask(row, warned_before=warned)
+    observed = case.observed_mm if case.observed_mm is not None else (0.0,) * len(case.times)
+    for ts, row, mm in zip(case.times, case.probability, observed, strict=True):
+        mask = rule.named_mask(row, warned_before=warned, observed_mm=mm)
         names = [case.node_ids[i] for i in np.flatnonzero(mask)]
         warned = warned or bool(names)
         named.append((ts, names))
