@@ -61,7 +61,7 @@ def main() -> None:
                 sid = f"B{k % 1000:05d}"
                 ts0 = start + 10 * per * (k // 1000)
                 if per == 1:
-                    body = orjson.dumps({"ts": ts0, "value": 300.0, "unit": "kPa"})
+                    body = orjson.dumps({"ts": ts0, "value": 300.0 + k % 7, "unit": "kPa"})
                 else:
                     items = [{"sensor": sid, "ts": ts0 + 10 * j, "value": 300.0 + j % 7} for j in range(per)]
                     body = orjson.dumps({"unit": "kPa", "readings": items})
@@ -83,7 +83,10 @@ def main() -> None:
         )
         seconds = svc.detectors.seconds if svc.detectors is not None else {}
         print("  detector seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in seconds.items()))
-        print(f"  alert events {svc.stats.alert_events:,}, dead letters {svc.stats.dead_letters:,}")
+        print(
+            f"  {svc.stats.batches:,} batches ({stored / max(svc.stats.batches, 1):,.0f} readings each), "
+            f"alert events {svc.stats.alert_events:,}, dead letters {svc.stats.dead_letters:,}"
+        )
         with connect(PG_URL, schema=schema, autocommit=True) as conn:
             kinds = conn.execute(
                 "SELECT split_part(cause_key, ':', 1) || ':' || split_part(cause_key, ':', 3) AS kind, count(*)"

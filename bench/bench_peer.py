@@ -124,6 +124,7 @@ def _publish(
     rate: float,
     probe_interval_s: float,
     out: mp.Queue,  # type: ignore[type-arg]
+    limit: int = 0,
 ) -> None:
     config = mqtt_config_from_url(url)
     # Each sensor's readings are 10 ms apart and start a minute ago, so they stay in the recent past as a city's
@@ -135,11 +136,11 @@ def _publish(
     with Publisher(config, client_id=f"bench-pub-{uuid.uuid4().hex[:6]}") as pub:
         t0 = time.perf_counter()
         next_probe = t0
-        while (now := time.perf_counter()) - t0 < seconds:
+        while (now := time.perf_counter()) - t0 < seconds and (not limit or messages < limit):
             if rate > 0 and messages >= (now - t0) * rate:
                 time.sleep(0.001)
                 continue
-            if now >= next_probe:
+            if now >= next_probe and not limit:
                 next_probe += probe_interval_s
                 pub.publish(f"{prefix}/water/{PROBES[0]}", _probe_body(per_message, peer_shape=peer_shape))
             else:
@@ -147,7 +148,7 @@ def _publish(
                 ts0 = start + step * ((k // sensors) * per_message)
                 if per_message == 1:
                     body = orjson.dumps(
-                        {"sensor": sid, "ts": ts0, "value": 300.0, "unit": "kPa"}, option=orjson.OPT_UTC_Z
+                        {"sensor": sid, "ts": ts0, "value": 300.0 + k % 7, "unit": "kPa"}, option=orjson.OPT_UTC_Z
                     )
                 else:
                     readings = [
@@ -252,6 +253,9 @@ def run_once(broker: EmbeddedServer, target: Target, args: argparse.Namespace, p
                     raise TimeoutError(f"{target.name} stored nothing within {args.start_timeout:.0f} s")
             time.sleep(0.5)
             baseline = _count(conn, target)
+            if args.drain:
+                _drain(conn, consumer, target, args, per_message, baseline, result)
+                return result
             sampler = Sampler(consumer.pid)
             probe_query = sql.SQL("SELECT {0} AS ts FROM {1}.{2} WHERE sensor_id = %s AND {0} > %s ORDER BY 1").format(
                 sql.Identifier(target.ts_column), sql.Identifier(target.schema), sql.Identifier(target.table)
@@ -318,6 +322,61 @@ def run_once(broker: EmbeddedServer, target: Target, args: argparse.Namespace, p
             consumer.kill()
             consumer.wait()
     return result
+
+
+def _drain(
+    conn: Any,
+    consumer: subprocess.Popen[bytes],
+    target: Target,
+    args: argparse.Namespace,
+    per_message: int,
+    baseline: int,
+    result: Result,
+) -> None:
+    """Pause the consumer (SIGSTOP, its connection stays open), publish --drain messages, which the broker queues
+    for it, resume it and time until all are stored: what the consumer can do, whatever the publisher can."""
+    tree = [psutil.Process(consumer.pid), *psutil.Process(consumer.pid).children(recursive=True)]
+    for proc in tree:
+        proc.suspend()
+    try:
+        q: mp.Queue = mp.Queue()  # type: ignore[type-arg]
+        prefix = f"bench/{target.schema}/lifeline/v1"
+        _publish(
+            args.broker_url,
+            prefix,
+            peer_shape=target.name == "node-red",
+            sensors=args.sensors,
+            per_message=per_message,
+            seconds=600.0,
+            rate=0.0,
+            probe_interval_s=3600.0,
+            out=q,
+            limit=args.drain,
+        )
+        result.published, result.messages, result.publish_s = q.get()
+        sampler = Sampler(consumer.pid)
+        sampler.sample(conn)
+    finally:
+        for proc in tree:
+            proc.resume()
+    t_start = time.perf_counter()
+    stored, last_change = 0, t_start
+    while time.perf_counter() - last_change < args.settle:
+        n = _count(conn, target) - baseline
+        if n != stored:
+            stored, last_change = n, time.perf_counter()
+        if stored >= result.published:
+            break
+        if consumer.poll() is not None:
+            raise RuntimeError(f"{target.name} exited with {consumer.returncode}")
+        sampler.sample(conn)
+        time.sleep(0.1)
+    sampler.sample(conn)
+    result.stored = stored
+    result.elapsed_s = last_change - t_start
+    result.cpu_s = sampler.cpu_s()
+    result.db_cpu_s = sampler.db_cpu_s()
+    result.peak_rss_mb = sampler.peak_rss / 2**20
 
 
 def lifeline_target(broker_url: str, sensors: int, workdir: Path, protocol: str = "5", workers: int = 1) -> Target:
@@ -488,10 +547,22 @@ def main() -> None:
         default=[1],
         help="for each Lifeline system, run it with each of these numbers of ingest workers on a shared subscription",
     )
+    parser.add_argument(
+        "--drain",
+        type=int,
+        default=0,
+        help="instead of a live stream: pause each consumer, queue this many messages for it at the broker "
+        "(at most 90,000: the broker keeps 100,000 a client), resume it and time the drain",
+    )
     args = parser.parse_args()
+    if args.drain > 90_000:
+        parser.error("--drain: at most 90,000 messages (the broker queues 100,000 a client)")
     broker, _protocol = start_broker(kind="mosquitto")
+    args.broker_url = broker.url
     workdir = Path(tempfile.mkdtemp(prefix="bench-peer-"))
     rate = f"{args.rate:,.0f} msg/s" if args.rate > 0 else "as fast as possible"
+    if args.drain:
+        rate = f"DRAIN: {args.drain:,} messages queued for a paused consumer, then resumed"
     print(
         f"# peer benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
         f"load average {os.getloadavg()[0]:.1f}, {_versions()}; publish {args.seconds:.0f} s at {rate}, QoS 1, "

@@ -206,8 +206,10 @@ class PayloadDecoder:
         Args:
             topic: the MQTT topic.
             payload: the message body.
-            defer: a plain batch is only checked and returned as :attr:`Decoded.plain`, for :meth:`finish` to
-                convert together with others (ingest does this: the network thread checks, the writer converts).
+            defer: a plain batch or plain single reading is only checked and returned as :attr:`Decoded.plain`,
+                for :meth:`finish` to convert together with others (ingest does this: the network thread checks,
+                the writer converts). Without it a plain batch is converted at once, and a single reading takes
+                the general path (numpy's cost per call is worth it only for many readings).
             columns: allow the column path (False: the slower paths only).
         """
         out = Decoded()
@@ -237,6 +239,11 @@ class PayloadDecoder:
         if not isinstance(doc, dict):
             out.rejected.append(self._reject(topic, payload, "not_object", f"payload is {_kind(doc)}, not an object"))
             return out
+        if defer and columns and self.fast_path and "readings" not in doc:
+            plain = self._plain_single(topic, payload, doc, parsed)
+            if plain is not None:
+                out.plain = plain
+                return out
         now = self._clock()
         if "readings" not in doc:
             try:
@@ -380,6 +387,37 @@ class PayloadDecoder:
         else:
             return None
         return PlainBatch(topic, payload, sensor_id, values, stamps, shape, factor, sensor.valid_min, sensor.valid_max)
+
+    def _plain_single(self, topic: str, payload: bytes, doc: dict[str, Any], parsed: Topic) -> PlainBatch | None:
+        """Check a single reading ``{"ts", "value", "unit"}`` (``"sensor"`` is ignored, as the general path
+        ignores it in a single reading) for the column path, like :meth:`_plain_batch`; None: the general path."""
+        keys = doc.keys()
+        if keys != _SINGLE_KEYS and keys != _SINGLE_KEYS_WITH_SENSOR:
+            return None
+        sensor = self.sensors.get(parsed.sensor_id)
+        unit = doc["unit"]
+        value = doc["value"]
+        stamp = doc["ts"]
+        if sensor is None or sensor.network is not parsed.network or type(unit) is not str:
+            return None
+        kind = type(value)
+        if kind is not float and kind is not int:
+            return None
+        if type(stamp) is int:
+            shape = 0
+        elif type(stamp) is str and len(stamp) in _ISO_SHAPES:
+            shape = len(stamp)
+        else:
+            return None
+        sensor_id = parsed.sensor_id
+        if len(sensor_id) > self.limits.max_id_chars:
+            return None
+        factor = unit_factor(sensor.quantity, unit[: self.limits.max_id_chars])
+        if factor is None:
+            return None
+        return PlainBatch(
+            topic, payload, sensor_id, [value], [stamp], shape, factor, sensor.valid_min, sensor.valid_max
+        )
 
     def finish(self, plains: Sequence[PlainBatch]) -> tuple[ReadingBatch, list[Decoded]]:
         """Convert plain batches (from :meth:`decode` with ``defer=True``) to columns, all at once (stage two).
@@ -541,6 +579,8 @@ class PayloadDecoder:
 
 
 _NUMBER_TYPES = frozenset({float, int})
+_SINGLE_KEYS = frozenset({"ts", "value", "unit"})
+_SINGLE_KEYS_WITH_SENSOR = frozenset({"sensor", "ts", "value", "unit"})
 _INT_TYPE = frozenset({int})
 _STR_TYPE = frozenset({str})
 _get_sensor = itemgetter("sensor")

@@ -53,7 +53,7 @@ from models.streaming import StreamDetector
 from models.thresholds import state_from_active
 from twin.alerts import AlertChange
 from twin.errors import LifelineError, PayloadError
-from twin.mqtt import BufferedClient, MqttConfig, connect, make_client
+from twin.mqtt import BufferedClient, MqttConfig, Publish, connect, make_client
 from twin.readings import Reading, ReadingBatch
 from twin.sensors import Sensor
 from twin.store.alerts import active_alerts, apply_change
@@ -246,7 +246,9 @@ class IngestService:
         self.twin_detectors = twin_detectors
         self.state_save_s = state_save_s
         self.stats = IngestStats()
-        self._queue: queue.SimpleQueue[_Message] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[_Message]] = queue.SimpleQueue()
+        self._carry: list[_Message] = []
+        """Messages taken from the queue that did not fit in the last batch (the queue holds lists)."""
         self._stop = threading.Event()
         self._stop_lock = threading.Lock()
         self._stopped = False
@@ -301,6 +303,8 @@ class IngestService:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        if isinstance(client, BufferedClient):
+            client.on_publishes = self._on_publishes
         self._client = client
         connect(client, self.mqtt_config, persistent=True)
         client.loop_start()
@@ -398,7 +402,23 @@ class IngestService:
         assert decoder is not None  # made before the client connects
         payload = msg.payload
         decoded = decoder.decode(topic, bytes(payload), defer=True)
-        self._queue.put(_Message(msg.mid, msg.qos, self._generation, decoded))
+        self._queue.put([_Message(msg.mid, msg.qos, self._generation, decoded)])
+
+    def _on_publishes(self, publishes: list[Publish]) -> None:
+        """The messages of one socket read, cut out by :class:`~twin.mqtt.BufferedClient`: decoded, queued as one."""
+        own = self.prefix + "/alerts/"
+        decode = self._decoder.decode  # type: ignore[union-attr]  # made before the client connects
+        generation = self._generation
+        out: list[_Message] = []
+        for topic_bytes, payload, mid, qos in publishes:
+            topic = topic_bytes.decode("utf-8", "replace")
+            if topic.startswith(own):
+                if qos:
+                    self._client.ack(mid, qos)  # type: ignore[union-attr]
+                continue
+            out.append(_Message(mid, qos, generation, decode(topic, payload, defer=True)))
+        if out:
+            self._queue.put(out)
 
     # -- the writer thread ------------------------------------------------------------------------------------
 
@@ -422,28 +442,40 @@ class IngestService:
 
     def _collect(self) -> _Batch | None:
         """Gather messages until batch_max readings or flush_interval after the first; None once stopping."""
-        try:
-            first = self._queue.get(timeout=0.2)
-        except queue.Empty:
-            if self._stop.is_set():
-                return None
-            return _Batch()
+        pending = self._carry
+        if not pending:
+            try:
+                pending = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return None
+                return _Batch()
         if self._writing_direct() and time.monotonic() - self._registry_loaded_at > self.registry_refresh_s:
             self._refresh_registry_safely()
         batch = _Batch()
-        batch.add(first)
         deadline = time.monotonic() + self.flush_interval_s
         # The broker sends at most receive_maximum unacknowledged messages (MQTT 5; with MQTT 3.1.1 the broker's
         # max_inflight_messages, which should be set to the same). A batch takes at most half of them, so the
         # broker goes on sending (and the network thread decoding) while this batch is written.
         max_messages = max(1, self.mqtt_config.receive_maximum // 2)
-        while batch.size < self.batch_max and len(batch.messages) < max_messages:
+        while True:
+            taken = 0
+            for msg in pending:
+                if batch.messages and (batch.size >= self.batch_max or len(batch.messages) >= max_messages):
+                    break
+                batch.add(msg)
+                taken += 1
+            if taken < len(pending):
+                self._carry = pending[taken:]
+                break
+            self._carry = []
+            if batch.size >= self.batch_max or len(batch.messages) >= max_messages:
+                break
             remaining = deadline - time.monotonic()
             try:
-                msg = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                pending = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
-            batch.add(msg)
         decoder = self._decoder
         assert decoder is not None
         batch.close(decoder)

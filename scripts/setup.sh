@@ -33,3 +33,7 @@ if [ "${1:-}" = "test" ] && [ ! -x /usr/bin/chromium ]; then
     echo "!! /usr/bin/chromium is missing: the browser tests need it (sudo apt-get install chromium fonts-noto-cjk)" >&2
   fi
 fi
+
+# The sensor-health kernel is compiled by numba once and cached beside its source (models/__pycache__): do it
+# here, so the first ingest start (or several at once in the tests) does not pay ~10 s each.
+.venv/bin/python -c 'from models.sensor_health_kernel import compile_kernels; compile_kernels()'

@@ -228,3 +228,43 @@ def test_many_plain_batches_finished_together_give_what_each_gives_alone(
     key = attrgetter("sensor_id", "ts", "value", "quality")
     assert sorted(got, key=key) == sorted((r for d in expected for r in d.readings), key=key)
     assert sorted(refused) == sorted((r.reason, r.detail) for d in expected for r in d.rejected)
+
+
+SINGLE_DOC = st.fixed_dictionaries(
+    {"ts": PLAIN_TS, "value": PLAIN_VALUE, "unit": st.sampled_from(["kPa", "MPa", "m", 3])},
+    optional={"sensor": st.sampled_from(["W-P-001", "nope", 7]), "quality": st.just("good")},
+)
+SINGLE_TS = st.integers(min_value=NOW_MS - 32 * 86_400_000, max_value=NOW_MS + 400_000).flatmap(
+    lambda ms: st.sampled_from([ms, _iso(ms, "msZ"), _iso(ms, "usZ"), _iso(ms, "s +"), _iso(ms, "ms+")])
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    docs=st.lists(
+        st.one_of(SINGLE_DOC, st.fixed_dictionaries({"ts": SINGLE_TS, "value": PLAIN_VALUE, "unit": st.just("kPa")})),
+        min_size=1,
+        max_size=12,
+    ),
+    topic=st.sampled_from(["lifeline/v1/water/W-P-001", "lifeline/v1/gas/W-P-001", "lifeline/v1/water/nope"]),
+)
+def test_single_readings_finished_together_give_what_the_general_path_gives(
+    docs: list[dict[str, object]], topic: str
+) -> None:
+    payloads = [json.dumps(doc).encode() for doc in docs]
+    deferred = [DECODER.decode(topic, payload, defer=True) for payload in payloads]
+    columns, slow = DECODER.finish([d.plain for d in deferred if d.plain is not None])
+    got = list(columns) + [r for d in deferred + slow for r in d.readings if d.plain is None]
+    refused = [(r.reason, r.detail) for d in deferred + slow for r in d.rejected]
+    expected = [GENERAL.decode(topic, payload) for payload in payloads]
+    key = attrgetter("sensor_id", "ts", "value", "quality")
+    assert sorted(got, key=key) == sorted((r for d in expected for r in d.readings), key=key)
+    assert sorted(refused) == sorted((r.reason, r.detail) for d in expected for r in d.rejected)
+
+
+def test_plain_single_readings_are_deferred() -> None:
+    doc = {"sensor": "W-P-001", "ts": NOW_MS - 1000, "value": 300.5, "unit": "kPa"}
+    out = DECODER.decode("lifeline/v1/water/W-P-001", orjson.dumps(doc), defer=True)
+    assert out.plain is not None and not out.readings
+    columns, slow = DECODER.finish([out.plain])
+    assert not slow and list(columns) == GENERAL.decode("lifeline/v1/water/W-P-001", orjson.dumps(doc)).readings
