@@ -18,9 +18,11 @@ By default only pressure and flow are judged (``quantities``): rain, drainage le
 their daily pattern in every storm or leak, which have detectors of their own. Readings that sensor health found
 suspect, of quality ``bad``, or not newer than the sensor's newest (duplicates, late arrivals) are skipped.
 
-The state is numpy arrays; a batch is processed in *rounds* (the k-th reading of every sensor in the batch
-together), so the cost per reading is a few vectorised operations. The state is JSON-ready through
-:meth:`BaselineDetector.dump_state`.
+The state is numpy arrays, one row per sensor (:class:`_State`); a batch runs through a compiled numba kernel
+(:mod:`models.baseline_kernel`), sensor by sensor and reading by reading, on a copy of the state that
+:meth:`BaselineDetector.commit` adopts. The kernel decides exactly as the readable numpy version kept in
+:mod:`models.baseline_reference` (the tests hold both to the same changes, in the same order, and the same state).
+The state is JSON-ready through :meth:`BaselineDetector.dump_state`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from models import baseline_kernel as kern
 from models.streaming import StreamResult, Suspect, trusted_mask
 from models.thresholds import QUANTITY_ZH
 from twin.alerts import AlertChange
@@ -142,7 +145,9 @@ class BaselineDetector:
         self._state = _State.empty(0)
         self._warmup = np.zeros(0)
         self._floor = np.zeros(0)
+        self._params = _params(self.rules)
         self.update_sensors(sensors)
+        kern.compile_kernels()
 
     # -- the StreamDetector contract ---------------------------------------------------------------------------
 
@@ -165,10 +170,56 @@ class BaselineDetector:
         self._floor = np.array([_floor(s, rules) for s in judged], dtype=np.float64)
 
     def evaluate(self, readings: Sequence[Reading], *, now: datetime, suspect: Suspect) -> StreamResult:
-        """Judge a batch; return the alert changes and the next state (the detector itself is unchanged)."""
-        rules = self.rules
-        if not readings:
+        """Judge a batch; return the alert changes and the next state (the detector itself is unchanged).
+
+        Args:
+            readings: a :class:`~twin.readings.ReadingBatch` (its columns are used as they are) or any sequence of
+                :class:`~twin.readings.Reading`, in any order.
+            now: the time the batch was received (not used: the readings' own times decide).
+            suspect: readings that sensor health found suspect, as (sensor id, time); they are skipped.
+        """
+        columns = self._columns(readings, suspect)
+        if columns is None:
             return StreamResult([], self._state)
+        row, ts, val, usable = columns
+        if not usable.all():
+            if not usable.any():
+                return StreamResult([], self._state)
+            row = np.where(usable, row, -1)
+        st = self._state.copy()
+        rows, raising, found = kern.run_batch(
+            row,
+            ts,
+            np.ascontiguousarray(val, dtype=np.float64),
+            st.loc,
+            st.spread,
+            st.count,
+            st.score,
+            st.run,
+            st.active,
+            st.since,
+            st.last_ts,
+            st.seen,
+            self._warmup,
+            self._floor,
+            self._params,
+        )
+        changes = [
+            self._change(r, up, t, x, expected, score)
+            for r, up, (t, x, expected, score) in zip(rows.tolist(), raising.tolist(), found.tolist(), strict=True)
+        ]
+        return StreamResult(changes, st)
+
+    def _columns(
+        self, readings: Sequence[Reading], suspect: Suspect
+    ) -> tuple[IntArray, FloatArray, FloatArray, BoolArray] | None:
+        """Return a batch as columns: sensor row (-1 if not judged), time (s), value, and whether it is usable.
+
+        A reading is usable if its sensor is judged, its quality is not bad, its value is not NaN and it is not
+        suspect. None for an empty batch.
+        """
+        if not readings:
+            return None
         get = self._row.get
         if isinstance(readings, ReadingBatch):
             names, codes = readings.groups()
@@ -188,68 +239,7 @@ class BaselineDetector:
             usable = (row >= 0) & (np.asarray(qualities) != QUALITY_BAD) & ~np.isnan(val)
             if suspect:
                 usable &= np.array([(sid, t) not in suspect for sid, t in zip(sids, stamps, strict=True)], dtype=bool)
-        if not usable.all():
-            row, ts, val = row[usable], ts[usable], val[usable]
-        if not len(row):
-            return StreamResult([], self._state)
-        st = self._state.copy()
-        order = np.lexsort((ts, row))
-        row, ts, val = row[order], ts[order], val[order]
-        starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
-        rank = np.arange(len(row)) - np.repeat(starts, np.diff(np.r_[starts, len(row)]))
-        local = ts + rules.utc_offset_h * 3600.0
-        hour = np.floor((local % _DAY_S) / 3600.0).astype(np.int64)
-        weekend = ((np.floor(local / _DAY_S).astype(np.int64) + 3) % 7 >= 5).astype(np.int64)  # 1970-01-01: Thursday
-        bins = hour + 24 * weekend
-        changes: list[AlertChange] = []
-        alpha = 1.0 / rules.score_readings
-        for k in range(int(rank.max()) + 1):
-            sel = rank == k
-            i, t, x, b = row[sel], ts[sel], val[sel], bins[sel]
-            newer = t > st.last_ts[i]
-            i, t, x, b = i[newer], t[newer], x[newer], b[newer]
-            if not len(i):
-                continue
-            st.last_ts[i] = t
-            first = ~st.seen[i]
-            st.seen[i] = True
-            # A weekend bin that has not warmed up yet borrows the weekday bin of the same hour.
-            judge_b = np.where((b >= 24) & (st.count[i, b] < self._warmup[i]), b - 24, b)
-            loc = st.loc[i, judge_b]
-            sigma = np.maximum(_MAD_TO_SIGMA * st.spread[i, judge_b], self._floor[i])
-            warm = st.count[i, judge_b] >= self._warmup[i]
-            z = np.where(warm, (x - loc) / sigma, 0.0)
-            st.score[i] = np.where(first, z, st.score[i] + alpha * (z - st.score[i]))
-            beyond = np.abs(st.score[i]) > np.where(st.active[i], rules.clear_z, rules.raise_z)
-            # While raised, run counts readings back within clear_z; otherwise readings beyond raise_z.
-            counting = np.where(st.active[i], ~beyond, beyond) & warm
-            st.run[i] = np.where(counting, st.run[i] + 1, 0)
-            flip = st.run[i] >= rules.hold_readings
-            expired = st.active[i] & (t - st.since[i] > rules.readopt_h * 3600.0)
-            for j in np.flatnonzero(flip | expired):
-                sid_row = int(i[j])
-                raising = not st.active[sid_row]
-                st.active[sid_row] = raising
-                st.since[sid_row] = float(t[j]) if raising else np.nan
-                st.run[sid_row] = 0
-                changes.append(
-                    self._change(sid_row, raising, float(t[j]), float(x[j]), float(loc[j]), float(st.score[sid_row]))
-                )
-            # Learn, except for sensors whose alert is raised.
-            learn = ~st.active[i]
-            li, lb, lx = i[learn], b[learn], x[learn]
-            if len(li):
-                n = st.count[li, lb]
-                fresh = n == 0
-                cur_loc = np.where(fresh, lx, st.loc[li, lb])
-                cur_spread = np.where(fresh, self._floor[li], st.spread[li, lb])
-                step = rules.median_step * np.maximum(cur_spread, self._floor[li])
-                new_loc = cur_loc + step * np.sign(lx - cur_loc)
-                new_spread = cur_spread + rules.spread_weight * (np.abs(lx - cur_loc) - cur_spread)
-                st.loc[li, lb] = new_loc
-                st.spread[li, lb] = new_spread
-                st.count[li, lb] = n + 1
-        return StreamResult(changes, st)
+        return row, ts, val, usable
 
     def commit(self, result: StreamResult) -> None:
         """Adopt the state of a result whose changes have been stored."""
@@ -344,6 +334,20 @@ class BaselineDetector:
             message_en=message_en,
             detail={"expected": round(expected, 4), "score_sigma": round(score, 2)},
         )
+
+
+def _params(rules: BaselineRules) -> FloatArray:
+    """The rules as the kernel's parameter vector (``P_*`` of :mod:`models.baseline_kernel`)."""
+    params = np.zeros(kern.N_P)
+    params[kern.P_UTC_OFFSET_S] = rules.utc_offset_h * 3600.0
+    params[kern.P_ALPHA] = 1.0 / rules.score_readings
+    params[kern.P_RAISE_Z] = rules.raise_z
+    params[kern.P_CLEAR_Z] = rules.clear_z
+    params[kern.P_HOLD_READINGS] = rules.hold_readings
+    params[kern.P_READOPT_S] = rules.readopt_h * 3600.0
+    params[kern.P_MEDIAN_STEP] = rules.median_step
+    params[kern.P_SPREAD_WEIGHT] = rules.spread_weight
+    return params
 
 
 def _floor(sensor: Sensor, rules: BaselineRules) -> float:

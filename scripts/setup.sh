@@ -34,6 +34,6 @@ if [ "${1:-}" = "test" ] && [ ! -x /usr/bin/chromium ]; then
   fi
 fi
 
-# The sensor-health kernel is compiled by numba once and cached beside its source (models/__pycache__): do it
-# here, so the first ingest start (or several at once in the tests) does not pay ~10 s each.
-.venv/bin/python -c 'from models.sensor_health_kernel import compile_kernels; compile_kernels()'
+# The sensor-health and baseline kernels are compiled by numba once and cached beside their sources
+# (models/__pycache__): do it here, so the first ingest start (or several at once in the tests) does not pay ~20 s.
+.venv/bin/python -c 'from models import baseline_kernel as b, sensor_health_kernel as h; h.compile_kernels(); b.compile_kernels()'
