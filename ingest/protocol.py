@@ -29,7 +29,7 @@ import orjson
 
 from twin.errors import PayloadError
 from twin.readings import QUALITY_BAD, QUALITY_CODES, Reading, ReadingBatch, ts_to_us
-from twin.sensors import Network, Sensor, is_known_unit, unit_factor
+from twin.sensors import Network, Quantity, Sensor, is_known_unit, unit_factor
 from twin.store.dead_letter import DeadLetter, digest_of
 
 DEFAULT_PREFIX = "lifeline/v1"
@@ -192,6 +192,7 @@ class PayloadDecoder:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.sensors = sensors
+        self._factors: dict[tuple[Quantity, str], float | None] = {}
         self.prefix = prefix
         self.limits = limits or PayloadLimits()
         self._clock = clock
@@ -578,6 +579,8 @@ class PayloadDecoder:
         )
 
 
+_NO_FACTOR = -1.0
+"""Marks a unit not yet looked up in :attr:`PayloadDecoder._factors` (no factor is negative)."""
 _NUMBER_TYPES = frozenset({float, int})
 _SINGLE_KEYS = frozenset({"ts", "value", "unit"})
 _SINGLE_KEYS_WITH_SENSOR = frozenset({"sensor", "ts", "value", "unit"})

@@ -119,7 +119,7 @@ def write_broker_config(
         f"acl_file {acl.resolve()}",
         "persistence true",
         "max_queued_messages 100000",
-        "max_inflight_messages 3000",
+        "max_inflight_messages 10000",
     ]
     if tls_dir:
         conf += [

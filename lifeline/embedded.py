@@ -259,7 +259,7 @@ def start_broker(
             "log_dest stderr",
             "max_queued_messages 100000",
             # MQTT 3.1.1 subscribers (no receive maximum of their own) may have this many QoS 1 messages in flight.
-            "max_inflight_messages 3000",
+            "max_inflight_messages 10000",
         ]
         if os.geteuid() == 0:
             lines.append("user root")  # otherwise Mosquitto switches to the 'mosquitto' user

@@ -34,7 +34,7 @@ class Settings(BaseSettings):
         "lifeline-ingest-{hostname}", description="client id; {hostname} is replaced, so replicas differ"
     )
     mqtt_shared_group: str | None = Field(None, description="share the subscription: $share/<group>/...")
-    mqtt_receive_maximum: int = Field(3_000, ge=1, le=65535, description="unacknowledged QoS 1 messages in flight")
+    mqtt_receive_maximum: int = Field(10_000, ge=1, le=65535, description="unacknowledged QoS 1 messages in flight")
     mqtt_session_expiry_s: int = Field(7 * 86400, ge=0)
 
     ingest_batch_max: int = Field(5000, ge=1, description="readings per database write at most")

@@ -46,7 +46,7 @@ class MqttConfig:
     client_id: str = "lifeline"
     protocol: Literal["5", "3.1.1"] = "5"
     keepalive_s: int = 30
-    receive_maximum: int = 3_000
+    receive_maximum: int = 10_000
     session_expiry_s: int = 7 * 86400
     shared_group: str | None = None
 

@@ -268,3 +268,7 @@ class SensorRegistry(Mapping[str, Sensor]):
 
     def __contains__(self, sensor_id: object) -> bool:
         return sensor_id in self._by_id
+
+    def get(self, sensor_id: str, default: Sensor | None = None) -> Sensor | None:  # type: ignore[override]
+        """Return the sensor, or *default* for an unknown id (a plain dict lookup: ingest asks once a message)."""
+        return self._by_id.get(sensor_id, default)
