@@ -8,7 +8,11 @@ the futures in which the node floods over the event (what it flooded so far plus
 - :func:`forecast_futures` — the forecast scaled by the quantiles of its error (log-normal, ``sigma``, the
   spread a forecast product's verification gives; equal weights);
 - :func:`observed_futures` — without a forecast: the rain stops now, the last quarter hour's intensity persists
-  for half an hour, or it decays from there with a 20-minute e-folding time.
+  for half an hour, or it decays from there with a 20-minute e-folding time;
+- :func:`fitted_futures` — from the gauges alone, so they do not share the forecast's error: the continuations of
+  Chicago design storms fitted to the event's rain so far, and the last half hour persisting;
+  :func:`blended_futures` weighs them against the forecast's members by the rain the event has brought
+  (:func:`observed_weight`, :func:`blend`).
 
 A :class:`WarningRule` turns the probabilities into a warning: a location is named when its probability reaches
 ``probability``, and the *first* warning of an event waits until the named set is trustworthy by the ensemble's
