@@ -177,6 +177,78 @@ class _Batch:
         self.readings = ReadingBatch.concat([columns, ReadingBatch.from_readings(self.rows)]) if self.rows else columns
 
 
+class _DbWriter:
+    """A database connection of its own, with a thread that stores the batches ingest's writer thread hands it.
+
+    PostgreSQL works on one statement per connection at a time; with two writers, two backends take COPY and the
+    rollup fold at once while the writer thread collects and judges the next batch. A writer that meets any
+    database error hands its batch back (``IngestService._redo``) and drops its connection: the writer thread
+    then stores it in order, or spools it, as any other batch.
+    """
+
+    def __init__(self, service: IngestService, index: int) -> None:
+        self.service = service
+        self.jobs: queue.Queue[tuple[_Batch, ChainResult] | None] = queue.Queue(maxsize=1)
+        self.conn: DictConnection | None = None
+        self.store: ReadingStore | None = None
+        self.thread = threading.Thread(target=self._run, name=f"ingest-db-{index}", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        """Stop the thread once it has stored what it holds, and close the connection."""
+        self.jobs.put(None)
+        self.thread.join(30)
+        if self.conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self.conn.close()
+
+    def _run(self) -> None:
+        svc = self.service
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            batch, detection = job
+            try:
+                inserted = self._write(batch)
+            except psycopg.Error as exc:
+                log.warning("database writer: %s; the batch goes back to the writer thread", _first_line(exc))
+                if self.conn is not None:
+                    with contextlib.suppress(psycopg.Error):
+                        self.conn.close()
+                self.conn = None
+                svc._redo.put((batch, detection))
+            except Exception:
+                log.exception("database writer failed; the batch goes back to the writer thread")
+                svc._redo.put((batch, detection))
+            else:
+                svc._written_aside(batch, inserted)
+            finally:
+                svc._writer_done()
+
+    def _write(self, batch: _Batch) -> int:
+        svc = self.service
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            conn = db_connect(_with_connect_defaults(svc.conninfo), schema=svc.schema, autocommit=True)
+            # Named, so an operator (and the fault tests) can tell its backend in pg_stat_activity.
+            name = f"{self.thread.name} {svc.mqtt_config.client_id}"[:63]
+            conn.execute("SELECT set_config('application_name', %s, false)", (name,))
+            if svc.statement_timeout_s > 0:
+                conn.execute(
+                    "SELECT set_config('statement_timeout', %s, false)", (f"{round(svc.statement_timeout_s * 1000)}ms",)
+                )
+            mode = svc._mode or current_mode(conn, schema=svc.schema)
+            if mode is None:
+                conn.close()
+                raise psycopg.OperationalError(f"schema {svc.schema!r} is not migrated")
+            self.conn, self.store = conn, ReadingStore(conn, mode=mode)
+        assert self.store is not None
+        with self.conn.transaction():
+            inserted = self.store.write(batch.readings)
+            store_dead_letters(self.conn, batch.rejected)
+        return inserted
+
+
 class IngestService:
     """Consume sensor messages from MQTT into the store.
 
@@ -203,6 +275,10 @@ class IngestService:
         statement_timeout_s: longest a database statement may take, seconds (0: no limit). A database that is up
             but too slow to answer (locks, overload) then counts as away: batches are spooled and acknowledged, so
             the broker's queue for this worker does not fill up and drop messages.
+        db_writers: extra database connections that write batches while the next one is collected and judged,
+            so several PostgreSQL backends work at once (0: the writer thread writes every batch itself). Only
+            batches that change no alert go this way, and only while the database is up and the spool empty; the
+            others wait for them and are written in order as before (see :meth:`_handle`).
 
     Example:
         >>> svc = IngestService(conninfo="postgresql://127.0.0.1/test", schema="lifeline",   # doctest: +SKIP
@@ -231,6 +307,7 @@ class IngestService:
         health_port: int | None = None,
         health_host: str = "127.0.0.1",
         statement_timeout_s: float = 30.0,
+        db_writers: int = 2,
     ) -> None:
         self.conninfo = conninfo
         self.schema = schema
@@ -246,6 +323,13 @@ class IngestService:
         self.twin_detectors = twin_detectors
         self.state_save_s = state_save_s
         self.stats = IngestStats()
+        self.db_writers = db_writers
+        self._writers: list[_DbWriter] = []
+        self._next_writer = 0
+        self._in_flight = 0
+        self._in_flight_changed = threading.Condition()
+        self._redo: queue.SimpleQueue[tuple[_Batch, ChainResult]] = queue.SimpleQueue()
+        self._stats_lock = threading.Lock()
         self._queue: queue.SimpleQueue[list[_Message]] = queue.SimpleQueue()
         self._carry: list[_Message] = []
         """Messages taken from the queue that did not fit in the last batch (the queue holds lists)."""
@@ -308,6 +392,7 @@ class IngestService:
         self._client = client
         connect(client, self.mqtt_config, persistent=True)
         client.loop_start()
+        self._writers = [_DbWriter(self, k) for k in range(self.db_writers)]
         self._worker = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
         self._worker.start()
 
@@ -426,11 +511,16 @@ class IngestService:
         if self._unpublished:
             self._publish_alerts([])
         while True:
+            if not self._redo.empty():
+                self._wait_for_writers()
             if self._spool is not None and not self._spool.empty:
                 self._replay_when_due()
                 self._log_spool_now_and_then()
             batch = self._collect()
             if batch is None:
+                self._wait_for_writers()
+                for writer in self._writers:
+                    writer.close()
                 return
             if batch.messages:
                 self._handle(batch)
@@ -488,6 +578,22 @@ class IngestService:
         assert detector is not None
         # The detectors change nothing until commit, so one evaluation serves every attempt.
         detection = detector.evaluate(batch.readings, now=self.clock())
+        if self._may_write_aside(detection):
+            # Nothing here changes an alert: the detectors adopt their state now (the batch is stored or spooled
+            # before ingest stops: a writer that fails hands it back), and a database writer stores it while the
+            # next batch is collected and judged.
+            detector.commit(detection)
+            self._write_aside(batch, detection)
+            return
+        # In order: what the database writers hold is stored first, and what they handed back.
+        self._wait_for_writers()
+        self._store_in_order(batch, detection, committed=False)
+
+    def _store_in_order(self, batch: _Batch, detection: ChainResult, *, committed: bool) -> None:
+        """Store *batch* on this thread's connection (or spool it), retrying until one takes it; then ack it.
+
+        ``committed``: the detectors adopted *detection* already (a batch a database writer handed back).
+        """
         delay = INITIAL_DELAY
         while True:
             if self._spool is None or self._spool.empty:
@@ -495,7 +601,7 @@ class IngestService:
                     if self._conn is None or self._conn.closed or self._conn.broken:
                         self._drop_connection()
                         self._open_db()
-                    changes = self._write(batch, detection)
+                    changes = self._write(batch, detection, committed=committed)
                 except psycopg.Error as exc:
                     connection_lost = _is_connection_error(exc, self._conn)
                     spooling = self._spool is not None and connection_lost
@@ -522,7 +628,7 @@ class IngestService:
                     self._ack(batch)
                     self._publish_alerts(changes)
                     return
-            if self._spool_batch(batch, detection):
+            if self._spool_batch(batch, detection, committed=committed):
                 return
             # The spool cannot take it: hold the batch unacknowledged (the broker keeps the rest) until the
             # database comes back and the spool drains.
@@ -534,6 +640,58 @@ class IngestService:
             if self._spool is not None and not self._spool.empty:
                 self._replay_when_due()
 
+    # -- database writers -----------------------------------------------------------------------------------
+
+    def _may_write_aside(self, detection: ChainResult) -> bool:
+        """Whether a database writer may store this batch: one is configured, the database is up and the spool
+        empty, the batch changes no alert, the detectors' state is not due to be stored, nothing was handed back."""
+        return (
+            bool(self._writers)
+            and not detection.changes
+            and self.failpoint is None
+            and self._writing_direct()
+            and time.monotonic() - self._state_saved_at <= self.state_save_s
+            and self._redo.empty()
+        )
+
+    def _write_aside(self, batch: _Batch, detection: ChainResult) -> None:
+        writer = self._writers[self._next_writer % len(self._writers)]
+        self._next_writer += 1
+        with self._in_flight_changed:
+            self._in_flight += 1
+        writer.jobs.put((batch, detection))  # blocks while that writer holds one waiting already
+
+    def _wait_for_writers(self) -> None:
+        """Wait until the database writers have stored what they hold; store what they handed back, in order."""
+        with self._in_flight_changed:
+            while self._in_flight:
+                self._in_flight_changed.wait(0.5)
+        while not self._redo.empty():
+            batch, detection = self._redo.get()
+            self._store_in_order(batch, detection, committed=True)
+
+    def _written_aside(self, batch: _Batch, inserted: int) -> None:
+        """Account for a batch a database writer stored, and acknowledge it."""
+        self._ack(batch)
+        with self._stats_lock:
+            stats = self.stats
+            stats.database_ok = True
+            stats.batches += 1
+            stats.messages += len(batch.messages)
+            stats.readings_stored += inserted
+            stats.readings_duplicate += len(batch.readings) - inserted
+            stats.dead_letters += len(batch.rejected)
+            stats.last_commit = datetime.now(UTC)
+        if len(batch.readings) != inserted:
+            log.info("batch: %d readings stored, %d duplicates ignored", inserted, len(batch.readings) - inserted)
+        for letter in batch.rejected[:5]:
+            log.warning("dead letter from %s: %s (%s)", letter.topic[:120], letter.reason, letter.detail[:200])
+
+    def _writer_done(self) -> None:
+        with self._in_flight_changed:
+            self._in_flight -= 1
+            self._in_flight_changed.notify_all()
+
     def _note_db_error(self, exc: psycopg.Error, batch: _Batch, action: str) -> None:
         self.stats.db_errors += 1
         self.stats.database_ok = False
@@ -544,7 +702,7 @@ class IngestService:
             action,
         )
 
-    def _write(self, batch: _Batch, detection: ChainResult) -> list[tuple[int, AlertChange]]:
+    def _write(self, batch: _Batch, detection: ChainResult, *, committed: bool) -> list[tuple[int, AlertChange]]:
         conn, store, detector = self._conn, self._store, self._detector
         if conn is None or store is None or detector is None:
             raise psycopg.OperationalError("no database connection")
@@ -557,7 +715,8 @@ class IngestService:
                 event_id = apply_change(conn, change, schema=self.schema)
                 if event_id is not None:
                     published.append((event_id, change))
-        detector.commit(detection)
+        if not committed:
+            detector.commit(detection)
         if time.monotonic() - self._state_saved_at > self.state_save_s:
             self._save_states_safely()
             self._state_saved_at = time.monotonic()
@@ -583,7 +742,7 @@ class IngestService:
 
     # -- the spool ------------------------------------------------------------------------------------------
 
-    def _spool_batch(self, batch: _Batch, detection: ChainResult) -> bool:
+    def _spool_batch(self, batch: _Batch, detection: ChainResult, *, committed: bool) -> bool:
         """Append *batch* and its alert changes to the spool, durably, then acknowledge it; False if it did not fit."""
         spool, detector = self._spool, self._detector
         assert spool is not None and detector is not None
@@ -607,7 +766,8 @@ class IngestService:
                 )
             return False
         # The batch is durable: the detectors adopt what they concluded, as after a commit.
-        detector.commit(detection)
+        if not committed:
+            detector.commit(detection)
         stats = self.stats
         if stats.spool_state in ("ok", "full"):
             log.warning(

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
 
     ingest_batch_max: int = Field(5000, ge=1, description="readings per database write at most")
     ingest_flush_interval_s: float = Field(0.05, gt=0, description="longest wait before a partial batch is written")
+    ingest_db_writers: int = Field(
+        2, ge=0, le=16, description="extra database connections writing batches in parallel (0: one at a time)"
+    )
     ingest_failpoint: str | None = Field(
         None, description="fault tests only: 'crash_after_commit' or 'crash_after_spool'"
     )

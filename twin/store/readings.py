@@ -201,8 +201,14 @@ def fold_parameters(batch: ReadingBatch, *, rollups: bool) -> list[list[Any]]:
     """Return the parameters of the fold statement for *batch* (all new): per rollup the (sensor, bucket) groups'
     sensor ids, bucket starts (Unix seconds), counts, sums, minima and maxima; then each sensor's newest reading
     (its time in microseconds since the epoch)."""
-    names_list, codes = batch.groups()
-    names = np.array(names_list, dtype=object)
+    names_list, first_codes = batch.groups()
+    # Codes in the order of the sensor ids, so the rows are upserted in that order: two writers folding batches at
+    # once then lock the rollup and latest rows they share in the same order, and cannot deadlock.
+    by_name = sorted(range(len(names_list)), key=names_list.__getitem__)
+    rank = np.empty(len(names_list), dtype=np.int64)
+    rank[by_name] = np.arange(len(names_list))
+    codes = rank[first_codes]
+    names = np.array([names_list[i] for i in by_name], dtype=object)
     micros = batch.ts_us
     values = batch.values
     params: list[list[Any]] = []
