@@ -357,16 +357,11 @@ class PayloadDecoder:
         every value is a number; None otherwise, and the slower paths decode the message. What can only be
         checked once converted (time limits, finite values, the strings' syntax) is checked by :meth:`finish`.
         """
-        sensor = self.sensors.get(parsed.sensor_id)
-        unit = batch.get("unit")
-        if sensor is None or sensor.network is not parsed.network or type(unit) is not str:
+        target = self._plain_target(parsed, batch.get("unit"))
+        if target is None:
             return None
+        sensor, factor = target
         sensor_id = parsed.sensor_id
-        if len(sensor_id) > self.limits.max_id_chars:
-            return None
-        factor = unit_factor(sensor.quantity, unit[: self.limits.max_id_chars])
-        if factor is None:
-            return None
         try:
             values = [item["value"] for item in items]
             stamps = [item["ts"] for item in items]
@@ -395,12 +390,12 @@ class PayloadDecoder:
         keys = doc.keys()
         if keys != _SINGLE_KEYS and keys != _SINGLE_KEYS_WITH_SENSOR:
             return None
-        sensor = self.sensors.get(parsed.sensor_id)
-        unit = doc["unit"]
+        target = self._plain_target(parsed, doc["unit"])
+        if target is None:
+            return None
+        sensor, factor = target
         value = doc["value"]
         stamp = doc["ts"]
-        if sensor is None or sensor.network is not parsed.network or type(unit) is not str:
-            return None
         kind = type(value)
         if kind is not float and kind is not int:
             return None
@@ -410,15 +405,24 @@ class PayloadDecoder:
             shape = len(stamp)
         else:
             return None
-        sensor_id = parsed.sensor_id
-        if len(sensor_id) > self.limits.max_id_chars:
-            return None
-        factor = unit_factor(sensor.quantity, unit[: self.limits.max_id_chars])
-        if factor is None:
-            return None
         return PlainBatch(
-            topic, payload, sensor_id, [value], [stamp], shape, factor, sensor.valid_min, sensor.valid_max
+            topic, payload, parsed.sensor_id, [value], [stamp], shape, factor, sensor.valid_min, sensor.valid_max
         )
+
+    def _plain_target(self, parsed: Topic, unit: object) -> tuple[Sensor, float] | None:
+        """Return the sensor of a plain message and its unit's factor; None if the slower paths must decide."""
+        sensor = self.sensors.get(parsed.sensor_id)
+        if sensor is None or sensor.network is not parsed.network or type(unit) is not str:
+            return None
+        if len(parsed.sensor_id) > self.limits.max_id_chars:
+            return None
+        key = (sensor.quantity, unit)
+        factor = self._factors.get(key, _NO_FACTOR)
+        if factor is _NO_FACTOR:
+            factor = unit_factor(sensor.quantity, unit[: self.limits.max_id_chars])
+            if len(self._factors) < _TOPIC_CACHE_MAX:
+                self._factors[key] = factor
+        return None if factor is None else (sensor, factor)
 
     def finish(self, plains: Sequence[PlainBatch]) -> tuple[ReadingBatch, list[Decoded]]:
         """Convert plain batches (from :meth:`decode` with ``defer=True``) to columns, all at once (stage two).

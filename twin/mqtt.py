@@ -144,6 +144,8 @@ class BufferedClient(mqtt.Client):
             if header >> 4 != 3 or qos > 1:
                 break
             p = pos + 1
+            # The remaining length, and below the properties' length: MQTT variable byte integers, decoded inline
+            # (a function call per packet costs as much as the decoding).
             length = shift = 0
             while p < end and shift <= 21:
                 byte = buf[p]
