@@ -38,7 +38,20 @@ class Bench:
 BENCHES: tuple[Bench, ...] = (
     Bench("ingest", "bench_ingest.py", ("--seconds", "20"), ("--seconds", "5"), "end-to-end ingest, zero lost"),
     Bench("drain", "bench_ingest_drain.py", (), (), "ingest alone draining a queued session"),
-    Bench("peer", "bench_peer.py", ("--seconds", "20"), ("--seconds", "5"), "Node-RED side by side"),
+    Bench(
+        "peer",
+        "bench_peer.py",
+        ("--seconds", "20", "--systems", "lifeline", "lifeline-mqtt311", "node-red"),
+        ("--seconds", "5"),
+        "Node-RED side by side, a live stream",
+    ),
+    Bench(
+        "peer-drain",
+        "bench_peer.py",
+        ("--modes", "1", "50", "--drain", "60000", "--systems", "lifeline", "lifeline-mqtt311", "node-red"),
+        ("--modes", "1", "50", "--drain", "10000"),
+        "Node-RED side by side, draining the same queued backlog",
+    ),
     Bench(
         "scale",
         "bench_peer.py",
@@ -62,7 +75,8 @@ BENCHES: tuple[Bench, ...] = (
         ("--twin", "--batch-minutes", "1", "--runs", "1"),
         "the demo city's whole chain on a water scenario",
     ),
-    Bench("health", "bench_health.py", (), ("--runs", "1"), "sensor health detector"),
+    Bench("health", "bench_health.py", (), ("--runs", "1"), "sensor health detector: kernel vs reference"),
+    Bench("baseline", "bench_baseline.py", (), ("--runs", "1"), "per-sensor baseline: kernel vs reference"),
     Bench("simulators", "bench_simulators.py", (), ("--runs", "1"), "simulators vs real time"),
     Bench("twin", "bench_twin.py", (), (), "twin queries"),
     Bench("scene", "scene.py", (), (), "3D scene export and page load"),
