@@ -110,6 +110,22 @@ class BufferedClient(mqtt.Client):
         self._rpos = end
         return out
 
+    def _fill(self) -> bool:
+        """Read a chunk into the empty buffer; True if the buffer holds anything. Errors and the end of the
+        connection are left for paho's own read to meet (it reads the same socket next)."""
+        if self._rsock is not self._sock:
+            self._rbuf, self._rpos, self._rsock = b"", 0, self._sock
+        if self._rpos < len(self._rbuf):
+            return True
+        try:
+            data = super()._sock_recv(_READ_CHUNK)
+        except OSError:  # BlockingIOError (nothing to read yet) included
+            return False
+        if not data:
+            return False
+        self._rbuf, self._rpos = data, 0
+        return True
+
     def ack_many(self, mids: Sequence[int]) -> None:
         """Acknowledge the QoS 1 messages *mids* (manual acks) with one write to the socket.
 
@@ -123,6 +139,13 @@ class BufferedClient(mqtt.Client):
         self._packet_queue(mqtt.PUBACK, packet, 0, 0)
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        deliver = self.on_publishes
+        if deliver is not None and self._sock is not None and self._in_packet["command"] == 0 and self._fill():
+            # Read here first, so that the first packets of a read are cut out too (at a few messages a read
+            # they are most of them); paho reads on only if something is left that is not a whole PUBLISH.
+            self._cut_publishes(deliver)
+            if self._rpos >= len(self._rbuf):
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
         rc = super().loop_read(max_packets)
         # What is buffered is not visible to the loop's select(): handle it now.
         while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock is not None and self._rpos < len(self._rbuf):
