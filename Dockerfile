@@ -12,9 +12,14 @@ COPY models models
 COPY viewer viewer
 COPY simulators simulators
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 lifeline \
-    && mkdir /scene && chown lifeline /scene
+    && mkdir /scene /numba-cache && chown lifeline /scene /numba-cache
 # /scene: the exported 3D scene; a new named volume mounted there takes this owner.
+# The detectors' numba kernels are compiled once here, into a cache the lifeline user can read and write
+# (site-packages is not theirs, and a system user has no home for numba's own cache).
+ENV NUMBA_CACHE_DIR=/numba-cache
 USER lifeline
+# From /tmp, so Python imports the installed package (the one `lifeline` runs), not the copies in /app.
+RUN cd /tmp && python -c "from models import baseline_kernel as b, sensor_health_kernel as h; h.compile_kernels(); b.compile_kernels()"
 ENV LIFELINE_HTTP_HOST=0.0.0.0
 EXPOSE 8080
 CMD ["lifeline", "serve"]
