@@ -209,6 +209,12 @@ class _DbWriter:
             if job is None:
                 return
             batch, detection = job
+            if svc._aside_failed.is_set():
+                # Another writer just failed: the database is likely away or stalled; this batch would wait out the
+                # same statement timeout. Back to the writer thread at once, which spools if it must.
+                svc._redo.put((batch, detection))
+                svc._writer_done()
+                continue
             try:
                 inserted = self._write(batch)
             except psycopg.Error as exc:
@@ -217,9 +223,11 @@ class _DbWriter:
                     with contextlib.suppress(psycopg.Error):
                         self.conn.close()
                 self.conn = None
+                svc._aside_failed.set()
                 svc._redo.put((batch, detection))
             except Exception:
                 log.exception("database writer failed; the batch goes back to the writer thread")
+                svc._aside_failed.set()
                 svc._redo.put((batch, detection))
             else:
                 svc._written_aside(batch, inserted)
@@ -329,6 +337,9 @@ class IngestService:
         self._in_flight = 0
         self._in_flight_changed = threading.Condition()
         self._redo: queue.SimpleQueue[tuple[_Batch, ChainResult]] = queue.SimpleQueue()
+        self._aside_failed = threading.Event()
+        """Set when a database writer failed: the writers hand back what they hold without trying, until the writer
+        thread has stored (or spooled) what came back."""
         self._stats_lock = threading.Lock()
         self._queue: queue.SimpleQueue[list[_Message]] = queue.SimpleQueue()
         self._carry: list[_Message] = []
@@ -652,6 +663,7 @@ class IngestService:
             and self._writing_direct()
             and time.monotonic() - self._state_saved_at <= self.state_save_s
             and self._redo.empty()
+            and not self._aside_failed.is_set()
         )
 
     def _write_aside(self, batch: _Batch, detection: ChainResult) -> None:
@@ -669,6 +681,7 @@ class IngestService:
         while not self._redo.empty():
             batch, detection = self._redo.get()
             self._store_in_order(batch, detection, committed=True)
+        self._aside_failed.clear()
 
     def _written_aside(self, batch: _Batch, inserted: int) -> None:
         """Account for a batch a database writer stored, and acknowledge it."""
