@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models import baseline_kernel as kern
-from models.streaming import StreamResult, Suspect, trusted_mask
+from models.streaming import StreamResult, Suspect, float_from_json, float_to_json, trusted_mask
 from models.thresholds import QUANTITY_ZH
 from twin.alerts import AlertChange
 from twin.readings import QUALITY_BAD, Reading, ReadingBatch
@@ -253,11 +253,13 @@ class BaselineDetector:
         for i, sid in enumerate(self._ids):
             if not st.seen[i]:
                 continue
+            # Non-finite floats by name: an infinite value of a sensor without a valid range is trusted and makes
+            # its bin NaN, and one NaN written as a bare token made PostgreSQL refuse every detector's state.
             sensors[sid] = {
-                "loc": [float(v) for v in st.loc[i]],
-                "spread": [float(v) for v in st.spread[i]],
+                "loc": [float_to_json(v) for v in st.loc[i].tolist()],
+                "spread": [float_to_json(v) for v in st.spread[i].tolist()],
                 "count": [int(v) for v in st.count[i]],
-                "score": float(st.score[i]),
+                "score": float_to_json(st.score[i]),
                 "run": int(st.run[i]),
                 "active": bool(st.active[i]),
                 "since": None if math.isnan(st.since[i]) else float(st.since[i]),
@@ -273,10 +275,10 @@ class BaselineDetector:
             if i is None:
                 continue
             try:
-                st.loc[i] = np.asarray(entry["loc"], dtype=np.float64)
-                st.spread[i] = np.asarray(entry["spread"], dtype=np.float64)
+                st.loc[i] = np.asarray([float_from_json(v) for v in entry["loc"]], dtype=np.float64)
+                st.spread[i] = np.asarray([float_from_json(v) for v in entry["spread"]], dtype=np.float64)
                 st.count[i] = np.asarray(entry["count"], dtype=np.float64)
-                st.score[i] = float(entry["score"])
+                st.score[i] = float_from_json(entry["score"])
                 st.run[i] = int(entry["run"])
                 st.active[i] = bool(entry["active"])
                 st.since[i] = np.nan if entry["since"] is None else float(entry["since"])

@@ -106,6 +106,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models import sensor_health_kernel as kern
+from models.streaming import float_from_json, float_to_json
 from twin.alerts import AlertChange
 from twin.readings import Reading, ReadingBatch, ts_to_us, us_to_ts
 from twin.sensors import Grade, Quantity, Sensor
@@ -903,7 +904,13 @@ _TIME_FIELDS = frozenset({"last_ts", "arrived", "spike_ts", "fed_ts", "drift_ts"
 
 
 def state_to_json(state: HealthState) -> dict[str, Any]:
-    """Return one sensor's health state as JSON-ready data (times as ISO strings, NaN as None)."""
+    """Return one sensor's health state as JSON-ready data.
+
+    Times are ISO strings and non-finite floats their names ("NaN", "Infinity", "-Infinity"), so that the state
+    is strict JSON and :func:`state_from_json` gives back exactly the same state: a sensor without a valid range
+    that reported an infinite value has an infinite or NaN spread and means, and must not learn again after a
+    restart.
+    """
     out: dict[str, Any] = {}
     for name in HealthState.__slots__:
         value = getattr(state, name)
@@ -913,8 +920,8 @@ def state_to_json(state: HealthState) -> dict[str, Any]:
             value = [t.isoformat() for t in value]
         elif name == "active":
             value = sorted(value)
-        elif isinstance(value, float) and not math.isfinite(value):
-            value = None
+        elif isinstance(value, float):
+            value = float_to_json(value)
         out[name] = value
     return out
 
@@ -936,11 +943,14 @@ def state_from_json(data: Mapping[str, Any]) -> HealthState:
             value = tuple(datetime.fromisoformat(t) for t in value)
         elif name == "active":
             value = frozenset(str(f) for f in value if f in FAULTS)
-        elif name == "last_value":
-            value = math.nan if value is None else float(value)
         elif isinstance(getattr(state, name), int):
             value = int(value)
         elif isinstance(getattr(state, name), float):
-            value = float(value)
+            # States saved before non-finite values were named hold null for every one of them (NaN, inf and
+            # -inf alike), which could not be read back, so a restarted ingest learnt those sensors again. For
+            # ``last_value`` null meant "no trusted value yet", i.e. NaN; an infinite spread or mean turns NaN at
+            # the sensor's next reading anyway (``x + w * (y - x)`` with x infinite), so null is read as NaN and
+            # the rest of the state is kept.
+            value = float_from_json(value)
         setattr(state, name, value)
     return state

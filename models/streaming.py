@@ -15,6 +15,7 @@ sensor raises a maintenance alert and not a lifeline warning.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,6 +30,38 @@ from twin.sensors import Sensor
 
 Suspect = Set[tuple[str, datetime]]
 """``(sensor_id, ts)`` of readings not to trust."""
+
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+"""Non-finite floats by the names a dumped state gives them."""
+
+
+def float_to_json(value: float) -> float | str:
+    """Return *value* for a dumped state: itself if finite, else its name ("NaN", "Infinity", "-Infinity").
+
+    Strict JSON has no token for non-finite numbers and PostgreSQL's jsonb refuses the ``NaN`` / ``Infinity`` that
+    Python's ``json`` writes, so a learned state holding one (a sensor without a valid range may report an infinite
+    value) would not be stored at all; named, it is stored and read back exactly by :func:`float_from_json`.
+    """
+    value = float(value)
+    if math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+def float_from_json(value: Any) -> float:
+    """Return the float :func:`float_to_json` wrote; None (how older states wrote NaN) gives NaN.
+
+    Raises:
+        ValueError: a string that names no non-finite float.
+        TypeError: neither a number, a name nor None.
+    """
+    if value is None:
+        return math.nan
+    if isinstance(value, str):
+        if value not in _NON_FINITE:
+            raise ValueError(f"not a number: {value!r}")
+        return _NON_FINITE[value]
+    return float(value)
 
 
 def trusted_mask(batch: ReadingBatch, suspect: Suspect) -> npt.NDArray[np.bool_]:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import pytest
 
+from models.chain import DetectorChain
 from simulators.publisher import Publisher
 from twin.mqtt import MqttConfig
+from twin.readings import Reading
+from twin.sensors import Network, Quantity, Sensor
 from twin.store.db import DictConnection
+from twin.store.detector_state import load_states, save_states
 
 from .conftest import wait_for
 
@@ -49,3 +54,22 @@ def test_state_survives_a_restart(start_ingest: Any, broker: MqttConfig, prefix:
     again = start_ingest()
     assert again.detectors is not None
     assert again.detectors.dump_states() == before
+
+
+def test_non_finite_learned_values_are_stored_and_read_back_exactly(db: DictConnection) -> None:
+    # A flow meter without a valid range reports an infinite value: sensor health trusts it (it is in range) and
+    # its spread and means, and the baseline's bin, become infinite then NaN. Both states must be stored (jsonb
+    # takes no NaN token) and read back as they were, not learnt again.
+    sensors = {"U1": Sensor("U1", Network.DRAINAGE, Quantity.FLOW, "流量1")}
+    chain = DetectorChain.default(sensors)
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    for m in range(12):
+        ts = t0 + timedelta(minutes=m)
+        chain.commit(chain.evaluate([Reading("U1", ts, math.inf if m == 6 else -40.0 + m % 3, 0)], now=ts))
+    states = chain.dump_states()
+    assert states["sensor_health"]["sensors"]["U1"]["spread"] == "NaN"
+    with db.transaction():
+        save_states(db, states)
+    again = DetectorChain.default(sensors)
+    assert sorted(again.load_states(load_states(db))) == ["anomaly", "sensor_health"]
+    assert again.dump_states() == states

@@ -12,6 +12,7 @@ from models.baseline import BaselineDetector
 from models.chain import DetectorChain
 from twin.demo import demo_sensors
 from twin.readings import Reading, ReadingBatch
+from twin.sensors import Network, Quantity, Sensor
 
 SENSORS = {s.sensor_id: s for s in demo_sensors()}
 PRESSURE = [sid for sid, s in SENSORS.items() if sid.startswith("W-P-")]
@@ -143,3 +144,24 @@ def test_columns_give_what_readings_give() -> None:
         changes += len(rows_result.changes)
     assert changes == 2  # the drop is raised and cleared
     assert by_columns.dump_state() == by_rows.dump_state()
+
+
+def test_state_made_non_finite_by_an_infinite_value_is_strict_json_and_resumes_identically() -> None:
+    # A flow meter without a valid range: an infinite reading is trusted by sensor health and makes its bin NaN.
+    # Written as a bare NaN token, PostgreSQL refused the whole document (and every detector's state with it).
+    sensors = {"U1": Sensor("U1", Network.DRAINAGE, Quantity.FLOW, "流量1")}
+    batches = [
+        [Reading("U1", START + timedelta(minutes=m), math.inf if m == 5 else -40.0 + m % 3, 0)] for m in range(20)
+    ]
+    straight = BaselineDetector(sensors)
+    expected = _run(straight, batches)
+    first = BaselineDetector(sensors)
+    got = _run(first, batches[:10])
+    text = json.dumps(first.dump_state(), allow_nan=False)
+    assert '"NaN"' in text
+    second = BaselineDetector(sensors)
+    second.load_state(json.loads(text))
+    assert second.dump_state() == first.dump_state()
+    got += _run(second, batches[10:])
+    assert got == expected
+    assert second.dump_state() == straight.dump_state()

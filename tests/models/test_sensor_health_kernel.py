@@ -11,7 +11,6 @@ stored as JSON and restored mid-stream, sensors redefined).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -114,17 +113,13 @@ def _columns(readings: Sequence[Reading]) -> ReadingBatch:
 
 
 def _stored(state: Mapping[str, HealthState]) -> dict[str, HealthState]:
-    """The state after a trip through the database: JSON text and back.
+    """The state after a trip through the database: strict JSON text (jsonb takes no NaN or Infinity) and back.
 
-    As in :meth:`models.chain.HealthStream.load_state`, a sensor whose state cannot be read back is dropped (a
-    spread made infinite by an infinite value of a sensor without a valid range is stored as null, and not read).
+    Every sensor's state must come back, non-finite values included (an infinite value of a sensor without a
+    valid range makes its spread and means infinite, then NaN).
     """
-    text = json.dumps({sid: state_to_json(s) for sid, s in state.items()})
-    restored = {}
-    for sid, data in json.loads(text).items():
-        with contextlib.suppress(TypeError, ValueError):
-            restored[sid] = state_from_json(data)
-    return restored
+    text = json.dumps({sid: state_to_json(s) for sid, s in state.items()}, allow_nan=False)
+    return {sid: state_from_json(data) for sid, data in json.loads(text).items()}
 
 
 def _run_both(
@@ -365,3 +360,50 @@ def test_the_kernel_is_compiled_once_for_the_types_the_detector_uses() -> None:
     det.commit(det.evaluate([], now=T0 + timedelta(days=1)))
     dispatcher: Any = kern.run_batch
     assert len(dispatcher.signatures) == 1
+
+
+_FLOAT_FIELDS = [name for name in HealthState.__slots__ if isinstance(getattr(HealthState(), name), float)]
+
+
+def test_a_state_with_non_finite_values_round_trips_exactly_through_strict_json() -> None:
+    for value in (math.inf, -math.inf, math.nan):
+        state = HealthState(last_ts=T0, arrived=T0, trusted=7)
+        for name in _FLOAT_FIELDS:
+            setattr(state, name, value)
+        data = json.loads(json.dumps(state_to_json(state), allow_nan=False))
+        assert _plain(state_to_json(state_from_json(data))) == _plain(state_to_json(state))
+        assert all(repr(getattr(state_from_json(data), name)) == repr(value) for name in _FLOAT_FIELDS)
+
+
+def test_a_sensor_fed_an_infinite_value_continues_after_a_restart_as_without_one() -> None:
+    # U1 has no valid range: an infinite flow is trusted and makes its spread and means infinite, then NaN.
+    values = [-40.0, -41.0, -40.5, math.inf, -40.0, -39.0, math.inf, -math.inf, -40.2, -40.4, -39.8]
+    batches = [
+        (T0 + k * timedelta(seconds=10), [Reading("U1", T0 + k * timedelta(seconds=10), v, 0)])
+        for k, v in enumerate(values)
+    ]
+    straight = SensorHealthDetector(SENSORS, rules=QUICK)
+    for now, readings in batches:
+        straight.commit(straight.evaluate(readings, now=now))
+    for cut in range(1, len(batches)):
+        ref = ReferenceHealthDetector(SENSORS, rules=QUICK)
+        new = SensorHealthDetector(SENSORS, rules=QUICK)
+        for k, (now, readings) in enumerate(batches):
+            if k == cut:
+                assert "U1" in _stored(new.state)
+                ref = ReferenceHealthDetector(SENSORS, _stored(ref.state), rules=QUICK)
+                new = SensorHealthDetector(SENSORS, _stored(new.state), rules=QUICK)
+            a, b = ref.evaluate(readings, now=now), new.evaluate(readings, now=now)
+            _assert_same(a, b)
+            ref.commit(a)
+            new.commit(b)
+        assert _state_json(new.state) == _state_json(straight.state)
+    assert not math.isfinite(straight.state["U1"].spread)
+
+
+def test_an_old_state_with_null_for_a_non_finite_value_is_read_as_nan() -> None:
+    old = state_to_json(HealthState(last_ts=T0, arrived=T0, last_value=3.0, trusted=7, spread=0.5, fast=3.0))
+    old.update(last_value=None, spread=None, fast=None)  # as the writer before non-finite values were named
+    state = state_from_json(json.loads(json.dumps(old)))
+    assert math.isnan(state.last_value) and math.isnan(state.spread) and math.isnan(state.fast)
+    assert (state.trusted, state.slow) == (7, 0.0)
