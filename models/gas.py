@@ -13,6 +13,19 @@ Methane rise (``GM-`` sensors, %LEL)
     the filtered level for ``rise_readings`` consecutive readings. It stops rising once the excess has stayed
     under ``clear_pct_lel`` for ``clear_s``. Judged after ``warmup_s`` of readings.
 
+    Fast path: a rise is also confirmed by magnitude, at once, when a raw reading is at least ``fast_pct_lel``
+    and ``fast_k`` noise σ above background right after a reading already above the rise limit, has risen from
+    it by more than ``fast_step_k`` σ of a difference, and at that rate reaches the first alarm limit within
+    ``fast_eta_s``; the filter then takes that reading and rate as its level and slope, so the grade and
+    ``eta_s`` follow the readings rather than the lagging filter. Detectors that report on change (every few
+    seconds during a fast rise) are confirmed within seconds; 1-minute ones at their second reading of the rise.
+
+    Spikes: sensor health flags a spike only once it has come back, so a spike reaches this detector as a trusted
+    reading. A reading more than ``hold_k`` noise σ from the filter's prediction therefore waits for the next
+    one: if that has come back within half the jump, the held reading is dropped, otherwise both are used. When
+    sensor health flags readings already used (a spike of two or three readings), the filter of a sensor not yet
+    rising restarts from its background, and a held reading it flags is dropped.
+
 Pressure drop (``GP-`` sensors, kPa)
     Each sensor learns its daily pattern: ``bins`` time-of-day bins (UTC), each an EWMA over days of the value
     and of the absolute residual. The residual from the pattern (interpolated between bin centres) is smoothed
@@ -44,7 +57,9 @@ Grouping and grade
 
 What it cannot see: a leak whose gas reaches no watched space and whose pressure drop is within the noise of the
 daily pattern (in the regulated low-pressure grid, a leak of tens of m³/h moves pressure by a few Pa); methane that
-arrives as a step within one reading (it is then the threshold detector's alarm, not an early warning).
+arrives as a step within one reading (it is then the threshold detector's alarm, not an early warning: two
+readings are needed, so that one spike is not a leak); a spike lasting three readings or more without coming back
+in between, which looks like a real rise until sensor health has seen it end.
 
 Example:
     >>> from datetime import UTC, datetime, timedelta
@@ -107,6 +122,13 @@ class GasLeakRules:
         rise_pct_lel: a rise is at least this far above background, %LEL.
         rise_k: and at least this many noise scales of the filtered level.
         rise_readings: consecutive readings beyond both, readings.
+        hold_k: a reading this many noise σ away from the filter's prediction waits for the next reading, which
+            confirms it (stays away) or shows it was a spike (comes back within half the jump; it is dropped).
+        fast_pct_lel: the fast path: a reading at least this far above background, %LEL,
+        fast_k: and this many noise σ, right after a reading already above the rise limit (raw),
+        fast_step_k: having risen from it by this many σ of the difference of two readings,
+        fast_eta_s: at a rate that projects the first alarm limit within this long, s, confirms a rise at once.
+        fast_alarm_pct_lel: the first alarm limit of a sensor that has none of its own, %LEL.
         clear_pct_lel: a rise is over when the excess stays under this, %LEL,
         clear_s: for this long, s.
         horizon_s: projection horizon of the grade, s.
@@ -135,6 +157,12 @@ class GasLeakRules:
     rise_pct_lel: float = 2.0
     rise_k: float = 6.0
     rise_readings: int = 3
+    hold_k: float = 8.0
+    fast_pct_lel: float = 5.0
+    fast_k: float = 12.0
+    fast_step_k: float = 3.0
+    fast_eta_s: float = 30 * 60.0
+    fast_alarm_pct_lel: float = 20.0
     clear_pct_lel: float = 1.0
     clear_s: float = 15 * 60.0
     horizon_s: float = 30 * 60.0
@@ -156,7 +184,12 @@ class GasLeakRules:
 
 @dataclass(slots=True)
 class MethaneState:
-    """What the detector remembers of one methane sensor (values in %LEL, slope in %LEL/s)."""
+    """What the detector remembers of one methane sensor (values in %LEL, slope in %LEL/s).
+
+    ``last_ts`` is the newest reading seen (fed or held), ``fed_ts`` and ``last_value`` the last one fed to the
+    filter; ``held_ts`` / ``held_value`` a reading waiting for the next one, ``held_base`` the prediction it
+    jumped from.
+    """
 
     last_ts: datetime | None = None
     seen_s: float = 0.0
@@ -168,6 +201,11 @@ class MethaneState:
     run: int = 0
     rising: bool = False
     quiet_since: datetime | None = None
+    fed_ts: datetime | None = None
+    last_value: float = 0.0
+    held_ts: datetime | None = None
+    held_value: float = 0.0
+    held_base: float = 0.0
 
     def copy(self) -> MethaneState:
         """Return an independent copy."""
@@ -182,6 +220,11 @@ class MethaneState:
             self.run,
             self.rising,
             self.quiet_since,
+            self.fed_ts,
+            self.last_value,
+            self.held_ts,
+            self.held_value,
+            self.held_base,
         )
 
 
@@ -320,6 +363,19 @@ class GasLeakDetector:
         pressure: dict[str, PressureState] = {}
         flips: list[tuple[datetime, str, bool]] = []  # (ts, sensor, alarming now)
         last_ts: datetime | None = None
+        for sid, ts in suspect:
+            # Sensor health flags a spike once it has come back, so its readings were held or fed here as trusted:
+            # a held one is dropped, and the filter of a sensor not yet rising forgets the fed ones, restarting
+            # from its background.
+            known = methane.get(sid) or old.methane.get(sid)
+            if known is None or known.rising or known.fed_ts is None:
+                continue
+            if ts == known.held_ts or ts <= known.fed_ts:
+                forget = methane[sid] = known if sid in methane else known.copy()
+                if ts == forget.held_ts:
+                    forget.held_ts = None
+                else:
+                    forget.level, forget.slope, forget.run = forget.background, 0.0, 0
         for reading in sorted(readings, key=lambda r: (r.ts, r.sensor_id)):
             sid = reading.sensor_id
             sensor = self.sensors.get(sid)
@@ -355,16 +411,45 @@ class GasLeakDetector:
     # --- per-reading rules ---
 
     def _methane_step(self, st: MethaneState, sensor: Sensor, reading: Reading) -> bool:
-        """Update a methane sensor with one reading; return whether the reading was used."""
-        r = self.rules
+        """Update a methane sensor with one reading; return whether the reading was used.
+
+        A reading far from the filter's prediction (``hold_k`` noise σ) is held until the next one: sensor health
+        flags a spike only once it has come back, so the spike itself arrives here as a trusted reading, and one
+        reading smeared over the filter's time constants looked like a rise of several readings. If the next
+        reading has come back (within half the jump) the held one is dropped; otherwise both are fed, in order.
+        """
         ts, x = reading.ts, reading.value
         if st.last_ts is not None and ts <= st.last_ts:
             return False
         if st.last_ts is None or st.count == 0:
-            st.last_ts, st.count, st.background, st.level, st.noise = ts, 1, x, x, 0.0
+            st.last_ts, st.fed_ts, st.count, st.background, st.level, st.noise = ts, ts, 1, x, x, 0.0
+            st.last_value = x
             return True
-        dt = max((ts - st.last_ts).total_seconds(), 1e-3)
         st.last_ts = ts
+        if st.held_ts is not None:
+            held_ts, held, base = st.held_ts, st.held_value, st.held_base
+            st.held_ts = None
+            if abs(x - base) > 0.5 * abs(held - base):
+                self._methane_feed(st, sensor, held_ts, held)
+            self._methane_feed(st, sensor, ts, x)
+            return True
+        fed_ts = st.fed_ts or ts
+        if st.seen_s >= self.rules.warmup_s:
+            predicted = st.level + st.slope * max((ts - fed_ts).total_seconds(), 1e-3)
+            sigma = 1.25 * max(st.noise, self.rules.noise_floor_pct_lel)
+            if abs(x - predicted) > self.rules.hold_k * sigma:
+                st.held_ts, st.held_value, st.held_base = ts, x, predicted
+                return True
+        self._methane_feed(st, sensor, ts, x)
+        return True
+
+    def _methane_feed(self, st: MethaneState, sensor: Sensor, ts: datetime, x: float) -> None:
+        """Feed one reading to the sensor's background, filter and rise rules."""
+        r = self.rules
+        fed_ts = st.fed_ts or ts
+        dt = max((ts - fed_ts).total_seconds(), 1e-3)
+        prev = st.last_value
+        st.fed_ts, st.last_value = ts, x
         st.seen_s += dt
         st.count = min(st.count + 1, 1_000_000_000)
         # Holt's linear filter, with weights from the time step so irregular sampling is handled.
@@ -380,13 +465,17 @@ class GasLeakDetector:
         limit = max(r.rise_pct_lel, r.rise_k * 1.25 * noise * math.sqrt(alpha / (2.0 - alpha)))
         warm = st.seen_s >= r.warmup_s
         if not st.rising:
+            fast = warm and self._fast_rise(st, sensor, prev, x, dt, 1.25 * noise)
             w = max(1.0 / st.count, 1.0 - math.exp(-dt / r.background_tau_s))
             dev = x - st.background
             clip = r.clip_k * 1.25 * noise if warm else math.inf
             st.background += w * max(-clip, min(clip, dev))
             st.noise += w * (min(abs(dev), clip) - st.noise)
             st.run = st.run + 1 if warm and excess >= limit else 0
-            if st.run >= r.rise_readings:
+            if fast:
+                # The readings, not the lagging filter, say where the level is and how fast it rises.
+                st.level, st.slope = x, max(st.slope, (x - prev) / dt)
+            if fast or st.run >= r.rise_readings:
                 st.rising, st.quiet_since = True, None
         elif excess < r.clear_pct_lel:
             if st.quiet_since is None:
@@ -395,7 +484,26 @@ class GasLeakDetector:
                 st.rising, st.run, st.quiet_since = False, 0, None
         else:
             st.quiet_since = None
-        return True
+
+    def _fast_rise(self, st: MethaneState, sensor: Sensor, prev: float, x: float, dt: float, sigma: float) -> bool:
+        """Whether two raw readings confirm a rise at once: confirmed by magnitude rather than by count.
+
+        The previous reading is already above the rise limit, this one is far above (``fast_pct_lel`` and
+        ``fast_k`` σ), it rose from the previous by more than noise, and at that rate the first alarm limit is
+        reached within ``fast_eta_s``. Methane that arrives this fast leaves no time for three readings of the
+        smoothed level; two raw readings are still needed, so that one spike is not a leak.
+        """
+        r = self.rules
+        if prev - st.background < max(r.rise_pct_lel, r.rise_k * sigma):
+            return False
+        if x - st.background < max(r.fast_pct_lel, r.fast_k * sigma):
+            return False
+        step = x - prev
+        if step < r.fast_step_k * sigma * math.sqrt(2.0):
+            return False
+        limits = sorted(lim.threshold for lim in sensor.limits if lim.direction is Direction.HIGH)
+        first = limits[0] if limits else r.fast_alarm_pct_lel
+        return x >= first or (first - x) / (step / dt) <= r.fast_eta_s
 
     def _pressure_step(self, st: PressureState, reading: Reading) -> bool:
         """Update a pressure sensor with one reading; return whether the reading was used."""
@@ -717,12 +825,20 @@ def _dump_methane(m: MethaneState) -> dict[str, Any]:
         "run": m.run,
         "rising": m.rising,
         "quiet_since": _ts(m.quiet_since),
+        "fed_ts": _ts(m.fed_ts),
+        "last_value": m.last_value,
+        "held_ts": _ts(m.held_ts),
+        "held_value": m.held_value,
+        "held_base": m.held_base,
     }
 
 
 def _load_methane(d: Mapping[str, Any]) -> MethaneState:
+    # A state saved before readings were held has fed every reading it saw: fed_ts is last_ts, and the last
+    # value is not known (the level is the closest; it only matters to the fast path's next reading).
+    last_ts = _parse(d.get("last_ts"))
     return MethaneState(
-        last_ts=_parse(d.get("last_ts")),
+        last_ts=last_ts,
         seen_s=float(d.get("seen_s", 0.0)),
         count=int(d.get("count", 0)),
         background=float(d.get("background", 0.0)),
@@ -732,6 +848,11 @@ def _load_methane(d: Mapping[str, Any]) -> MethaneState:
         run=int(d.get("run", 0)),
         rising=bool(d.get("rising", False)),
         quiet_since=_parse(d.get("quiet_since")),
+        fed_ts=_parse(d["fed_ts"]) if "fed_ts" in d else last_ts,
+        last_value=float(d.get("last_value", d.get("level", 0.0))),
+        held_ts=_parse(d.get("held_ts")),
+        held_value=float(d.get("held_value", 0.0)),
+        held_base=float(d.get("held_base", 0.0)),
     )
 
 

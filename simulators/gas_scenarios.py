@@ -24,6 +24,13 @@ How it is computed, and why:
   exactly at the sensor step with the inflow at the middle of each step.
 - **Noise.** Pressure: Gaussian, σ 0.1 % of the reading + 0.005 kPa. Methane: a background per space (uniform
   0.2 … 1.2 %LEL) plus Gaussian σ 0.3 %LEL, never below 0 (:class:`GasSensorNoise`). Deterministic for a seed.
+- **Reporting.** By default every sensor reports once a sensor step. With ``methane_reporting``
+  (:class:`MethaneReporting`) the methane detectors report as networked combustible-gas detectors in utility
+  tunnels and underground spaces do (GB 50838, CJJ practice): they sample continuously (every ``sample_s``) and,
+  besides the regular report, publish a sample at once when it has moved ``change_pct_lel`` from the last value
+  published or trips the local alarm (20 %LEL). The regular reports are the same values as without the option;
+  the samples between them follow the box model stepped at ``sample_s``, with noise of their own. The ground
+  truth's events do not change.
 - **Ground truth.** Each leak with its location (ids, x/y), start, size and growth; the pressure drop at the
   nearest pressure sensors (against the leak-free run, and a run with that leak alone when there are several);
   per space the methane came to (peak ≥ 0.5 %LEL, noise-free): its peak and when it first reached 20 %LEL.
@@ -56,10 +63,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandapipes
 
 from simulators.gas_dispersion import leak_flow_m3_h, share_reaching, step_concentration, to_pct_lel
-from simulators.scenario import GroundTruth, Step, parameters
+from simulators.scenario import GroundTruth, SimReading, Step, parameters
 from simulators.scenario_tools import (
     CHINA_STANDARD_TIME,
     DemandVariation,
@@ -205,6 +213,25 @@ class GasSensorNoise:
 
 
 @dataclass(frozen=True, slots=True)
+class MethaneReporting:
+    """Report by exception: how the methane detectors publish besides their regular report (see the module).
+
+    A real detector samples continuously and sends its value periodically, and at once when the value has moved
+    or its local alarm trips, so a fast rise is on the wire within seconds, not at the next regular report.
+
+    Attributes:
+        sample_s: the detector's sampling period, whole seconds dividing the sensor step.
+        change_pct_lel: a sample this far from the last value published is published at once, %LEL; above the
+            noise (with σ 0.3 %LEL per sample, 2 %LEL is 4.7 σ of the difference of two samples).
+        alarm_pct_lel: a sample reaching this from a last published value below it is published at once, %LEL.
+    """
+
+    sample_s: int = 5
+    change_pct_lel: float = 2.0
+    alarm_pct_lel: float = ALARM_PCT_LEL
+
+
+@dataclass(frozen=True, slots=True)
 class _LeakPlan:
     event: GasLeakEvent
     timing: EventTiming
@@ -216,6 +243,9 @@ class _LeakPlan:
 @dataclass(slots=True)
 class _Result:
     values: FloatArray  # (steps, sensors), canonical units, with noise
+    extra_s: FloatArray  # readings published between steps (report by exception): time from the start, s,
+    extra_col: npt.NDArray[np.int64]  # sensor column,
+    extra_value: FloatArray  # value; in time order, sensors in column order
     truth: GroundTruth
 
 
@@ -245,6 +275,7 @@ class GasScenario:
         utc_offset: the city's local time minus UTC (the profile is in local clock time).
         nearest: how many pressure sensors near each leak the ground truth describes.
         name: the scenario's name.
+        methane_reporting: report by exception for the methane sensors, or None for regular reports only.
 
     Raises:
         ConfigError: the network is not a pandapipes one, a time is naive, steps are not whole seconds, or an
@@ -278,6 +309,7 @@ class GasScenario:
         utc_offset: timedelta = CHINA_STANDARD_TIME,
         nearest: int = 3,
         name: str = "gas",
+        methane_reporting: MethaneReporting | None = None,
     ) -> None:
         if network.source_format != GAS_SOURCE_FORMAT or not network.source:
             raise ConfigError(f"{network.name}: not a pandapipes network (source format {network.source_format!r})")
@@ -288,6 +320,13 @@ class GasScenario:
         self.duration_s = whole_seconds(duration, "duration")
         if self.duration_s < self.step_s:
             raise ConfigError("the scenario must last at least one sensor step")
+        if methane_reporting is not None and (
+            methane_reporting.sample_s <= 0 or self.step_s % methane_reporting.sample_s != 0
+        ):
+            raise ConfigError(
+                f"methane sampling period {methane_reporting.sample_s} s must divide the sensor step {self.step_s} s"
+            )
+        self.methane_reporting = methane_reporting
         if len(profile) == 0 or min(profile) < 0 or sum(profile) <= 0:
             raise ConfigError("the demand profile needs non-negative multipliers with a positive sum")
         self.name = name
@@ -363,7 +402,29 @@ class GasScenario:
     def steps(self) -> Iterator[Step]:
         """Yield one step per sensor step, each with a reading of every gas sensor (sorted by id)."""
         result = self._computed()
-        yield from iter_steps(self.start, self.step, [s.sensor_id for s in self.sensors], result.values)
+        ids = [s.sensor_id for s in self.sensors]
+        if not len(result.extra_s):
+            yield from iter_steps(self.start, self.step, ids, result.values)
+            return
+        # Regular steps, and between them the readings published on change, one step per instant.
+        extra_s, extra_col, extra_value = (
+            result.extra_s.tolist(),
+            result.extra_col.tolist(),
+            result.extra_value.tolist(),
+        )
+        i = 0
+        for k, row in enumerate(result.values.tolist()):
+            ts = self.start + k * self.step
+            yield Step(ts, [SimReading(sid, ts, value) for sid, value in zip(ids, row, strict=True)])
+            end = (k + 1) * self.step_s
+            while i < len(extra_s) and extra_s[i] < end:
+                at = extra_s[i]
+                ts = self.start + timedelta(seconds=at)
+                readings = []
+                while i < len(extra_s) and extra_s[i] == at:
+                    readings.append(SimReading(ids[extra_col[i]], ts, extra_value[i]))
+                    i += 1
+                yield Step(ts, readings)
 
     def ground_truth(self) -> GroundTruth:
         """Return the leaks, their pressure drops, the methane in the spaces they reached, and totals."""
@@ -416,8 +477,9 @@ class GasScenario:
             alone.append(rows)
         times = np.asarray(snapshots, dtype=np.float64)
         pressure_kpa = interpolate(times, with_all, at_s) * KPA_PER_BAR
-        methane = self._methane(at_s)
+        methane = self._methane(at_s, self.step_s)
         clean, values = self._readings(flows, pressure_kpa, methane)
+        extra = self._on_change(values)
         compute_s = time.perf_counter() - started
         truth = self._truth(
             flows=flows,
@@ -428,6 +490,7 @@ class GasScenario:
             methane=methane,
             clean=clean,
             compute_s=compute_s,
+            on_change=len(extra[0]),
         )
         log.info(
             "%s: %d steps × %d sensors, %d pipe flows, in %.2f s",
@@ -437,7 +500,7 @@ class GasScenario:
             flows.solves,
             compute_s,
         )
-        return _Result(values, truth)
+        return _Result(values, *extra, truth)
 
     def _snapshot_times(self) -> list[int]:
         """The snapshot grid over the scenario, with every leak change and the second before a sudden one."""
@@ -445,13 +508,13 @@ class GasScenario:
         breaks = {b for p in self._plans for b in p.timing.breaks() if 0 < b < self.duration_s}
         return sorted(grid | breaks)
 
-    def _methane(self, at_s: FloatArray) -> FloatArray:
-        """Noise-free methane in every space at *at_s*, %LEL, shape (times, spaces)."""
+    def _methane(self, at_s: FloatArray, step_s: int) -> FloatArray:
+        """Noise-free methane in every space at *at_s* (every *step_s*), %LEL, shape (times, spaces)."""
         out = np.zeros((len(at_s), len(self.spaces)))
         if not self._plans:
             return out
-        dt_h = self.step_s / 3600.0
-        middles = at_s + self.step_s / 2.0
+        dt_h = step_s / 3600.0
+        middles = at_s + step_s / 2.0
         leak_m3_h = np.array([[p.event.m3_h * p.timing.fraction(float(t)) for p in self._plans] for t in middles])
         for j, space in enumerate(self.spaces):
             shares = np.array([self._share(math.hypot(space.x_m - p.x_m, space.y_m - p.y_m)) for p in self._plans])
@@ -488,6 +551,53 @@ class GasScenario:
                 values[:, k] = np.clip(noisy, 0.0, 100.0)
         return clean, values
 
+    def _on_change(self, values: FloatArray) -> tuple[FloatArray, npt.NDArray[np.int64], FloatArray]:
+        """The methane readings published between regular reports (report by exception), in time order.
+
+        Each methane sensor samples every ``sample_s``: the sample at a sensor step is the regular report (the
+        value in *values*); the others are the box model stepped at ``sample_s`` plus the space's background and
+        noise of their own, and are published when they moved ``change_pct_lel`` from the last value published
+        or reach the alarm level from below it.
+        """
+        reporting = self.methane_reporting
+        empty = np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0)
+        if reporting is None:
+            return empty
+        per = self.step_s // reporting.sample_s
+        steps = len(values)
+        at_s = np.arange(steps * per, dtype=np.float64) * reporting.sample_s
+        methane = self._methane(at_s, reporting.sample_s)
+        rng = np.random.default_rng([self.seed, 2])
+        low, high = self.noise.background_pct_lel
+        background = rng.uniform(low, high, len(self.spaces))  # as _readings draws it, for the same seed
+        noise = np.random.default_rng([self.seed, 3])
+        space_index = {s.space_id: j for j, s in enumerate(self.spaces)}
+        found: list[tuple[float, int, float]] = []
+        change, alarm = reporting.change_pct_lel, reporting.alarm_pct_lel
+        for col, sensor in enumerate(self.sensors):
+            if sensor.quantity is not Quantity.METHANE:
+                continue
+            j = space_index[self._space_of[sensor.sensor_id]]
+            shocks = noise.standard_normal(len(at_s)) * self.noise.methane_pct_lel
+            samples = np.clip(methane[:, j] + background[j] + shocks, 0.0, 100.0).reshape(steps, per)
+            samples[:, 0] = values[:, col]
+            # Only steps where some sample moves enough from the regular report, or reaches the alarm from below
+            # it, can publish anything; the rest are skipped without a loop.
+            moved = np.abs(samples - samples[:, :1]).max(axis=1) >= change
+            trips = (samples[:, 0] < alarm) & (samples.max(axis=1) >= alarm)
+            for k in np.flatnonzero(moved | trips).tolist():
+                last = float(samples[k, 0])
+                for m in range(1, per):
+                    x = float(samples[k, m])
+                    if abs(x - last) >= change or last < alarm <= x:
+                        found.append((float(at_s[k * per + m]), col, x))
+                        last = x
+        found.sort()
+        if not found:
+            return empty
+        t, c, v = zip(*found, strict=True)
+        return np.asarray(t), np.asarray(c, dtype=np.int64), np.asarray(v)
+
     def _truth(
         self,
         *,
@@ -499,6 +609,7 @@ class GasScenario:
         methane: FloatArray,
         clean: FloatArray,
         compute_s: float,
+        on_change: int = 0,
     ) -> GroundTruth:
         columns = [flows.column(self._junction_of[s.sensor_id]) for s in self.pressure_sensors]
         without_kpa = interpolate(times, baseline, at_s)[:, columns] * KPA_PER_BAR
@@ -554,7 +665,7 @@ class GasScenario:
         pressure_cols = [k for k, s in enumerate(self.sensors) if s.quantity is Quantity.PRESSURE]
         methane_cols = [k for k, s in enumerate(self.sensors) if s.quantity is Quantity.METHANE]
         summary = {
-            "readings": int(clean.size),
+            "readings": int(clean.size) + on_change,
             "sensors": len(self.sensors),
             "steps": len(at_s),
             "events": {"gas_leak": len(self._plans)} if self._plans else {},
@@ -566,6 +677,8 @@ class GasScenario:
             "pipe_flows": flows.solves,
             "compute_s": round(compute_s, 3),
         }
+        if self.methane_reporting is not None:
+            summary["readings_on_change"] = on_change
         scenario = dict(
             parameters(
                 kind="gas",
@@ -588,6 +701,7 @@ class GasScenario:
             "noise": asdict(self.noise),
             "air_changes_per_h": {k.value: v for k, v in sorted(self.air_changes_per_h.items())},
             "sensors": [s.sensor_id for s in self.sensors],
+            "methane_reporting": None if self.methane_reporting is None else asdict(self.methane_reporting),
         }
         return GroundTruth(scenario=scenario, events=events, summary=summary)
 

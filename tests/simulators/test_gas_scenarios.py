@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,7 @@ import numpy.typing as npt
 import pytest
 from shapely import LineString, Point
 
-from simulators.gas_scenarios import ALARM_PCT_LEL, GasLeakEvent, GasScenario
+from simulators.gas_scenarios import ALARM_PCT_LEL, GasLeakEvent, GasScenario, MethaneReporting
 from simulators.runner import run_scenario
 from twin.democity.gas import build_gas
 from twin.democity.layout import build_layout
@@ -201,3 +202,59 @@ def test_run_scenario_writes_the_recording_and_the_ground_truth(tmp_path: Path, 
     (event,) = truth["events"]
     assert event["kind"] == "gas_leak" and event["spaces"][0]["space_id"] == demo.manhole.space_id
     assert truth["summary"]["spaces_over_20_pct_lel"] >= 1
+
+
+def test_methane_reported_on_change_adds_readings_between_steps_and_changes_neither_the_rest_nor_the_truth(
+    demo: Demo,
+) -> None:
+    def scenario(reporting: MethaneReporting | None) -> GasScenario:
+        return GasScenario(
+            demo.network,
+            demo.spaces,
+            demo.sensors,
+            start=START,
+            duration=timedelta(hours=2),
+            snapshot_step=timedelta(hours=1),
+            events=[_leak(demo, start=START + timedelta(minutes=30))],
+            seed=11,
+            methane_reporting=reporting,
+        )
+
+    reporting = MethaneReporting(sample_s=5, change_pct_lel=2.0)
+    plain, on_change = scenario(None), scenario(reporting)
+    every = list(on_change.steps())
+    at_minutes = [s for s in every if (s.ts - START) % timedelta(minutes=1) == timedelta(0)]
+    between = [s for s in every if (s.ts - START) % timedelta(minutes=1) != timedelta(0)]
+    # The regular reports are the very same; the ground truth's events too.
+    assert [(s.ts, s.readings) for s in at_minutes] == [(s.ts, s.readings) for s in plain.steps()]
+    assert on_change.ground_truth().events == plain.ground_truth().events
+    truth = on_change.ground_truth()
+    assert truth.scenario["methane_reporting"] == {"sample_s": 5, "change_pct_lel": 2.0, "alarm_pct_lel": 20.0}
+    assert plain.ground_truth().scenario["methane_reporting"] is None
+    extra = [r for s in between for r in s.readings]
+    assert truth.summary["readings_on_change"] == len(extra) > 0
+    assert truth.summary["readings"] == plain.ground_truth().summary["readings"] + len(extra)
+    # Only methane sensors report between steps, at their sample times, in time order.
+    assert all(r.sensor_id.startswith("GM-") for r in extra)
+    assert all((s.ts - START) % timedelta(seconds=5) == timedelta(0) for s in between)
+    assert [s.ts for s in every] == sorted({s.ts for s in every})
+    # Beside the leak, a reading comes each time the value moved 2 %LEL from the one published before it (or
+    # reached the alarm level): within the first minute of the rise, long before the next regular report.
+    sid = f"GM-{demo.manhole.space_id}"
+    mine = [(r.ts, r.value) for s in every for r in s.readings if r.sensor_id == sid]
+    leak_at = START + timedelta(minutes=30)
+    early = [ts for ts, _v in mine if leak_at < ts < leak_at + timedelta(minutes=1)]
+    assert early, mine[25:40]
+    for (_t0, before), (t1, value) in itertools.pairwise(mine):
+        if (t1 - START) % timedelta(minutes=1) != timedelta(0):
+            assert abs(value - before) >= 2.0 or before < ALARM_PCT_LEL <= value
+    # Quiet sensors, far from the leak, hardly ever publish between their regular reports (noise alone).
+    publishing = {r.sensor_id for r in extra}
+    assert len(publishing) <= 10, sorted(publishing)
+
+
+def test_a_sampling_period_that_does_not_divide_the_step_is_refused(demo: Demo) -> None:
+    with pytest.raises(ConfigError, match="must divide"):
+        GasScenario(
+            demo.network, demo.spaces, demo.sensors, start=START, methane_reporting=MethaneReporting(sample_s=7)
+        )
