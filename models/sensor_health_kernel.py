@@ -28,6 +28,10 @@ and ``.nbc``); where that directory is read-only numba falls back to a user-wide
 cores, loading it from the cache about 0.5 s (most of it numba's own start). :func:`compile_kernels` compiles (or
 loads) the kernels for the only argument types the detector uses, and the detector calls it when it is made, so
 the cost is paid at start, not at the first batch.
+
+Where ``python -m models.kernel_aot`` (run by ``scripts/setup.sh``) built them from this very source on this
+machine, the entry points come from that ahead-of-time build instead and numba is not imported at all
+(:mod:`models.kernel_aot`: ~140 MB less resident memory in ingest); ``LIFELINE_KERNELS=jit`` forces the JIT.
 """
 
 from __future__ import annotations
@@ -36,21 +40,37 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-import numba
 import numpy as np
 import numpy.typing as npt
 
+from models import kernel_aot
+
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-
-def _njit(func: _F) -> _F:
-    """Compile *func* with numba, cached on disk, without fastmath (results bit-identical to Python's)."""
-    return cast(_F, numba.njit(cache=True, nogil=True)(func))
+AOT = kernel_aot.load("sensor_health")
+"""These kernels compiled ahead of time (:mod:`models.kernel_aot`), or None: numba compiles them at start."""
 
 
-def _inline(func: _F) -> _F:
-    """Compile *func* with numba into each caller (one compilation, whatever constants it is called with)."""
-    return cast(_F, numba.njit(inline="always")(func))
+if AOT is None:
+    import numba
+
+    def _njit(func: _F) -> _F:
+        """Compile *func* with numba, cached on disk, without fastmath (results bit-identical to Python's)."""
+        return cast(_F, numba.njit(cache=True, nogil=True)(func))
+
+    def _inline(func: _F) -> _F:
+        """Compile *func* with numba into each caller (one compilation, whatever constants it is called with)."""
+        return cast(_F, numba.njit(inline="always")(func))
+
+else:
+
+    def _njit(func: _F) -> _F:
+        """Leave *func* as Python: the compiled module's entry point replaces it at the end of this module."""
+        return func
+
+    def _inline(func: _F) -> _F:
+        """Leave *func* as Python (it is compiled into the entry points of the compiled module)."""
+        return func
 
 
 NONE = np.iinfo(np.int64).min
@@ -626,49 +646,39 @@ def scatter(
             xt_all[rows[j], c] = xt[j, c]
 
 
-_I64 = numba.types.int64
-_ARG_TYPES = (
-    _I64[::1],
-    _I64[::1],
-    numba.types.float64[::1],
-    numba.types.int16[::1],
-    _I64,
-    _I64[::1],
-    _I64[::1],
-    numba.types.Array(numba.types.float64, 2, "F"),
-    numba.types.Array(_I64, 2, "F"),
-    numba.types.Array(_I64, 2, "F"),
-    numba.types.Array(numba.types.float64, 2, "F"),
-    numba.types.Array(_I64, 2, "F"),
-    numba.types.float64[::1],
-    _I64[::1],
-)
-"""The argument types :class:`~models.sensor_health.SensorHealthDetector` calls :func:`run_batch` with."""
+def entry_points() -> dict[str, tuple[Any, ...]]:
+    """The compiled entry points and the argument types :class:`~models.sensor_health.SensorHealthDetector` calls
+    them with (the JIT and the ahead-of-time build compile exactly these)."""
+    import numba
 
-
-_SCATTER_TYPES = (
-    _I64[::1],
-    numba.types.float64[:, ::1],
-    _I64[:, ::1],
-    _I64[:, ::1],
-    numba.types.Array(numba.types.float64, 2, "F"),
-    numba.types.Array(_I64, 2, "F"),
-    numba.types.Array(_I64, 2, "F"),
-)
-"""The argument types of :func:`scatter`."""
+    i8, f8 = numba.types.int64, numba.types.float64
+    f8_f, i8_f = numba.types.Array(f8, 2, "F"), numba.types.Array(i8, 2, "F")
+    return {
+        "run_batch": (
+            *(i8[::1], i8[::1], f8[::1], numba.types.int16[::1], i8, i8[::1], i8[::1]),
+            *(f8_f, i8_f, i8_f, f8_f, i8_f, f8[::1], i8[::1]),
+        ),
+        "scatter": (i8[::1], f8[:, ::1], i8[:, ::1], i8[:, ::1], f8_f, i8_f, i8_f),
+    }
 
 
 def compile_kernels() -> float:
     """Compile :func:`run_batch` and :func:`scatter` for the detector's argument types (or load them from the cache).
 
     Returns:
-        The seconds it took; 0 when they were already compiled in this process.
+        The seconds it took; 0 when they were already compiled in this process, or compiled ahead of time.
     """
+    if AOT is not None:
+        return 0.0
     began = time.perf_counter()
     done = False
-    for dispatcher, types in ((run_batch, _ARG_TYPES), (scatter, _SCATTER_TYPES)):
-        jitted: Any = dispatcher
+    for name, types in entry_points().items():
+        jitted: Any = globals()[name]
         if not jitted.signatures:
             jitted.compile(types)
             done = True
     return time.perf_counter() - began if done else 0.0
+
+
+if AOT is not None:
+    globals().update({name: getattr(AOT, name) for name in ("run_batch", "scatter")})

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -352,6 +353,7 @@ def test_a_plain_mapping_committed_replaces_the_state() -> None:
     assert {sid: s.trusted for sid, s in new.state.items()} == {"P1": 7}
 
 
+@pytest.mark.skipif(kern.AOT is not None, reason="compiled ahead of time for one signature (JIT: LIFELINE_KERNELS=jit)")
 def test_the_kernel_is_compiled_once_for_the_types_the_detector_uses() -> None:
     det = SensorHealthDetector(SENSORS)
     for now, readings in _stream(3, 50):
