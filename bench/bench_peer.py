@@ -1,16 +1,18 @@
 """Lifeline Twin's ingest and a Node-RED peer side by side: same stream, same broker, same database, one run.
 
 For each mode (1 reading per message, 50 readings per message) a separate publisher process sends the same stream
-(QoS 1, --rate messages/s or as fast as it can, for --seconds) through a private Mosquitto to (a) `lifeline ingest`
-(its own process, detectors on, its own schema) and then (b) Node-RED 4.1 running the tuned peer flow of
-``../shared/peers/node-red`` (mqtt in → join 1,000 or 0.2 s → one INSERT … unnest per batch, pg.Pool of 4) into a
-table of its own schema. Each system gets its own topic prefix, so nothing queued for one reaches the other.
+(QoS 1, --rate messages/s or as fast as it can, for --seconds; PUBLISH packets framed and written in bulk by
+``simulators/raw_publisher.py``, or through paho with --publisher paho) through a private Mosquitto to (a)
+`lifeline ingest` (its own process, detectors on, its own schema) and then (b) Node-RED 4.1 running the tuned peer
+flow of ``../shared/peers/node-red`` (mqtt in → join 1,000 or 0.2 s → one INSERT … unnest per batch, pg.Pool of 4)
+into a table of its own schema. Each system gets its own topic prefix, so nothing queued for one reaches the other.
 
 Measured per run: readings published and stored (nothing may be lost), readings/s landed (first publish → count of
 stored rows reaches the count published), lag p50/p99 (every --probe-interval s the publisher sends a probe message
 whose readings carry the publish time as ``ts``; a poller in this process sees the row appear: lag = first seen −
 ts, resolution --poll-interval), CPU seconds of the consumer process and of the PostgreSQL backends serving it, and
-the consumer's peak RSS (sampled). Prints a table and the ratios Lifeline/peer.
+the consumer's peak RSS and peak anonymous memory (``RssAnon``: RSS without the files it maps; sampled). Prints a
+table and the ratios Lifeline/peer.
 
     bench/peer/install.sh                       # once: Node-RED 4.1.8 and pg into bench/peer/node_modules
     python bench/bench_peer.py --seconds 20     # as fast as the publisher can
@@ -82,6 +84,7 @@ class Result:
     cpu_s: float = 0.0
     db_cpu_s: float = 0.0
     peak_rss_mb: float = 0.0
+    peak_anon_mb: float = 0.0
     lags_ms: list[float] = field(default_factory=list)
     broker_notes: list[str] = field(default_factory=list)
 
@@ -246,12 +249,23 @@ def _publish_paho(
         out.put((sent, messages, time.perf_counter() - t0))
 
 
+def _anon_bytes(pid: int) -> int:
+    """A process's anonymous resident memory (``RssAnon``: its heap and stacks, not the files it maps, such as
+    its executable and libraries, which the system shares between processes and can drop and read back)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 class Sampler:
     """CPU and peak RSS of a consumer process tree and of the PostgreSQL backends its connections talk to."""
 
     def __init__(self, pid: int) -> None:
         self.proc = psutil.Process(pid)
         self.peak_rss = 0
+        self.peak_anon = 0
         self._cpu0 = self._tree_cpu()
         self._backends: dict[int, tuple[float, float]] = {}
 
@@ -266,13 +280,15 @@ class Sampler:
         return total
 
     def sample(self, conn: Any) -> None:
-        rss = 0
+        rss = anon = 0
         ports: list[int] = []
         for p in self._tree():
-            with suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            with suppress(psutil.NoSuchProcess, psutil.AccessDenied, OSError):
                 rss += p.memory_info().rss
+                anon += _anon_bytes(p.pid)
                 ports += [c.laddr.port for c in p.net_connections(kind="tcp") if c.raddr and c.raddr.port == 5432]
         self.peak_rss = max(self.peak_rss, rss)
+        self.peak_anon = max(self.peak_anon, anon)
         if not ports:
             return
         rows = conn.execute(
@@ -392,6 +408,7 @@ def run_once(broker: EmbeddedServer, target: Target, args: argparse.Namespace, p
             result.cpu_s = sampler.cpu_s()
             result.db_cpu_s = sampler.db_cpu_s()
             result.peak_rss_mb = sampler.peak_rss / 2**20
+            result.peak_anon_mb = sampler.peak_anon / 2**20
             with broker.log_path.open("rb") as log:
                 log.seek(log_offset)
                 # Mosquitto drops QoS 1 messages for a subscriber whose queue is full (max_queued_messages).
@@ -462,6 +479,7 @@ def _drain(
     result.cpu_s = sampler.cpu_s()
     result.db_cpu_s = sampler.db_cpu_s()
     result.peak_rss_mb = sampler.peak_rss / 2**20
+    result.peak_anon_mb = sampler.peak_anon / 2**20
 
 
 def lifeline_target(broker_url: str, sensors: int, workdir: Path, protocol: str = "5", workers: int = 1) -> Target:
@@ -686,7 +704,8 @@ def main() -> None:
                     f"in {result.elapsed_s:.1f} s (published in {result.publish_s:.1f} s), "
                     f"{result.readings_per_s:,.0f} readings/s, lag p50 {result.lag_ms(50):,.0f} ms "
                     f"p99 {result.lag_ms(99):,.0f} ms ({len(result.lags_ms)} probes), "
-                    f"CPU {result.cpu_s:.1f} s + db {result.db_cpu_s:.1f} s, peak RSS {result.peak_rss_mb:.0f} MB",
+                    f"CPU {result.cpu_s:.1f} s + db {result.db_cpu_s:.1f} s, peak RSS {result.peak_rss_mb:.0f} MB "
+                    f"({result.peak_anon_mb:.0f} MB anonymous)",
                     flush=True,
                 )
                 for note in result.broker_notes:
@@ -701,19 +720,19 @@ def _print_table(rows: list[tuple[str, str, Result]]) -> None:
     print()
     print(
         "| mode | system | published | stored | lost | publisher msg/s | readings/s landed | lag p50 ms | lag p99 ms "
-        "| CPU s | DB backend CPU s | CPU µs/reading (both) | peak RSS MB |"
+        "| CPU s | DB backend CPU s | CPU µs/reading (both) | peak RSS MB | peak anonymous MB |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for mode, name, r in rows:
         per_reading = (r.cpu_s + r.db_cpu_s) / r.stored * 1e6 if r.stored else float("nan")
         print(
             f"| {mode} | {name} | {r.published:,} | {r.stored:,} | {r.lost:,} | {r.messages / r.publish_s:,.0f} "
             f"| {r.readings_per_s:,.0f} | {r.lag_ms(50):,.0f} | {r.lag_ms(99):,.0f} | {r.cpu_s:.1f} "
-            f"| {r.db_cpu_s:.1f} | {per_reading:.1f} | {r.peak_rss_mb:.0f} |"
+            f"| {r.db_cpu_s:.1f} | {per_reading:.1f} | {r.peak_rss_mb:.0f} | {r.peak_anon_mb:.0f} |"
         )
     print()
-    print("| mode | readings/s landed | lag p50 | lag p99 | CPU µs/reading (both) | peak RSS |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| mode | readings/s landed | lag p50 | lag p99 | CPU µs/reading (both) | peak RSS | peak anonymous |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     by_mode: dict[str, dict[str, Result]] = {}
     for mode, name, r in rows:
         by_mode.setdefault(mode, {})[name] = r
@@ -729,7 +748,8 @@ def _print_table(rows: list[tuple[str, str, Result]]) -> None:
             print(
                 f"| {mode}: {name}/peer | {a.readings_per_s / b.readings_per_s:.2f} "
                 f"| {a.lag_ms(50) / b.lag_ms(50):.2f} | {a.lag_ms(99) / b.lag_ms(99):.2f} "
-                f"| {per(a) / per(b):.2f} | {a.peak_rss_mb / b.peak_rss_mb:.2f} |"
+                f"| {per(a) / per(b):.2f} | {a.peak_rss_mb / b.peak_rss_mb:.2f} "
+                f"| {a.peak_anon_mb / b.peak_anon_mb:.2f} |"
             )
 
 
