@@ -13,6 +13,12 @@ batches go behind it (into the spool) until it is empty, so each sensor's readin
 stops the acknowledgements: the broker keeps the messages (back-pressure) and ingest says so in its log and health.
 Without a spool directory the batch is retried with backoff and nothing is acknowledged, so the broker keeps the
 messages (bounded by ``receive_maximum`` in flight to us).
+
+Batches are written with a deferred fold (:class:`~twin.store.readings.ReadingStore` ``defer_fold``): each adds its
+aggregates to ``readings_pending``, and the writer thread folds them into the rollups and ``sensor_latest`` at most
+every ``fold_interval_s`` (also when idle, at start-up for what a crashed run left, and at a clean stop), in a
+short transaction of its own. A fold that fails leaves the rows pending for the next one: it never touches the
+batches' own path (their commit, acknowledgement or spooling).
 """
 
 from __future__ import annotations
@@ -82,6 +88,11 @@ REPLAY_SLICE_S = 1.0
 accepting messages (into the spool) while it catches up."""
 REPLAY_CHUNK_BYTES = 8 << 20
 """Spool records replayed in one transaction, bytes (at least one record)."""
+FOLD_LOCK_TIMEOUT_S = 0.5
+"""A fold that waits longer for a lock (a rollup row another writer holds, another worker's fold at start or stop)
+gives up and is tried again later, so the writer thread is not held from the batches (a fold takes milliseconds)."""
+FOLD_RETRY_MAX_S = 30.0
+"""After failed folds, the next is tried with backoff (from ``fold_interval_s``) up to this many seconds apart."""
 SPOOL_LOG_S = 10.0
 """While not writing straight to the database, the spool's state is logged this often (a full spool at ERROR)."""
 DB_CONNECT_DEFAULTS: Mapping[str, str] = {
@@ -124,6 +135,11 @@ class IngestStats:
     """When the oldest batch not yet replayed was spooled (UTC)."""
     readings_spooled: int = 0
     readings_replayed: int = 0
+    pending_folded: int = 0
+    """``readings_pending`` rows folded into the rollups and ``sensor_latest`` by this worker."""
+    last_fold: datetime | None = None
+    """When this worker's last fold committed (UTC): rollups and latest values hold every batch committed before
+    it began."""
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -249,7 +265,7 @@ class _DbWriter:
             if mode is None:
                 conn.close()
                 raise psycopg.OperationalError(f"schema {svc.schema!r} is not migrated")
-            self.conn, self.store = conn, ReadingStore(conn, mode=mode)
+            self.conn, self.store = conn, ReadingStore(conn, mode=mode, defer_fold=svc._defer_fold)
         assert self.store is not None
         with self.conn.transaction():
             inserted = self.store.write(batch.readings)
@@ -287,6 +303,9 @@ class IngestService:
             so several PostgreSQL backends work at once (0: the writer thread writes every batch itself). Only
             batches that change no alert go this way, and only while the database is up and the spool empty; the
             others wait for them and are written in order as before (see :meth:`_handle`).
+        fold_interval_s: batches' aggregates are folded into the rollups and ``sensor_latest`` at most this often,
+            seconds, so those are up to about this long behind the readings; 0: each batch folds its own as it is
+            written (costs ~3 row upserts per reading with small batches of single readings).
 
     Example:
         >>> svc = IngestService(conninfo="postgresql://127.0.0.1/test", schema="lifeline",   # doctest: +SKIP
@@ -316,6 +335,7 @@ class IngestService:
         health_host: str = "127.0.0.1",
         statement_timeout_s: float = 30.0,
         db_writers: int = 2,
+        fold_interval_s: float = 1.0,
     ) -> None:
         self.conninfo = conninfo
         self.schema = schema
@@ -332,6 +352,15 @@ class IngestService:
         self.state_save_s = state_save_s
         self.stats = IngestStats()
         self.db_writers = db_writers
+        self.fold_interval_s = fold_interval_s
+        self._defer_fold = False
+        """Whether batches are written with a deferred fold (set on connecting: the schema must have the table)."""
+        self._unfolded = False
+        """Set when a batch was written since the last fold began (by any thread), so an idle worker folds once."""
+        self._fold_due = 0.0
+        """When the next fold may run (monotonic seconds)."""
+        self._fold_delay = fold_interval_s
+        self._fold_logged_at = 0.0
         self._writers: list[_DbWriter] = []
         self._next_writer = 0
         self._in_flight = 0
@@ -440,6 +469,9 @@ class IngestService:
         if self._worker is not None:
             self._worker.join(timeout)
             if not self._worker.is_alive():
+                # The writers have stored what they held: what is pending goes into the rollups now, not at the
+                # next start.
+                self._fold_safely(wait=True)
                 self._save_states_safely()
         if self._client is not None:
             self._client.disconnect()
@@ -537,6 +569,8 @@ class IngestService:
                 self._handle(batch)
             elif self._writing_direct() and time.monotonic() - self._registry_loaded_at > self.registry_refresh_s:
                 self._refresh_registry_safely()
+            if self._unfolded and time.monotonic() >= self._fold_due:
+                self._fold_safely(wait=False)
 
     def _writing_direct(self) -> bool:
         return self.stats.database_ok and (self._spool is None or self._spool.empty)
@@ -685,6 +719,8 @@ class IngestService:
 
     def _written_aside(self, batch: _Batch, inserted: int) -> None:
         """Account for a batch a database writer stored, and acknowledge it."""
+        if inserted and self._defer_fold:
+            self._unfolded = True
         self._ack(batch)
         with self._stats_lock:
             stats = self.stats
@@ -728,6 +764,7 @@ class IngestService:
                 event_id = apply_change(conn, change, schema=self.schema)
                 if event_id is not None:
                     published.append((event_id, change))
+        self._unfolded = self._unfolded or (inserted > 0 and store.defer_fold)
         if not committed:
             detector.commit(detection)
         if time.monotonic() - self._state_saved_at > self.state_save_s:
@@ -907,6 +944,7 @@ class IngestService:
                 event_id = apply_change(conn, change, schema=self.schema)
                 if event_id is not None:
                     published.append((event_id, change))
+        self._unfolded = self._unfolded or (inserted > 0 and store.defer_fold)
         stats = self.stats
         stats.batches += len(records)
         stats.readings_stored += inserted
@@ -1015,12 +1053,55 @@ class IngestService:
             conn.close()
             raise psycopg.OperationalError(f"schema {self.schema!r} is not migrated; run 'lifeline db migrate'")
         self._conn, self._mode = conn, mode
-        self._store = ReadingStore(conn, mode=mode)
+        self._defer_fold = self.fold_interval_s > 0 and _has_pending_table(conn)
+        self._store = ReadingStore(conn, mode=mode, defer_fold=self._defer_fold)
         if self._detector is None and self._spool is not None and not self._spool.empty:
             # What a previous run spooled goes in first: the detectors rebuild their state from the stored alerts.
             log.warning("replaying the spool left by a previous run before consuming")
             self._replay(budget_s=math.inf)
+        # What a run that crashed between a commit and its fold left pending (and what was just replayed): the
+        # detectors start from sensor_latest.
+        self._fold_safely(wait=True)
         self._load_registry()
+
+    def _fold_safely(self, *, wait: bool) -> None:
+        """Fold what is pending on this thread's connection; a failure is logged and the next fold catches up.
+
+        ``wait``: wait for another worker's fold to end (start and stop); otherwise skip when one is running
+        (the writer thread must not wait for it: the next fold, within ``fold_interval_s``, takes what it left).
+        """
+        conn, store = self._conn, self._store
+        if not self._defer_fold or conn is None or store is None or conn.closed or conn.broken:
+            return
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            return  # not between transactions (cannot happen on the writer thread; be safe on others)
+        self._unfolded = False
+        started = time.monotonic()
+        try:
+            folded = store.fold_pending(wait=wait, lock_timeout_s=FOLD_LOCK_TIMEOUT_S)
+        except psycopg.Error as exc:
+            # Rolled back: the rows stay pending. Tried again with backoff, so a fold that keeps waiting out its
+            # lock timeout takes little of the writer thread's time.
+            self._unfolded = True
+            self._fold_delay = min(max(self._fold_delay * DELAY_BACKOFF, self.fold_interval_s), FOLD_RETRY_MAX_S)
+            self._fold_due = time.monotonic() + self._fold_delay
+            if time.monotonic() - self._fold_logged_at > SPOOL_LOG_S:
+                self._fold_logged_at = time.monotonic()
+                log.warning(
+                    "could not fold the pending aggregates (tried again in %.1f s): %s",
+                    self._fold_delay,
+                    _first_line(exc),
+                )
+            return
+        self._fold_delay = self.fold_interval_s
+        self._fold_due = time.monotonic() + self.fold_interval_s
+        if folded is None:
+            self._unfolded = True  # another worker was folding: ours may have begun after it, so try again later
+            return
+        self.stats.pending_folded += folded
+        self.stats.last_fold = datetime.now(UTC)
+        if time.monotonic() - started > 1.0:
+            log.info("fold of %d pending rows took %.1f s", folded, time.monotonic() - started)
 
     def _drop_connection(self) -> None:
         if self._conn is not None:
@@ -1146,6 +1227,15 @@ def _spool_dead_letter(record: SpoolRecord, exc: Exception, max_raw: int) -> Dea
         reason="spool_record",
         detail=str(exc)[:500],
     )
+
+
+def _has_pending_table(conn: DictConnection) -> bool:
+    """Whether the schema has ``readings_pending`` (migration 10); without it batches fold as they are written."""
+    row = conn.execute("SELECT to_regclass('readings_pending') IS NOT NULL AS ok").fetchone()
+    if not (row and row["ok"]):
+        log.warning("schema has no readings_pending table ('lifeline db migrate'): batches fold as they are written")
+        return False
+    return True
 
 
 def _with_connect_defaults(conninfo: str) -> str:

@@ -145,6 +145,7 @@ def ingest(ctx: click.Context, health_port: int | None) -> None:
         batch_max=s.ingest_batch_max,
         flush_interval_s=s.ingest_flush_interval_s,
         db_writers=s.ingest_db_writers,
+        fold_interval_s=s.ingest_fold_interval_s,
         failpoint=s.ingest_failpoint,
         spool_dir=s.spool_directory(mqtt_config.client_id),
         spool_max_bytes=s.spool_max_bytes,

@@ -93,6 +93,7 @@ def run_demo(settings: Settings, *, interval_s: float = 2.0) -> None:
             batch_max=settings.ingest_batch_max,
             flush_interval_s=settings.ingest_flush_interval_s,
             db_writers=settings.ingest_db_writers,
+            fold_interval_s=settings.ingest_fold_interval_s,
         )
         ingest.start()
         if not ingest.wait_ready(15):

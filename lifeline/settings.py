@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     ingest_db_writers: int = Field(
         2, ge=0, le=16, description="extra database connections writing batches in parallel (0: one at a time)"
     )
+    ingest_fold_interval_s: float = Field(
+        1.0,
+        ge=0,
+        description="fold batches' aggregates into the rollups and latest values at most this often, seconds"
+        " (they lag the readings by about as much); 0: each batch folds its own",
+    )
     ingest_failpoint: str | None = Field(
         None, description="fault tests only: 'crash_after_commit' or 'crash_after_spool'"
     )

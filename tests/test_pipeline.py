@@ -64,7 +64,15 @@ def test_reading_flows_to_database_alert_and_websocket(
 
     api = httpx.get(f"{viewer_url}/api/alerts", params={"active": True}).json()
     assert [a["id"] for a in api] == [alert["id"]]
-    sensors = {s["sensor_id"]: s for s in httpx.get(f"{viewer_url}/api/sensors").json()}
+    # Latest values are folded from the stored batches about once a second: wait for the fold, not the alert.
+    sensors = wait_for(
+        lambda: (
+            {s["sensor_id"]: s for s in httpx.get(f"{viewer_url}/api/sensors").json()}
+            if _count(db, "SELECT count(*) FROM sensor_latest WHERE sensor_id = 'D-L-001' AND value > 1") == 1
+            else None
+        ),
+        what="the latest value folded",
+    )
     assert sensors["D-L-001"]["latest_value"] == pytest.approx(1.72)
     series = httpx.get(
         f"{viewer_url}/api/sensors/D-L-001/readings",

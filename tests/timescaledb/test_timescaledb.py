@@ -26,13 +26,17 @@ ROWS = [
 ]
 
 
-def _load(conn: psycopg.Connection[Any], mode: StorageMode) -> int:
-    store = ReadingStore(conn, mode=mode, use_copy=mode is StorageMode.POSTGRESQL)
+def _load(conn: psycopg.Connection[Any], mode: StorageMode, *, defer_fold: bool = False) -> int:
+    store = ReadingStore(conn, mode=mode, use_copy=mode is StorageMode.POSTGRESQL, defer_fold=defer_fold)
     inserted = 0
     late, early = ROWS[:100], ROWS[100:]
     for chunk in (early, late, ROWS[:10]):  # out of order, then a redelivered chunk
         with conn.transaction():
             inserted += store.write(chunk)
+    if defer_fold:
+        # One pending row per sensor and minute of each chunk that stored anything (the redelivered one did not).
+        minutes = [{(sid, ts.replace(second=0)) for sid, ts, _v, _q in chunk} for chunk in (early, late)]
+        assert store.fold_pending() == sum(map(len, minutes))
     return inserted
 
 
@@ -106,6 +110,27 @@ def test_timescaledb_schema_runs_on_real_timescaledb(timescaledb_port: int, capl
         with conn.transaction():
             assert again.write(ROWS[:5]) == 0
         conn.execute("DROP SCHEMA tsdb CASCADE")
+
+
+def test_deferred_fold_on_real_timescaledb(timescaledb_port: int) -> None:
+    """Ingest's deferred fold (the slow path, as this engine has no COPY FROM STDIN): the pending aggregates of a
+    hypertable's readings fold into ``sensor_latest`` only; the continuous aggregates answer the rollup queries."""
+    with connect_timescaledb(timescaledb_port) as conn:
+        conn.row_factory = dict_row  # type: ignore[assignment]
+        conn.execute("DROP SCHEMA IF EXISTS tsdb_defer CASCADE")
+        assert migrate(conn, schema="tsdb_defer", mode="auto") is StorageMode.TIMESCALEDB
+        conn.execute("SET search_path TO tsdb_defer, public")
+        assert _load(conn, StorageMode.TIMESCALEDB, defer_fold=True) == len(ROWS)
+        assert conn.execute("SELECT count(*) AS n FROM readings_pending").fetchone() == {"n": 0}
+        _check_queries(conn)
+        conn.execute("DROP SCHEMA tsdb_defer CASCADE")
+
+
+def test_plain_postgresql_deferred_fold_gives_the_same_answers(db: Any) -> None:
+    assert _load(db, StorageMode.POSTGRESQL, defer_fold=True) == len(ROWS)
+    _check_queries(db)
+    rollup = db.execute("SELECT sum(n) AS n FROM readings_1h").fetchone()
+    assert rollup["n"] == len(ROWS)
 
 
 def test_plain_postgresql_gives_the_same_answers(db: Any, caplog: pytest.LogCaptureFixture) -> None:

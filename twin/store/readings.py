@@ -13,6 +13,18 @@ A batch is written in one of two ways, with the same result:
 
 In plain-PostgreSQL mode the rollups are the 1-minute and 1-hour tables (count, sum, min, max), which is what
 TimescaleDB's continuous aggregates hold in the other mode; there only ``sensor_latest`` is written here.
+
+**Deferred fold** (``defer_fold=True``, what ingest uses): folding each batch upserts about one rollup row per
+reading in each rollup and one ``sensor_latest`` row per sensor, and with small batches of single readings from
+many sensors (50 ms of a stream) that is ~3 upserts per reading, most of the database's work. Instead the batch's
+aggregates per (sensor, minute), with the sensor's newest reading in that minute, are appended to the unindexed
+``readings_pending`` in the same transaction as the readings (binary COPY; the slow path with ``INSERT … SELECT``
+from the rows it inserted), and :meth:`ReadingStore.fold_pending` folds everything pending at once, about once a
+second: one upsert per (sensor, minute), (sensor, hour) and sensor for the whole second. The rollups and latest
+values are then up to that long behind the readings. The fold takes what it folds with ``DELETE … RETURNING`` in
+its own transaction, so each pending row is folded exactly once, whoever folds: two folds at once (a transaction
+advisory lock makes one wait for, or skip, the other), or a writer that crashed after its commit and never folded
+(the next fold of any writer takes its rows).
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import psycopg
 from psycopg import errors
 from psycopg.rows import tuple_row
@@ -69,7 +82,28 @@ SELECT count(*) FROM ins
 """
 
 
-def _move_statement(mode: StorageMode) -> str:
+_MOVE_PENDING = """
+WITH ins AS (
+    INSERT INTO readings (sensor_id, ts, value, quality)
+    SELECT sensor_id, ts, value, quality FROM stage_readings
+    ON CONFLICT (sensor_id, ts) DO NOTHING
+    RETURNING sensor_id, (extract(epoch FROM ts) * 1000000)::int8 AS us, value, quality)
+, pending AS (
+    INSERT INTO readings_pending
+        (sensor_id, bucket_s, n, sum_value, min_value, max_value, last_us, last_value, last_quality)
+    SELECT sensor_id, (us - ((us % 60000000) + 60000000) % 60000000) / 1000000, count(*), sum(value), min(value),
+           max(value), max(us), (array_agg(value ORDER BY us DESC))[1], (array_agg(quality ORDER BY us DESC))[1]
+    FROM ins GROUP BY 1, 2
+    RETURNING 1)
+SELECT count(*) FROM ins
+"""
+"""The slow path with a deferred fold: the newly inserted rows' aggregates per (sensor, minute) and each one's
+newest reading go to ``readings_pending`` (the minute's start in Unix seconds, floored also before 1970)."""
+
+
+def _move_statement(mode: StorageMode, *, defer_fold: bool = False) -> str:
+    if defer_fold:
+        return _MOVE_PENDING
     rollups = ""
     if mode is StorageMode.POSTGRESQL:
         rollups = "".join(
@@ -112,6 +146,94 @@ def _fold_statement(mode: StorageMode) -> str:
     return "WITH" + ctes.lstrip().removeprefix(",") + _FOLD_LATEST
 
 
+_PENDING_COLUMNS = "sensor_id, bucket_s, n, sum_value, min_value, max_value, last_us, last_value, last_quality"
+_COPY_PENDING = f"COPY readings_pending ({_PENDING_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+
+_FOLD_LOCK = "SELECT pg_advisory_xact_lock(hashtext('lifeline-fold:' || current_schema()))"
+_FOLD_TRY_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('lifeline-fold:' || current_schema()))"
+"""Folds of one schema are serialised: two at once would each lock rollup rows the other wants (the DELETE alone
+would already give each pending row to one of them)."""
+
+_FOLD_PENDING_ROLLUPS = """
+, r1m AS (
+    INSERT INTO readings_1m (sensor_id, bucket, n, sum_value, min_value, max_value)
+    SELECT sensor_id, to_timestamp(bucket_s), n, sum_value, min_value, max_value
+    FROM m ORDER BY sensor_id COLLATE "C", bucket_s{merge_1m}
+, r1h AS (
+    INSERT INTO readings_1h (sensor_id, bucket, n, sum_value, min_value, max_value)
+    SELECT sensor_id, to_timestamp(h), sum(n), sum(sum_value), min(min_value), max(max_value)
+    FROM (SELECT sensor_id, bucket_s - ((bucket_s % 3600) + 3600) % 3600 AS h, n, sum_value, min_value, max_value
+          FROM m) AS mh
+    GROUP BY sensor_id, h ORDER BY sensor_id COLLATE "C", h{merge_1h}"""
+
+_FOLD_PENDING = """
+WITH d AS (
+    DELETE FROM readings_pending RETURNING {columns})
+, m AS (
+    SELECT sensor_id, bucket_s, sum(n) AS n, sum(sum_value) AS sum_value, min(min_value) AS min_value,
+           max(max_value) AS max_value, max(last_us) AS last_us
+    FROM d GROUP BY sensor_id, bucket_s){rollups}
+, newest AS (
+    SELECT sensor_id, max(last_us) AS last_us FROM m GROUP BY sensor_id)
+, latest AS (
+    INSERT INTO sensor_latest (sensor_id, ts, value, quality, received_at)
+    SELECT DISTINCT ON (d.sensor_id COLLATE "C") d.sensor_id,
+           TIMESTAMPTZ 'epoch' + d.last_us * INTERVAL '1 microsecond', d.last_value, d.last_quality, now()
+    FROM d JOIN newest USING (sensor_id, last_us) ORDER BY d.sensor_id COLLATE "C"
+    ON CONFLICT (sensor_id) DO UPDATE SET ts = excluded.ts, value = excluded.value, quality = excluded.quality,
+        received_at = excluded.received_at
+    WHERE excluded.ts > sensor_latest.ts
+    RETURNING 1)
+SELECT count(*) FROM d
+"""
+"""The pending rows are grouped once per (sensor, minute) (``m``); the hours and each sensor's newest time come from
+those groups, and the newest reading's value from the pending row that holds it (found by a hash join rather than
+sorting every pending row). ``DISTINCT ON`` keeps one row per sensor even if two pending rows ever held the same
+reading: an upsert that meets its own row twice would fail every fold."""
+
+
+def _fold_pending_statement(mode: StorageMode) -> str:
+    """The fold of everything pending: rows ordered by sensor id as the direct fold's are (code points: the ``C``
+    collation, also the cheapest to sort), so that a fold and a writer folding directly lock the rows they share in
+    the same order."""
+    rollups = ""
+    if mode is StorageMode.POSTGRESQL:
+        rollups = _FOLD_PENDING_ROLLUPS.format(
+            merge_1m=_ROLLUP_MERGE.format(table="readings_1m"), merge_1h=_ROLLUP_MERGE.format(table="readings_1h")
+        )
+    return _FOLD_PENDING.format(columns=_PENDING_COLUMNS, rollups=rollups)
+
+
+def fold_pending(
+    conn: psycopg.Connection[Any], *, mode: StorageMode, wait: bool = True, lock_timeout_s: float | None = None
+) -> int | None:
+    """Fold every committed ``readings_pending`` row into the rollups and ``sensor_latest``; return how many
+    (None: *wait* was False and another fold was running, so nothing was done).
+
+    One transaction of its own (a savepoint inside the caller's), so what it folds is deleted in the same commit
+    that adds it to the rollups: a failure (the database away) leaves the rows pending for the next fold, nothing
+    is lost or counted twice. Rows of transactions not yet committed are left for a later fold.
+
+    Args:
+        conn: the connection to fold on.
+        mode: the schema's storage mode (in ``timescaledb`` mode only ``sensor_latest`` is written).
+        wait: wait for a fold running elsewhere to finish (it may have left rows committed after it began);
+            False: return None at once if one is running (it may leave rows committed after it began: fold again
+            later).
+        lock_timeout_s: give up (``LockNotAvailable``) when a lock (the other fold's, a rollup row's) is not had
+            within this many seconds, so a caller that has other work does not wait long; None: the session's.
+    """
+    with conn.transaction():
+        cur = conn.cursor(row_factory=tuple_row)
+        if lock_timeout_s is not None:
+            cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{max(1, round(lock_timeout_s * 1000))}ms",))
+        locked = cur.execute(_FOLD_LOCK if wait else _FOLD_TRY_LOCK).fetchone()
+        if not wait and not (locked and locked[0]):
+            return None
+        row = cur.execute(_fold_pending_statement(mode)).fetchone()
+    return int(row[0]) if row else 0
+
+
 class ReadingStore:
     """Write batches of readings over one connection, idempotently (see the module docstring for how).
 
@@ -122,6 +244,9 @@ class ReadingStore:
         mode: the schema's storage mode (rollups are written by this class only in ``postgresql`` mode).
         use_copy: write with binary COPY (fast); False stages with one ``INSERT … unnest`` and always takes the
             slow path (for servers without COPY FROM STDIN: some proxies, the WASM TimescaleDB used in tests).
+        defer_fold: append each batch's aggregates to ``readings_pending`` instead of folding them into the rollups
+            and ``sensor_latest``; someone must call :meth:`fold_pending` (ingest does, about once a second). The
+            schema must have ``readings_pending`` (migration 10).
 
     Attributes:
         fast_batches, slow_batches: batches written by each path since this store was made.
@@ -132,10 +257,13 @@ class ReadingStore:
         ...     inserted = store.write([("D-L-001", ts, 0.42, 0)])
     """
 
-    def __init__(self, conn: psycopg.Connection[Any], *, mode: StorageMode, use_copy: bool = True) -> None:
+    def __init__(
+        self, conn: psycopg.Connection[Any], *, mode: StorageMode, use_copy: bool = True, defer_fold: bool = False
+    ) -> None:
         self._conn = conn
         self._mode = mode
-        self._move = _move_statement(mode)
+        self._defer_fold = defer_fold
+        self._move = _move_statement(mode, defer_fold=defer_fold)
         self._fold = _fold_statement(mode)
         self._staged = False
         self._use_copy = use_copy
@@ -158,8 +286,19 @@ class ReadingStore:
             self.slow_batches += 1
             return self._write_slow(batch)
 
+    @property
+    def defer_fold(self) -> bool:
+        """Whether batches' aggregates wait in ``readings_pending`` for :meth:`fold_pending`."""
+        return self._defer_fold
+
+    def fold_pending(self, *, wait: bool = True, lock_timeout_s: float | None = None) -> int | None:
+        """Fold what is pending into the rollups and ``sensor_latest`` (see :func:`fold_pending`); return how
+        many pending rows were folded (None: not waiting, and another fold was running)."""
+        return fold_pending(self._conn, mode=self._mode, wait=wait, lock_timeout_s=lock_timeout_s)
+
     def _write_fast(self, batch: ReadingBatch) -> bool:
-        """COPY *batch* straight into ``readings`` and fold it; False (nothing written) if a row was stored already."""
+        """COPY *batch* straight into ``readings`` and fold it (or append its aggregates to ``readings_pending``);
+        False (nothing written) if a row was stored already."""
         cur = self._conn.cursor(row_factory=tuple_row)
         data = copy_data(batch)
         try:
@@ -170,7 +309,11 @@ class ReadingStore:
                 copy.write(data)
         except errors.UniqueViolation:
             return False
-        cur.execute(self._fold, fold_parameters(batch, rollups=self._mode is StorageMode.POSTGRESQL))
+        if self._defer_fold:
+            with cur.copy(_COPY_PENDING) as copy:
+                copy.write(pending_copy_data(batch))
+        else:
+            cur.execute(self._fold, fold_parameters(batch, rollups=self._mode is StorageMode.POSTGRESQL))
         return True
 
     def _write_slow(self, batch: ReadingBatch) -> int:
@@ -252,10 +395,58 @@ def copy_data(batch: ReadingBatch) -> bytes:
     """Return *batch* as the data of a binary ``COPY … (sensor_id, ts, value, quality)``, built by numpy.
 
     Each row is 4 fields, each a big-endian length and the value: the sensor id's UTF-8 bytes, the time in
-    microseconds since 2000-01-01, the value (float8) and the quality (int2). Rows are grouped by the length of
-    their sensor id, so each group is one numpy record array (the order of rows in a COPY does not matter).
+    microseconds since 2000-01-01, the value (float8) and the quality (int2).
     """
     names, codes = batch.groups()
+    return _binary_copy(
+        names,
+        codes,
+        [
+            ("ts", ">i8", batch.ts_us - _PG_EPOCH_US),
+            ("value", ">f8", batch.values),
+            ("quality", ">i2", batch.quality),
+        ],
+    )
+
+
+def pending_copy_data(batch: ReadingBatch) -> bytes:
+    """Return the aggregates of *batch* (all new readings) as the data of a binary ``COPY readings_pending``.
+
+    One row per sensor and minute: the minute's start (Unix seconds), the count, sum, minimum and maximum of the
+    values, and the newest reading's time (microseconds since the Unix epoch), value and quality.
+    """
+    names, codes = batch.groups()
+    micros = batch.ts_us
+    minute = micros // 60_000_000
+    key = (codes << 32) | (minute - minute.min())
+    order = np.lexsort((micros, key))  # by (sensor, minute), then time: each group's last row is its newest
+    sorted_key = key[order]
+    starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+    newest = order[np.r_[starts[1:], len(order)] - 1]
+    sorted_values = batch.values[order]
+    return _binary_copy(
+        names,
+        codes[order][starts],
+        [
+            ("bucket_s", ">i8", minute[newest] * 60),
+            ("n", ">i4", np.diff(np.r_[starts, len(order)])),
+            ("sum_value", ">f8", np.add.reduceat(sorted_values, starts)),
+            ("min_value", ">f8", np.minimum.reduceat(sorted_values, starts)),
+            ("max_value", ">f8", np.maximum.reduceat(sorted_values, starts)),
+            ("last_us", ">i8", micros[newest]),
+            ("last_value", ">f8", batch.values[newest]),
+            ("last_quality", ">i2", batch.quality[newest]),
+        ],
+    )
+
+
+def _binary_copy(names: list[str], codes: npt.NDArray[np.int64], fields: list[tuple[str, str, Any]]) -> bytes:
+    """Return rows as the data of a binary COPY: the sensor id (``names[codes[i]]``), then *fields* (name,
+    big-endian numpy type, column).
+
+    Each field is a big-endian length and the value. Rows are grouped by the length of their sensor id, so each
+    group is one numpy record array (the order of rows in a COPY does not matter).
+    """
     encoded = [name.encode("utf-8") for name in names]
     lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
     row_lengths = lengths[codes]
@@ -263,33 +454,25 @@ def copy_data(batch: ReadingBatch) -> bytes:
     for size in np.unique(lengths).tolist():
         at = np.flatnonzero(row_lengths == size) if len(lengths) > 1 else slice(None)
         ids = np.array(encoded, dtype=f"S{size}")
-        rows = np.empty(len(codes) if isinstance(at, slice) else len(at), dtype=_copy_dtype(size))
-        rows["fields"] = 4
+        rows = np.empty(len(codes) if isinstance(at, slice) else len(at), dtype=_copy_dtype(size, fields))
+        rows["fields"] = 1 + len(fields)
         rows["sid_len"] = size
         rows["sid"] = ids[codes[at]]
-        rows["ts_len"] = 8
-        rows["ts"] = batch.ts_us[at] - _PG_EPOCH_US
-        rows["value_len"] = 8
-        rows["value"] = batch.values[at]
-        rows["quality_len"] = 2
-        rows["quality"] = batch.quality[at]
+        for name, kind, column in fields:
+            rows[f"{name}_len"] = np.dtype(kind).itemsize
+            rows[name] = column[at]
         parts.append(rows.tobytes())
     parts.append(_COPY_TRAILER)
     return b"".join(parts)
 
 
-def _copy_dtype(id_bytes: int) -> np.dtype[Any]:
+def _copy_dtype(id_bytes: int, fields: list[tuple[str, str, Any]]) -> np.dtype[Any]:
     return np.dtype(
         [
             ("fields", ">i2"),
             ("sid_len", ">i4"),
             ("sid", f"S{id_bytes}"),
-            ("ts_len", ">i4"),
-            ("ts", ">i8"),
-            ("value_len", ">i4"),
-            ("value", ">f8"),
-            ("quality_len", ">i4"),
-            ("quality", ">i2"),
+            *[part for name, kind, _column in fields for part in ((f"{name}_len", ">i4"), (name, kind))],
         ]
     )
 

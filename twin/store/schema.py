@@ -2,9 +2,9 @@
 
 With the ``timescaledb`` extension available, ``readings`` is a hypertable and ``readings_1m`` / ``readings_1h``
 are continuous aggregates with refresh, compression and retention policies. Without it, ``readings`` is a plain
-table with a BRIN index on ``ts`` and the same two rollups are tables the writer keeps up to date in the same
-transaction as the readings (see :mod:`twin.store.readings`). Both modes expose the same columns, so every query
-runs unchanged on either.
+table with a BRIN index on ``ts`` and the same two rollups are tables the writer keeps up to date, in the same
+transaction as the readings or (ingest) by folding ``readings_pending`` about once a second (see
+:mod:`twin.store.readings`). Both modes expose the same columns, so every query runs unchanged on either.
 """
 
 from __future__ import annotations
@@ -383,6 +383,48 @@ def _v9_drill_incidents(conn: psycopg.Connection[object], mode: StorageMode, pol
     drills.separate_incidents(conn, window_s=INCIDENT_WINDOW_S)
 
 
+def _v10_pending_fold(conn: psycopg.Connection[object], mode: StorageMode, policy: RetentionPolicy) -> None:
+    """Per-batch aggregates waiting to be folded into the rollups and ``sensor_latest`` (see
+    :meth:`twin.store.readings.ReadingStore.fold_pending`).
+
+    Ingest appends one row per (sensor, minute) of each batch, in the batch's transaction, and a fold about once a
+    second deletes them all (``DELETE … RETURNING``) and upserts their sums: a rollup or latest row is then updated
+    about once a second, not once per batch. Append-only and read only by that whole-table DELETE, so no index:
+    each one would cost every insert. Logged, so a committed batch's aggregates survive a crash with its readings.
+    ``bucket_s`` is the minute's start in Unix seconds and ``last_us`` the newest reading's time in microseconds
+    (plain integers: cheap to COPY from numpy); ``n``, a count within one batch, is an integer so that the fold's
+    ``sum(n)`` is a bigint rather than a numeric.
+
+    Every row is deleted within about a second, so the table is mostly dead tuples: autovacuum is told to come
+    after a fixed number of them (not a fraction of a table that is always almost empty) and without its cost
+    delay, so the space is reused and the fold's scan stays short. It still comes at most once per
+    ``autovacuum_naptime`` (1 min by default), so the table holds up to that long of dead rows, which each fold's
+    scan passes over (cheaply: the scan prunes dead rows' pages as it goes).
+    """
+    conn.execute(
+        """
+        CREATE TABLE readings_pending (
+            sensor_id     text NOT NULL,
+            bucket_s      bigint NOT NULL,
+            n             integer NOT NULL,
+            sum_value     double precision NOT NULL,
+            min_value     double precision NOT NULL,
+            max_value     double precision NOT NULL,
+            last_us       bigint NOT NULL,
+            last_value    double precision NOT NULL,
+            last_quality  smallint NOT NULL
+        ) WITH (
+            autovacuum_vacuum_scale_factor = 0,
+            autovacuum_vacuum_threshold = 20000,
+            autovacuum_vacuum_insert_scale_factor = 0,
+            autovacuum_vacuum_insert_threshold = 20000,
+            autovacuum_analyze_scale_factor = 0,
+            autovacuum_analyze_threshold = 20000,
+            autovacuum_vacuum_cost_delay = 0
+        )"""
+    )
+
+
 MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
     (1, "sensors, readings, rollups, alerts, dead letter", _v1_core),
     (2, "twin assets, versioned per import", _v2_twin_assets),
@@ -393,6 +435,7 @@ MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
     (7, "health check ledger", _v7_health_check),
     (8, "drill registry and marked alerts, waterlogging risk maps", _v8_drills_and_risk_maps),
     (9, "drill alerts in incidents of their own", _v9_drill_incidents),
+    (10, "readings' aggregates pending their fold into the rollups", _v10_pending_fold),
 )
 
 
