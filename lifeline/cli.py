@@ -146,6 +146,8 @@ def ingest(ctx: click.Context, health_port: int | None) -> None:
         flush_interval_s=s.ingest_flush_interval_s,
         db_writers=s.ingest_db_writers,
         fold_interval_s=s.ingest_fold_interval_s,
+        batch_idle_s=s.ingest_batch_idle_s,
+        settle_gc=True,
         failpoint=s.ingest_failpoint,
         spool_dir=s.spool_directory(mqtt_config.client_id),
         spool_max_bytes=s.spool_max_bytes,

@@ -94,6 +94,8 @@ def run_demo(settings: Settings, *, interval_s: float = 2.0) -> None:
             flush_interval_s=settings.ingest_flush_interval_s,
             db_writers=settings.ingest_db_writers,
             fold_interval_s=settings.ingest_fold_interval_s,
+            batch_idle_s=settings.ingest_batch_idle_s,
+            settle_gc=True,
         )
         ingest.start()
         if not ingest.wait_ready(15):

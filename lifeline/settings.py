@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     ingest_db_writers: int = Field(
         2, ge=0, le=16, description="extra database connections writing batches in parallel (0: one at a time)"
     )
+    ingest_batch_idle_s: float = Field(
+        0.005, ge=0, description="close a batch when no message came for this long, seconds (0: never early)"
+    )
     ingest_fold_interval_s: float = Field(
         1.0,
         ge=0,

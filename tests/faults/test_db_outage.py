@@ -293,7 +293,10 @@ def test_database_outage_under_load_spools_and_catches_up_with_nothing_lost(
         svc.stop()
 
     assert (len(lost), len(extra)) == (0, 0), f"lost {sorted(lost)[:5]}, unexpected {sorted(extra)[:5]}"
-    assert stats.readings_stored == len(published)
+    # The counters: a batch whose commit went through but whose answer the proxy cut off is spooled and, replayed,
+    # found already stored (docs/reliability.md), so it counts as duplicates, not as stored; the rows above are
+    # what must be exact.
+    assert stats.readings_stored <= len(published) <= stats.readings_stored + stats.readings_duplicate
     assert stats.readings_spooled > RATE_HZ * OUTAGE_S * 0.5, "the outage's readings went through the spool"
     assert stats.readings_replayed == stats.readings_spooled
     assert (stats.spool_records, stats.spool_bytes) == (0, 0)
