@@ -268,6 +268,8 @@ class _DbWriter:
                 raise psycopg.OperationalError(f"schema {svc.schema!r} is not migrated")
             self.conn, self.store = conn, ReadingStore(conn, mode=mode, defer_fold=svc._defer_fold)
         assert self.store is not None
+        if not batch.rejected:
+            return self.store.write_alone(batch.readings)
         with self.conn.transaction():
             inserted = self.store.write(batch.readings)
             store_dead_letters(self.conn, batch.rejected)
@@ -329,7 +331,7 @@ class IngestService:
         prefix: str = "lifeline/v1",
         limits: PayloadLimits | None = None,
         batch_max: int = 5000,
-        flush_interval_s: float = 0.05,
+        flush_interval_s: float = 0.025,
         registry_refresh_s: float = 10.0,
         failpoint: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),

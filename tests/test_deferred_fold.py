@@ -137,11 +137,13 @@ def _assert_folded_from_readings(db: DictConnection, *, rollups: bool = True) ->
         (StorageMode.TIMESCALEDB, False),
     ],
 )
+@pytest.mark.parametrize("alone", [False, True])
 def test_deferred_write_and_fold_give_what_the_direct_fold_gives(
-    pg_url: str, schema: str, other_schema: str, seed: int, mode: StorageMode, use_copy: bool
+    pg_url: str, schema: str, other_schema: str, seed: int, mode: StorageMode, use_copy: bool, alone: bool
 ) -> None:
     """Same batches into two schemas: folded batch by batch in one, through ``readings_pending`` with folds at
-    random moments in the other. (In ``timescaledb`` mode the store writes only ``sensor_latest``, its rollups
+    random moments in the other, by :meth:`ReadingStore.write` in a transaction or by
+    :meth:`ReadingStore.write_alone`. (In ``timescaledb`` mode the store writes only ``sensor_latest``, its rollups
     being continuous aggregates; here both schemas are plain tables, so the rollups stay empty in both.)"""
     rng = random.Random(seed * 101)
     with (
@@ -154,8 +156,12 @@ def test_deferred_write_and_fold_give_what_the_direct_fold_gives(
         for batch in _random_batches(seed):
             with direct_db.transaction():
                 inserted = direct.write(batch)
-            with deferred_db.transaction():
-                assert deferred.write(batch) == inserted
+            if alone:
+                # As ingest's database writers store a batch: a transaction of its own, no savepoints.
+                assert deferred.write_alone(batch) == inserted
+            else:
+                with deferred_db.transaction():
+                    assert deferred.write(batch) == inserted
             most_pending = max(most_pending, _pending(deferred_db))
             if rng.random() < 0.3:
                 folded += deferred.fold_pending() or 0

@@ -286,6 +286,36 @@ class ReadingStore:
             self.slow_batches += 1
             return self._write_slow(batch)
 
+    def write_alone(self, rows: Sequence[ReadingRow] | ReadingBatch) -> int:
+        """Store *batch* as :meth:`write` does, in a transaction of its own, with the fewest round trips.
+
+        For a connection in autocommit mode with no transaction open (ingest's database writers): with deferred
+        folds the fast path is then BEGIN, COPY into ``readings``, COPY into ``readings_pending``, COMMIT, without
+        :meth:`write`'s two savepoints (4 round trips instead of 8: at 20,000 messages/s in 10 ms batches they
+        were most of the writers' own CPU). A reading already stored aborts that transaction; the batch then takes
+        the slow path in a new one, so the result is the same.
+        """
+        conn = self._conn
+        idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        if not (self._use_copy and self._defer_fold and conn.autocommit and idle):
+            return self.write(rows)
+        if not len(rows):
+            return 0
+        batch = rows if isinstance(rows, ReadingBatch) else _batch_of_rows(rows)
+        cur = conn.cursor(row_factory=tuple_row)
+        try:
+            with conn.transaction():
+                with cur.copy("COPY readings (sensor_id, ts, value, quality) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.write(copy_data(batch))
+                with cur.copy(_COPY_PENDING) as copy:
+                    copy.write(pending_copy_data(batch))
+        except errors.UniqueViolation:
+            with conn.transaction():
+                self.slow_batches += 1
+                return self._write_slow(batch)
+        self.fast_batches += 1
+        return len(batch)
+
     @property
     def defer_fold(self) -> bool:
         """Whether batches' aggregates wait in ``readings_pending`` for :meth:`fold_pending`."""
