@@ -91,8 +91,11 @@ def _load(url: str, prefix: str, sensors: int, rate: float, seconds: float, out:
                 pub.poll(0.001)
                 continue
             last_ms = max(int(time.time() * 1000), last_ms + 1)
-            body = b'{"ts":%d,"value":300.0,"unit":"kPa"}' % last_ms
-            pub.publish_many([(topics[i % sensors], body) for i in range(sent, due)])
+            # Values that move (300–306 kPa, each sensor through the cycle): a sensor reading the same value for
+            # minutes is stuck, and until 2026-11-26 the 1,000 load sensors were all raised as stuck at once (1,001
+            # alert changes in one batch, ~0.45 s of alert writes that the probes then waited behind).
+            bodies = [b'{"ts":%d,"value":%d.0,"unit":"kPa"}' % (last_ms, 300 + k % 7) for k in range(7)]
+            pub.publish_many([(topics[i % sensors], bodies[i % 7]) for i in range(sent, due)])
             sent = due
         pub.flush(120.0)
         out.put((sent, time.perf_counter() - t0))

@@ -156,6 +156,8 @@ class _Message(NamedTuple):
     qos: int
     generation: int
     decoded: Decoded
+    size: int = 0
+    """The payload's bytes (what :meth:`IngestService._admit` counts while the message waits in the queue)."""
 
 
 @dataclass(slots=True)
@@ -312,6 +314,8 @@ class IngestService:
         batch_idle_s: a batch is also closed when no message came for this long, seconds: a lone message (an alarm
             on a quiet stream) is written after this, not after ``flush_interval_s``; a steady stream still fills
             its batches. 0: only ``flush_interval_s`` and ``batch_max`` close a batch.
+        queue_max_bytes: payload bytes decoded ahead of the writer at most; beyond, the network thread waits (the
+            broker keeps the rest). 16 MiB: ~5,000 messages of 50 readings, or 200,000 single readings.
         settle_gc: once started, freeze what start-up made out of the garbage collector's walks and make its young
             collections rare (:mod:`ingest.gc_tuning`: 45 % of the CPU at 20,000 messages/s before). For the
             ingest process (``lifeline ingest``, the demo); off by default, as it acts on the whole process.
@@ -347,6 +351,7 @@ class IngestService:
         fold_interval_s: float = 1.0,
         batch_idle_s: float = 0.005,
         settle_gc: bool = False,
+        queue_max_bytes: int = 16 * 2**20,
     ) -> None:
         self.conninfo = conninfo
         self.schema = schema
@@ -356,6 +361,7 @@ class IngestService:
         self.batch_max = batch_max
         self.flush_interval_s = flush_interval_s
         self.batch_idle_s = batch_idle_s
+        self.queue_max_bytes = queue_max_bytes
         self.settle_gc = settle_gc
         self.registry_refresh_s = registry_refresh_s
         self.failpoint = failpoint
@@ -384,6 +390,8 @@ class IngestService:
         thread has stored (or spooled) what came back."""
         self._stats_lock = threading.Lock()
         self._queue: queue.SimpleQueue[list[_Message]] = queue.SimpleQueue()
+        self._room = threading.Condition()
+        self._queued_bytes = self._queued_peak = 0
         self._carry: list[_Message] = []
         """Messages taken from the queue that did not fit in the last batch (the queue holds lists)."""
         self._stop = threading.Event()
@@ -545,7 +553,8 @@ class IngestService:
         assert decoder is not None  # made before the client connects
         payload = msg.payload
         decoded = decoder.decode(topic, bytes(payload), defer=True)
-        self._queue.put([_Message(msg.mid, msg.qos, self._generation, decoded)])
+        self._admit(len(payload))
+        self._queue.put([_Message(msg.mid, msg.qos, self._generation, decoded, len(payload))])
 
     def _on_publishes(self, publishes: list[Publish]) -> None:
         """The messages of one socket read, cut out by :class:`~twin.mqtt.BufferedClient`: decoded, queued as one."""
@@ -559,9 +568,32 @@ class IngestService:
                 if qos:
                     self._client.ack(mid, qos)  # type: ignore[union-attr]
                 continue
-            out.append(_Message(mid, qos, generation, decode(topic, payload, defer=True)))
+            out.append(_Message(mid, qos, generation, decode(topic, payload, defer=True), len(payload)))
         if out:
+            self._admit(sum(m.size for m in out))
             self._queue.put(out)
+
+    def _admit(self, size: int) -> None:
+        """Count *size* payload bytes into the queue, first waiting (in paho's network thread) while it holds more
+        than ``queue_max_bytes``.
+
+        The broker keeps at most ``receive_maximum`` messages unacknowledged, but draining a backlog of 50-reading
+        messages the queue still grew to ~1,300 reads (~100,000 messages, 580 MB decoded). While the network thread
+        waits it reads nothing more: the socket and then the broker hold the rest, and the acknowledgements of what
+        is written go out as soon as it reads again.
+        """
+        with self._room:
+            while self._queued_bytes > self.queue_max_bytes and not self._stop.is_set():
+                self._room.wait(0.1)
+            self._queued_bytes += size
+            self._queued_peak = max(self._queued_peak, self._queued_bytes)
+
+    def _taken(self, size: int) -> None:
+        """The writer took messages of *size* payload bytes out of the queue."""
+        if size:
+            with self._room:
+                self._queued_bytes -= size
+                self._room.notify_all()
 
     # -- the writer thread ------------------------------------------------------------------------------------
 
@@ -610,12 +642,14 @@ class IngestService:
         # broker goes on sending (and the network thread decoding) while this batch is written.
         max_messages = max(1, self.mqtt_config.receive_maximum // 2)
         while True:
-            taken = 0
+            taken = taken_bytes = 0
             for msg in pending:
                 if batch.messages and (batch.size >= self.batch_max or len(batch.messages) >= max_messages):
                     break
                 batch.add(msg)
                 taken += 1
+                taken_bytes += msg.size
+            self._taken(taken_bytes)
             if taken < len(pending):
                 self._carry = pending[taken:]
                 break
