@@ -74,7 +74,8 @@ def _load(url: str, prefix: str, sensors: int, rate: float, seconds: float, out:
     """
     config = mqtt_config_from_url(url)
     topics = [f"{prefix}/water/B{i:05d}".encode() for i in range(sensors)]
-    sent = last_ms = 0
+    sent = 0
+    last_ms = [0] * sensors
     with RawPublisher(
         config.host,
         config.port,
@@ -84,18 +85,23 @@ def _load(url: str, prefix: str, sensors: int, rate: float, seconds: float, out:
     ) as pub:
         t0 = time.perf_counter()
         while (elapsed := time.perf_counter() - t0) < seconds:
-            # At most one reading of a sensor a call, and each call a later time than the last: a reading with
-            # the same sensor and time as a stored one is a redelivery to ingest, and takes its slow path.
+            # Each sensor's times only go forward (a repeated (sensor, time) would be a redelivery to ingest) and
+            # stay on the wall clock. Until 2026-11-26 07:15 every call took the last call's time + 1 ms, and the
+            # loop calls several times a millisecond while acknowledgements stream in: the times ran ahead of the
+            # clock, and sensor health raised clock skew for hundreds of load sensors at once.
+            # The values move (300–306 kPa): a sensor reading the same value for minutes is stuck, and until then
+            # the 1,000 load sensors were all raised as stuck at once (1,001 alert changes in one batch).
             due = min(int(elapsed * rate), sent + min(5_000, sensors))
             if due <= sent:
                 pub.poll(0.001)
                 continue
-            last_ms = max(int(time.time() * 1000), last_ms + 1)
-            # Values that move (300–306 kPa, each sensor through the cycle): a sensor reading the same value for
-            # minutes is stuck, and until 2026-11-26 the 1,000 load sensors were all raised as stuck at once (1,001
-            # alert changes in one batch, ~0.45 s of alert writes that the probes then waited behind).
-            bodies = [b'{"ts":%d,"value":%d.0,"unit":"kPa"}' % (last_ms, 300 + k % 7) for k in range(7)]
-            pub.publish_many([(topics[i % sensors], bodies[i % 7]) for i in range(sent, due)])
+            now_ms = int(time.time() * 1000)
+            messages = []
+            for i in range(sent, due):
+                s = i % sensors
+                ts = last_ms[s] = max(now_ms, last_ms[s] + 1)
+                messages.append((topics[s], b'{"ts":%d,"value":%d.0,"unit":"kPa"}' % (ts, 300 + i % 7)))
+            pub.publish_many(messages)
             sent = due
         pub.flush(120.0)
         out.put((sent, time.perf_counter() - t0))
