@@ -76,13 +76,7 @@ def _load(url: str, prefix: str, sensors: int, rate: float, seconds: float, out:
     topics = [f"{prefix}/water/B{i:05d}".encode() for i in range(sensors)]
     sent = 0
     last_ms = [0] * sensors
-    with RawPublisher(
-        config.host,
-        config.port,
-        client_id=f"bench-load-{uuid.uuid4().hex[:6]}",
-        username=config.username,
-        password=config.password,
-    ) as pub:
+    with RawPublisher.from_config(config, client_id=f"bench-load-{uuid.uuid4().hex[:6]}") as pub:
         t0 = time.perf_counter()
         while (elapsed := time.perf_counter() - t0) < seconds:
             # Each sensor's times only go forward (a repeated (sensor, time) would be a redelivery to ingest) and

@@ -159,13 +159,7 @@ def _publish(
     sent = messages = k = 0
     stamps: list[str] = []
     stamps_round = -1
-    with RawPublisher(
-        config.host,
-        config.port,
-        client_id=f"bench-pub-{uuid.uuid4().hex[:6]}",
-        username=config.username,
-        password=config.password,
-    ) as pub:
+    with RawPublisher.from_config(config, client_id=f"bench-pub-{uuid.uuid4().hex[:6]}") as pub:
         t0 = time.perf_counter()
         next_probe = t0
         while (now := time.perf_counter()) - t0 < seconds and (not limit or messages < limit):

@@ -28,7 +28,6 @@ machine, the entry points come from that ahead-of-time build instead and numba i
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -310,16 +309,7 @@ def compile_kernels() -> float:
     Returns:
         The seconds it took; 0 when it was already compiled in this process, or compiled ahead of time.
     """
-    if AOT is not None:
-        return 0.0
-    began = time.perf_counter()
-    done = False
-    for name, types in entry_points().items():
-        jitted: Any = globals()[name]
-        if not jitted.signatures:
-            jitted.compile(types)
-            done = True
-    return time.perf_counter() - began if done else 0.0
+    return 0.0 if AOT is not None else kernel_aot.compile_jit(globals(), entry_points())
 
 
 if AOT is not None:

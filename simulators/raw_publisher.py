@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from types import TracebackType
 
 from twin.errors import ServiceError
+from twin.mqtt import MqttConfig
 
 _PUBACK, _CONNACK, _PINGRESP = 0x40, 0x20, 0xD0
 _MAX_PACKET_ID = 65535
@@ -76,6 +77,20 @@ class RawPublisher:
         self._inbox = bytearray()
         self._next_id = 1
         self.sent = self.acked = 0
+
+    @classmethod
+    def from_config(cls, config: MqttConfig, *, client_id: str, window: int = 30_000) -> RawPublisher:
+        """A publisher to the broker and with the credentials of *config* (TLS is not supported)."""
+        if config.tls:
+            raise ServiceError("the load publisher does not speak TLS")
+        return cls(
+            config.host,
+            config.port,
+            client_id=client_id,
+            window=window,
+            username=config.username,
+            password=config.password,
+        )
 
     def __enter__(self) -> RawPublisher:
         self.connect()
