@@ -100,7 +100,8 @@ def _contents(db: DictConnection) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def _pending(db: DictConnection) -> int:
-    row = db.execute("SELECT count(*) AS n FROM readings_pending").fetchone()
+    """How many aggregates wait (each batch's row holds one per (sensor, minute) of the batch)."""
+    row = db.execute("SELECT coalesce(sum(cardinality(sensor_id)), 0) AS n FROM readings_pending").fetchone()
     assert row is not None
     return int(row["n"])
 
@@ -372,3 +373,47 @@ def test_a_fold_that_cannot_have_its_locks_leaves_the_readings_flowing_and_catch
         locker.rollback()
     wait_for(lambda: _pending(db) == 0, timeout=60, what="the pending rows folded once the lock is gone")
     _assert_folded_from_readings(db)
+
+
+def test_rows_pending_in_the_old_layout_are_carried_over_by_migration_11(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A schema at migration 10 (a row per sensor and minute) with aggregates pending when it is upgraded: the
+    migration packs them into one row of arrays, and the fold then gives the rollups of every stored reading."""
+    from twin.store import schema as schema_module
+
+    name = "t_" + uuid.uuid4().hex[:10]
+    rows = [row for batch in _random_batches(seed=7, count=20) for row in batch]
+    with connect(pg_url, schema=name, autocommit=True) as db:
+        try:
+            monkeypatch.setattr(schema_module, "MIGRATIONS", tuple(m for m in schema_module.MIGRATIONS if m[0] <= 10))
+            migrate(db, schema=name, mode="postgresql")
+            store = ReadingStore(db, mode=StorageMode.POSTGRESQL, use_copy=False, defer_fold=True)
+            # The version-10 slow path: newly inserted readings and their old-layout pending rows.
+            db.execute("CREATE TEMP TABLE stage_readings (sensor_id text, ts timestamptz, value float8, quality int2)")
+            with db.cursor() as cur:
+                cur.executemany("INSERT INTO stage_readings VALUES (%s, %s, %s, %s)", rows)
+            db.execute(
+                """
+                WITH ins AS (
+                    INSERT INTO readings (sensor_id, ts, value, quality)
+                    SELECT sensor_id, ts, value, quality FROM stage_readings
+                    ON CONFLICT (sensor_id, ts) DO NOTHING
+                    RETURNING sensor_id, (extract(epoch FROM ts) * 1000000)::int8 AS us, value, quality)
+                INSERT INTO readings_pending
+                    (sensor_id, bucket_s, n, sum_value, min_value, max_value, last_us, last_value, last_quality)
+                SELECT sensor_id, (us - ((us % 60000000) + 60000000) % 60000000) / 1000000, count(*), sum(value),
+                       min(value), max(value), max(us), (array_agg(value ORDER BY us DESC))[1],
+                       (array_agg(quality ORDER BY us DESC))[1]
+                FROM ins GROUP BY 1, 2"""
+            )
+            old_rows = db.execute("SELECT count(*) AS n FROM readings_pending").fetchone()
+            assert old_rows is not None and old_rows["n"] > 20
+            monkeypatch.undo()
+            migrate(db, schema=name)
+            assert _table(db, "SELECT count(*) FROM readings_pending") == [(1,)]
+            assert _pending(db) == old_rows["n"]
+            assert store.fold_pending() == old_rows["n"]
+            _assert_folded_from_readings(db)
+        finally:
+            drop_schema(db, schema=name)
