@@ -64,7 +64,7 @@ from twin.errors import LifelineError, PayloadError
 from twin.mqtt import BufferedClient, MqttConfig, Publish, connect, make_client
 from twin.readings import Reading, ReadingBatch
 from twin.sensors import Sensor
-from twin.store.alerts import active_alerts, apply_change
+from twin.store.alerts import active_alerts, apply_changes
 from twin.store.db import DictConnection
 from twin.store.db import connect as db_connect
 from twin.store.dead_letter import DeadLetter, digest_of, store_dead_letters
@@ -863,10 +863,12 @@ class IngestService:
         with conn.transaction():
             inserted = store.write(readings)
             store_dead_letters(conn, batch.rejected)
-            for change in detection.changes:
-                event_id = apply_change(conn, change, schema=self.schema)
-                if event_id is not None:
-                    published.append((event_id, change))
+            events = apply_changes(conn, detection.changes, schema=self.schema)
+            published.extend(
+                (event_id, change)
+                for event_id, change in zip(events, detection.changes, strict=True)
+                if event_id is not None
+            )
         self._unfolded = self._unfolded or (inserted > 0 and store.defer_fold)
         if not committed:
             detector.commit(detection)
@@ -1040,13 +1042,16 @@ class IngestService:
         with conn.transaction():
             inserted = store.write([(r.sensor_id, r.ts, r.value, r.quality) for r in readings])
             store_dead_letters(conn, letters)
+            fresh = []
             for change in changes:
                 if _already_stored(conn, change):
                     repeated += 1
-                    continue
-                event_id = apply_change(conn, change, schema=self.schema)
-                if event_id is not None:
-                    published.append((event_id, change))
+                else:
+                    fresh.append(change)
+            events = apply_changes(conn, fresh, schema=self.schema)
+            published.extend(
+                (event_id, change) for event_id, change in zip(events, fresh, strict=True) if event_id is not None
+            )
         self._unfolded = self._unfolded or (inserted > 0 and store.defer_fold)
         stats = self.stats
         stats.batches += len(records)

@@ -242,7 +242,7 @@ def _scheduled(
     from models.waterlogging.risk import risk_geojson
     from models.waterlogging.schedule import STEP, WarningChain, read_observations
     from twin.errors import LifelineError
-    from twin.store.alerts import apply_change
+    from twin.store.alerts import apply_changes
     from twin.store.db import connect
     from twin.store.risk_maps import save_risk_map
     from twin.storms import read_rain_csv
@@ -276,7 +276,7 @@ def _scheduled(
                     network, model, assets, now=now, observations=seen, forecast_mm_h=forecast, executor=pool
                 )
                 with connect(url, schema=schema) as conn, conn.transaction():
-                    events = [apply_change(conn, change, schema=schema) for change in cycle.changes]
+                    events = apply_changes(conn, cycle.changes, schema=schema)
                     map_id = save_risk_map(conn, risk_geojson(cycle.risk, city.crs, horizon=horizon))
                 misfit = cycle.ensemble.members[0].misfit
                 click.echo(

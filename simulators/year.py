@@ -56,7 +56,7 @@ from twin.errors import ConfigError
 from twin.lifecycle import Action
 from twin.readings import Reading
 from twin.sensors import Direction, Grade, Network, Quantity, Sensor
-from twin.store.alerts import apply_change
+from twin.store.alerts import apply_changes
 from twin.store.lifecycle import apply_action
 from twin.store.readings import ReadingRow, ReadingStore
 from twin.store.schema import StorageMode, current_mode
@@ -545,8 +545,7 @@ class _Year:
             changes.extend(detection.changes)
         changes.sort(key=lambda c: c.ts)
         with self.conn.transaction():
-            for change in changes:
-                apply_change(self.conn, change, schema=schema)
+            apply_changes(self.conn, changes, schema=schema)
         alerts = self.conn.execute(
             """SELECT a.id, least(a.grade, (SELECT min(e.grade) FROM alert_events e WHERE e.alert_id = a.id)),
                       a.raised_at, a.cleared_at, a.district

@@ -7,10 +7,12 @@ client that remembers the last event id it saw can resume from there without gap
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Jsonb
 
 from twin.alerts import AlertChange
@@ -45,109 +47,119 @@ def apply_change(conn: psycopg.Connection[Any], change: AlertChange, *, schema: 
     transaction ends. ``updated`` and ``cleared`` for a cause with no
     active alert do nothing and return None. The NOTIFY is delivered when the caller's transaction commits.
     """
+    return apply_changes(conn, [change], schema=schema)[0]
+
+
+def apply_changes(conn: psycopg.Connection[Any], changes: Sequence[AlertChange], *, schema: str) -> list[int | None]:
+    """Record *changes* in order, as :func:`apply_change` does each; return their event ids (None: nothing done).
+
+    Each change is one statement (:data:`_RAISE`, :data:`_UPDATE`, :data:`_CLEAR`: the alert, a new alert's
+    incident, the event and its NOTIFY together), and all of them go to the server in one pipeline, so a storm
+    batch of hundreds of changes costs one round trip, not five a change (~0.1 ms a change instead of 0.5–1).
+    They still run one after another in the caller's transaction: a raise sees the incident the one before it
+    opened.
+    """
+    if not changes:
+        return []
     lock_event_order(conn)
-    cur = conn.cursor(row_factory=dict_row)
-    detail = Jsonb(dict(change.detail)) if change.detail is not None else None
-    if change.event == "cleared":
-        cur.execute(
-            """UPDATE alerts SET active = false, cleared_at = %s, updated_at = %s, value = %s
-               WHERE cause_key = %s AND active RETURNING id, grade""",
-            (change.ts, change.ts, change.value, change.cause_key),
-        )
-    else:
-        cur.execute(
-            """UPDATE alerts SET grade = %s, updated_at = %s, value = %s, threshold = %s, message = %s,
-                   message_en = %s, detail = coalesce(%s, detail),
-                   peak_value = CASE WHEN peak_value IS NULL OR abs(%s - threshold) > abs(peak_value - threshold)
-                                     THEN %s ELSE peak_value END
-               WHERE cause_key = %s AND active RETURNING id, grade""",
-            (
-                change.grade,
-                change.ts,
-                change.value,
-                change.threshold,
-                change.message,
-                change.message_en,
-                detail,
-                change.value,
-                change.value,
-                change.cause_key,
-            ),
-        )
-    row = cur.fetchone()
-    event = change.event
-    if row is None:
-        if change.event != "raised":
-            return None
-        incident = _incident_for(cur, change)
-        cur.execute(
-            """INSERT INTO alerts (cause_key, kind, sensor_id, network, district, grade, raised_at, updated_at,
-                                   value, threshold, peak_value, message, message_en, detail, incident_id)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id, grade""",
-            (
-                change.cause_key,
-                change.kind,
-                change.sensor_id,
-                change.network,
-                change.district,
-                change.grade,
-                change.ts,
-                change.ts,
-                change.value,
-                change.threshold,
-                change.value,
-                change.message,
-                change.message_en,
-                detail,
-                incident,
-            ),
-        )
+    channel = alerts_channel(schema)
+    cursors: list[psycopg.Cursor[Any]] = []
+    with conn.pipeline():
+        for change in changes:
+            cur = conn.cursor(row_factory=tuple_row)
+            statement = _CLEAR if change.event == "cleared" else _RAISE if change.event == "raised" else _UPDATE
+            cur.execute(statement, _parameters(change, channel))
+            cursors.append(cur)
+    out: list[int | None] = []
+    for cur in cursors:
         row = cur.fetchone()
-        assert row is not None
-    elif event == "raised":
-        event = "updated"
-    cur.execute(
-        "INSERT INTO alert_events (alert_id, event, ts, grade, value) VALUES (%s, %s, %s, %s, %s) RETURNING id",
-        (row["id"], event, change.ts, row["grade"], change.value),
+        out.append(int(row[0]) if row is not None else None)
+    return out
+
+
+def _parameters(change: AlertChange, channel: str) -> dict[str, Any]:
+    """The statement's parameters: every field of *change* by name, and what the statements add."""
+    params = {field.name: getattr(change, field.name) for field in dataclasses.fields(change)}
+    params.update(
+        detail=Jsonb(dict(change.detail)) if change.detail is not None else None,
+        group=change.kind != "sensor_health",  # maintenance alerts join no incident
+        window_s=INCIDENT_WINDOW_S,
+        channel=channel,
     )
-    ev = cur.fetchone()
-    assert ev is not None
-    cur.execute("SELECT pg_notify(%s, %s)", (alerts_channel(schema), str(ev["id"])))
-    return int(ev["id"])
+    return params
+
+
+_SET_ACTIVE = """
+    UPDATE alerts SET grade = %(grade)s, updated_at = %(ts)s, value = %(value)s, threshold = %(threshold)s,
+        message = %(message)s, message_en = %(message_en)s, detail = coalesce(%(detail)s::jsonb, detail),
+        peak_value = CASE WHEN peak_value IS NULL
+                               OR abs(%(value)s::float8 - threshold) > abs(peak_value - threshold)
+                          THEN %(value)s::float8 ELSE peak_value END
+    WHERE cause_key = %(cause_key)s AND active RETURNING id, grade"""
+
+_EVENT_AND_NOTIFY = """
+, ev AS (
+    INSERT INTO alert_events (alert_id, event, ts, grade, value)
+    SELECT id, event, %(ts)s, grade, %(value)s FROM changed
+    RETURNING id)
+SELECT id, pg_notify(%(channel)s, id::text) FROM ev"""
+
+_UPDATE = (
+    "WITH upd AS ("  # noqa: S608 (constant pieces, no input)
+    + _SET_ACTIVE
+    + """)
+, changed AS (SELECT id, grade, %(event)s::text AS event FROM upd)"""
+    + _EVENT_AND_NOTIFY
+)
+"""An ``updated`` change: the active alert of its cause, if any, and its event."""
+
+_CLEAR = (
+    """WITH upd AS (
+    UPDATE alerts SET active = false, cleared_at = %(ts)s, updated_at = %(ts)s, value = %(value)s
+    WHERE cause_key = %(cause_key)s AND active RETURNING id, grade)
+, changed AS (SELECT id, grade, 'cleared'::text AS event FROM upd)"""  # noqa: S608 (constant pieces)
+    + _EVENT_AND_NOTIFY
+)
+"""A ``cleared`` change: the active alert of its cause, if any, made inactive, and its event."""
+
+_RAISE = (
+    "WITH upd AS ("  # noqa: S608 (constant pieces, no input)
+    + _SET_ACTIVE
+    + """)
+, need AS (SELECT 1 AS one WHERE NOT EXISTS (SELECT 1 FROM upd))
+, found AS (
+    SELECT id FROM incidents
+    WHERE %(group)s AND EXISTS (SELECT 1 FROM need) AND closed_at IS NULL AND network = %(network)s
+      AND district = %(district)s AND updated_at >= %(ts)s::timestamptz - make_interval(secs => %(window_s)s)
+    ORDER BY id DESC LIMIT 1 FOR UPDATE)
+, grown AS (
+    UPDATE incidents SET updated_at = greatest(updated_at, %(ts)s), alerts = alerts + 1
+    WHERE id IN (SELECT id FROM found) RETURNING id)
+, opened AS (
+    INSERT INTO incidents (network, district, opened_at, updated_at, alerts)
+    SELECT %(network)s, %(district)s, %(ts)s, %(ts)s, 1
+    WHERE %(group)s AND EXISTS (SELECT 1 FROM need) AND NOT EXISTS (SELECT 1 FROM found)
+    RETURNING id)
+, ins AS (
+    INSERT INTO alerts (cause_key, kind, sensor_id, network, district, grade, raised_at, updated_at, value,
+                        threshold, peak_value, message, message_en, detail, incident_id)
+    SELECT %(cause_key)s, %(kind)s, %(sensor_id)s, %(network)s, %(district)s, %(grade)s, %(ts)s, %(ts)s,
+           %(value)s, %(threshold)s, %(value)s, %(message)s, %(message_en)s, %(detail)s::jsonb,
+           (SELECT id FROM grown UNION ALL SELECT id FROM opened LIMIT 1)
+    FROM need
+    RETURNING id, grade)
+, changed AS (
+    SELECT id, grade, 'updated'::text AS event FROM upd
+    UNION ALL SELECT id, grade, 'raised' FROM ins)"""
+    + _EVENT_AND_NOTIFY
+)
+"""A ``raised`` change: the active alert of its cause updated if there is one (the event is then ``updated``);
+otherwise a new alert, in the open incident of its network and district updated within ``INCIDENT_WINDOW_S``
+(else a new incident; maintenance alerts join none), and its event."""
 
 
 INCIDENT_WINDOW_S = 2 * 3600
 """A new lifeline warning joins the open incident of its network and district updated within this many seconds."""
-
-
-def _incident_for(cur: psycopg.Cursor[Any], change: AlertChange) -> int | None:
-    """Group a new lifeline warning with related ones (the same leak seen by several sensors, a storm flooding
-    several points): the open incident of the same network and district, else a new one. Maintenance alerts
-    (sensor health) are not grouped."""
-    if change.kind == "sensor_health":
-        return None
-    cur.execute(
-        """SELECT id FROM incidents
-           WHERE closed_at IS NULL AND network = %s AND district = %s
-             AND updated_at >= %s::timestamptz - make_interval(secs => %s)
-           ORDER BY id DESC LIMIT 1 FOR UPDATE""",
-        (change.network, change.district, change.ts, INCIDENT_WINDOW_S),
-    )
-    found = cur.fetchone()
-    if found is not None:
-        cur.execute(
-            "UPDATE incidents SET updated_at = greatest(updated_at, %s), alerts = alerts + 1 WHERE id = %s",
-            (change.ts, found["id"]),
-        )
-        return int(found["id"])
-    cur.execute(
-        """INSERT INTO incidents (network, district, opened_at, updated_at, alerts) VALUES (%s, %s, %s, %s, 1)
-           RETURNING id""",
-        (change.network, change.district, change.ts, change.ts),
-    )
-    new = cur.fetchone()
-    assert new is not None
-    return int(new["id"])
 
 
 def active_alerts(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
