@@ -250,15 +250,19 @@ class BaselineDetector:
         """Return the learned state as JSON-ready data (per sensor: bins, score, run, alert)."""
         st = self._state
         sensors: dict[str, Any] = {}
+        # Non-finite floats by name: an infinite value of a sensor without a valid range is trusted and makes its
+        # bin NaN, and one NaN written as a bare token made PostgreSQL refuse every detector's state. Rows that are
+        # all finite (nearly all) skip the per-value check.
+        rows_finite = np.asarray(np.isfinite(st.loc).all(axis=1) & np.isfinite(st.spread).all(axis=1), dtype=bool)
+        finite: list[bool] = rows_finite.tolist()
+        locs, spreads, counts = st.loc.tolist(), st.spread.tolist(), st.count.tolist()
         for i, sid in enumerate(self._ids):
             if not st.seen[i]:
                 continue
-            # Non-finite floats by name: an infinite value of a sensor without a valid range is trusted and makes
-            # its bin NaN, and one NaN written as a bare token made PostgreSQL refuse every detector's state.
             sensors[sid] = {
-                "loc": [float_to_json(v) for v in st.loc[i].tolist()],
-                "spread": [float_to_json(v) for v in st.spread[i].tolist()],
-                "count": [int(v) for v in st.count[i]],
+                "loc": locs[i] if finite[i] else [float_to_json(v) for v in locs[i]],
+                "spread": spreads[i] if finite[i] else [float_to_json(v) for v in spreads[i]],
+                "count": [int(v) for v in counts[i]],
                 "score": float_to_json(st.score[i]),
                 "run": int(st.run[i]),
                 "active": bool(st.active[i]),
