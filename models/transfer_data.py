@@ -210,6 +210,54 @@ def simulate_table(
     return frame.loc[frame.index >= start], scenario.ground_truth()
 
 
+@dataclass(frozen=True, slots=True)
+class SensorStream:
+    """Every sensor's readings over a period, one row per sensor step (:func:`simulate_stream`).
+
+    Attributes:
+        times: aware UTC time of each row.
+        sensor_ids: the sensor of each column.
+        values: readings in each sensor's canonical unit (pressure kPa, flow L/s, level m), shape (rows, sensors).
+    """
+
+    times: pd.DatetimeIndex
+    sensor_ids: tuple[str, ...]
+    values: npt.NDArray[np.float64]
+
+
+def simulate_stream(
+    network: PipeNetwork,
+    sensors: Sequence[Sensor],
+    *,
+    start: datetime,
+    duration: timedelta,
+    seed: int,
+    events: Sequence[LeakEvent] = (),
+    step: timedelta = timedelta(minutes=1),
+    warmup: timedelta = timedelta(days=1),
+) -> tuple[SensorStream, GroundTruth]:
+    """Simulate the sensors over a period as a streaming detector would receive them (canonical units, kPa).
+
+    The same run as :func:`simulate_table` (a *warmup* before *start* whose rows are dropped, the same demand
+    variation and noise for a seed) at the sensor step *step*, kept as readings rather than a table of metres.
+    """
+    scenario = WaterScenario(
+        network, sensors, start=start - warmup, duration=duration + warmup, step=step, events=events, seed=seed
+    )
+    stamps: list[datetime] = []
+    rows: list[list[float]] = []
+    ids: tuple[str, ...] = ()
+    for simulated in scenario.steps():
+        if simulated.ts < start:
+            continue
+        if not ids:
+            ids = tuple(r.sensor_id for r in simulated.readings)
+        stamps.append(simulated.ts)
+        rows.append([r.value for r in simulated.readings])
+    values = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(ids))
+    return SensorStream(pd.DatetimeIndex(stamps), ids, values), scenario.ground_truth()
+
+
 def mean_demand_l_s(truth: GroundTruth) -> float:
     """Return a run's mean demand, L/s, from its ground truth (``demand_m3`` over the whole run, warm-up included)."""
     return float(truth.summary["demand_m3"]) * 1000.0 / float(truth.scenario["duration"])

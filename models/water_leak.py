@@ -7,7 +7,7 @@ the best candidate when it is raised), ``updated`` while it lasts (grade, estima
 Method, and why:
 
 - **Observations.** Every pressure sensor (kPa) and flow sensor (L/s, signed) of the water network, as one vector
-  *y*. Tank levels are not judged: a tank's level integrates everything and is one of the common modes below.
+  *y*. Tank levels are not judged: a tank's level integrates everything; it explains part of the others (below).
 - **Baseline by time of day.** Each sensor's value is learned per time-of-day bin (``bin_s``, default 30 min,
   interpolated linearly between bin centres) from the first ``learn_s`` of data (default 24 h), then kept up to
   date with a memory of ``baseline_days`` days while nothing is suspected. The deviation *d = y − baseline* is
@@ -15,9 +15,18 @@ Method, and why:
 - **Network-wide correction from the model.** A day differs from the baseline mostly as a whole: the city uses a few
   per cent more or less water, residential and commercial consumers shift, the tank floats at another level. These
   common modes are computed once per network in EPANET (:func:`network_response`): the change of every observed
-  value for +5 % of each demand pattern's consumers and +0.5 m in each tank. The deviation is projected off them,
-  so what is left is what the common modes cannot explain. A learned per-sensor baseline alone would call every
-  dry day a leak; the EPANET model alone would need every consumer's demand. The two together need neither.
+  value for +5 % of each demand pattern's consumers and +0.5 m in each tank (−0.5 m for a tank that starts too
+  near its top). The deviation is projected off them, so what is left is what the common modes cannot explain. A
+  learned per-sensor baseline alone would call every dry day a leak; the EPANET model alone would need every
+  consumer's demand. The two together need neither.
+- **Where the modes would leave nothing, measured tanks are inputs** (``measured_tanks``). With many tanks and few
+  sensors the common modes can span every leak's signature (a leak draws on the tanks near it, and more flow out of
+  those tanks is what a fuller tank does too): WNTR's Net6, 32 tanks giving 96 modes against 67 sensors, keeps
+  1e-10 of a leak response after the projection, and the test is blind. Then (by default only then) a tank whose
+  level is measured gets a baseline and smoothed deviation like the other sensors (it is not judged); its
+  deviation, m, times its response per metre (the mean of its modes over the operating points) is subtracted from
+  the deviation, and its modes are not projected off. A tank whose level is stale is projected off again. Not the
+  default everywhere: on the demo city (one tank, 140 sensors) it cost a large leak and raised more false alarms.
 - **Detection and localisation in one test.** The same EPANET model gives, for a 1 L/s leak at each candidate
   junction, the change of every observed value (the sensitivity matrix *S*, also projected off the common modes).
   The residuals are whitened by a covariance built from the model (``model_covariance``): every consumer's demand
@@ -88,6 +97,7 @@ KPA_PER_M = 9.80665
 STATE_VERSION = 1
 
 _EN_BASEDEMAND, _EN_PRESSURE, _EN_TANKLEVEL, _EN_FLOW = 1, 11, 8, 8
+_EN_MINLEVEL, _EN_MAXLEVEL = 20, 21
 _ONE = "LIFELINE_LEAK_ONE"
 
 
@@ -155,7 +165,7 @@ def network_response(
         observed: ``("pressure", node id)`` (kPa) or ``("flow", link id)`` (L/s, positive from ``from_id``).
         leak_l_s: the trial leak, L/s.
         demand_step: the trial relative change of a pattern's demand.
-        tank_step_m: the trial change of a tank's level, m.
+        tank_step_m: the trial change of a tank's level, m (downwards for a tank without room above it).
         operating_points: the demand levels (× mean demand) at which the common modes are computed.
 
     Raises:
@@ -261,8 +271,16 @@ def _compute_response(
                 for tid in tanks:
                     k = int(en.ENgetnodeindex(tid))
                     level = float(en.ENgetnodevalue(k, _EN_TANKLEVEL))
-                    en.ENsetnodevalue(k, _EN_TANKLEVEL, level + tank_step_m)
-                    modes.append((solve() - level_base) / tank_step_m)
+                    step = _tank_step(
+                        level,
+                        float(en.ENgetnodevalue(k, _EN_MINLEVEL)),
+                        float(en.ENgetnodevalue(k, _EN_MAXLEVEL)),
+                        tank_step_m,
+                    )
+                    if step == 0.0:  # a tank with no room at all: its level cannot move
+                        continue
+                    en.ENsetnodevalue(k, _EN_TANKLEVEL, level + step)
+                    modes.append((solve() - level_base) / step)
                     names.append(f"tank:{tid}@{scale:g}")
                     en.ENsetnodevalue(k, _EN_TANKLEVEL, level)
             for jid, k in junction_index.items():
@@ -275,6 +293,17 @@ def _compute_response(
     mode_matrix = np.column_stack(modes) if modes else np.zeros((len(observed), 0))
     demand = np.array([sum(parts.get(jid, {}).values()) for jid in candidates], dtype=np.float64)
     return NetworkResponse(tuple(observed), candidates, leak, mode_matrix, tuple(names), demand)
+
+
+def _tank_step(level_m: float, min_m: float, max_m: float, step_m: float) -> float:
+    """Return the trial change of a tank's level: *step_m* up, or down if a tank starting near its top has no room
+    above (EPANET refuses a level outside the tank), or as far as the tank allows either way if it has neither."""
+    if level_m + step_m <= max_m:
+        return step_m
+    if level_m - step_m >= min_m:
+        return -step_m
+    room = max(max_m - level_m, level_m - min_m)
+    return room if max_m - level_m >= level_m - min_m else -room
 
 
 # --- settings and state ---------------------------------------------------------------------------------------------
@@ -303,6 +332,13 @@ class LeakSettings:
         operating_points: demand levels (× mean) at which the common modes are computed (see
             :func:`network_response`); each adds a mode per demand pattern and tank, so a network with few
             sensors needs fewer.
+        measured_tanks: a tank whose level is measured is not projected off as an unknown common mode: its
+            measured deviation (smoothed like the others) times its response is subtracted instead (see the
+            module). None (the default): only where projecting every mode would leave the leak responses
+            nothing (the median leak response keeps less than ``1e-6`` of its size: the test would be blind);
+            False: every tank is projected off; True: measured tanks are always inputs.
+        model_covariance: whiten by the model covariance (else by each sensor's own spread alone).
+        own_noise_floor: each sensor's own variance is at least this share of its residual variance.
     """
 
     bin_s: float = 30 * 60.0
@@ -323,6 +359,7 @@ class LeakSettings:
     operating_points: tuple[float, ...] = (0.5, 1.0, 1.5)
     model_covariance: bool = True
     own_noise_floor: float = 0.1
+    measured_tanks: bool | None = None
 
 
 @dataclass(slots=True)
@@ -551,6 +588,7 @@ class WaterLeakDetector:
         """Choose the observed sensors and get the network's response for them."""
         chosen: list[Sensor] = []
         observed: list[tuple[str, str]] = []
+        levels: dict[str, Sensor] = {}  # tank id -> its level sensor (the first by id)
         for sid in sorted(sensors):
             sensor = sensors[sid]
             if sensor.network is not Network.WATER or sensor.asset_id is None:
@@ -561,13 +599,49 @@ class WaterLeakDetector:
             elif sensor.quantity is Quantity.FLOW and asset in self.network.links:
                 observed.append(("flow", asset))
             else:
+                node = self.network.nodes.get(asset)
+                if sensor.quantity is Quantity.LEVEL and node is not None and node.kind is NodeKind.TANK:
+                    levels.setdefault(asset, sensor)
                 continue
             chosen.append(sensor)
         self.sensors = {s.sensor_id: s for s in chosen}
-        self._ids = [s.sensor_id for s in chosen]
-        self._row = {sid: k for k, sid in enumerate(self._ids)}
-        self._per_day = np.array([self.settings.bin_s / max(s.interval_s, 1.0) for s in chosen], dtype=np.float64)
         self.response = network_response(self.network, observed, operating_points=self.settings.operating_points)
+        # Measured tanks: their level sensors are extra rows of the state (baseline and smoothed deviation, never
+        # judged); the mean of their mode columns over the operating points is their response per metre.
+        names = self.response.mode_names
+        tank_columns: list[list[int]] = []
+        level_sensors: list[Sensor] = []
+        use_levels = self.settings.measured_tanks
+        if use_levels is None:
+            use_levels = _absorbed(self.response.leak, self.response.modes)
+            if use_levels and levels:
+                log.warning(
+                    "%s: the %d common modes leave the leak responses nothing at %d sensors; the %d measured"
+                    " tanks' levels are used instead of their modes",
+                    self.network.name,
+                    self.response.modes.shape[1],
+                    len(chosen),
+                    len(levels),
+                )
+        if use_levels:
+            for tid, sensor in sorted(levels.items()):
+                columns = [k for k, name in enumerate(names) if name.rsplit("@", 1)[0] == f"tank:{tid}"]
+                if columns:
+                    tank_columns.append(columns)
+                    level_sensors.append(sensor)
+        self._n = len(chosen)
+        self._tank_columns = tank_columns
+        measured = {k for columns in tank_columns for k in columns}
+        self._free_modes = np.array([k for k in range(len(names)) if k not in measured], dtype=np.intp)
+        self._tank_effect = (
+            np.column_stack([self.response.modes[:, columns].mean(axis=1) for columns in tank_columns])
+            if tank_columns
+            else np.zeros((self._n, 0))
+        )
+        rows = chosen + level_sensors
+        self._ids = [s.sensor_id for s in rows]
+        self._row = {sid: k for k, sid in enumerate(self._ids)}
+        self._per_day = np.array([self.settings.bin_s / max(s.interval_s, 1.0) for s in rows], dtype=np.float64)
         self._districts = _candidate_districts(self.network, self.response.candidates, chosen)
         self._projections: dict[bytes, tuple[FloatArray, FloatArray, FloatArray, FloatArray]] = {}
         self._grams: dict[bytes, tuple[FloatArray, FloatArray, float]] = {}
@@ -670,20 +744,38 @@ class WaterLeakDetector:
         k = math.floor(x)
         return k % self._bins, (k + 1) % self._bins, x - k
 
-    def _fresh(self, st: _State, ts: float) -> npt.NDArray[np.bool_]:
+    def _fresh(self, st: _State, ts: float) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+        """Return which judged sensors and which measured tanks' levels have a trusted reading within ``stale_s``."""
         fresh: npt.NDArray[np.bool_] = np.isfinite(st.last_ts) & (ts - st.last_ts <= self.settings.stale_s)
-        return fresh
+        return fresh[: self._n], fresh[self._n :]
 
-    def _gram(self, mask: npt.NDArray[np.bool_]) -> tuple[FloatArray, FloatArray, float]:
+    def _modes(self, levels: npt.NDArray[np.bool_]) -> FloatArray:
+        """The common modes projected off: every mode but those of the tanks whose level is fresh."""
+        columns = [self._free_modes]
+        columns += [
+            np.asarray(c, dtype=np.intp) for c, fresh in zip(self._tank_columns, levels, strict=True) if not fresh
+        ]
+        modes: FloatArray = self.response.modes[:, np.concatenate(columns)]
+        return modes
+
+    def _deviation(self, st: _State, values: FloatArray, levels: npt.NDArray[np.bool_]) -> FloatArray:
+        """Return the judged sensors' smoothed deviations (*values*: ``st.dev`` or ``st.fast``) less what the fresh
+        measured tanks' level deviations explain."""
+        dev = values[: self._n]
+        if levels.any():
+            dev = dev - self._tank_effect[:, levels] @ values[self._n :][levels]
+        return dev
+
+    def _gram(self, mask: npt.NDArray[np.bool_], levels: npt.NDArray[np.bool_]) -> tuple[FloatArray, FloatArray, float]:
         """Return, for the sensors in *mask*: the projector off the common modes, the covariance of the projected
         values that consumers' independent demand noise would cause (per unit of relative demand variance), and
         the sum of its squared off-diagonal terms. Cached per mask."""
-        key = b"gram" + mask.tobytes()
+        key = b"gram" + mask.tobytes() + levels.tobytes()
         cached = self._grams.get(key)
         if cached is not None:
             return cached
         n = int(mask.sum())
-        modes = self.response.modes[mask]
+        modes = self._modes(levels)[mask]
         with _blas().limit(limits=1, user_api="blas"):
             projector = np.eye(n) - modes @ np.linalg.pinv(modes) if modes.shape[1] else np.eye(n)
             spread = projector @ (self.response.leak[mask] * self.response.demand_l_s[None, :])
@@ -698,20 +790,22 @@ class WaterLeakDetector:
     def _noise(self, st: _State) -> tuple[float, FloatArray]:
         """Return the residuals' noise model: the relative variance of each consumer's demand (the scale of the
         model part) and each sensor's own variance, unit before calibration."""
-        var = np.where(st.var_n > 0, st.var_sum / np.maximum(st.var_n, 1.0), 1.0)
+        n = self._n
+        var = np.where(st.var_n[:n] > 0, st.var_sum[:n] / np.maximum(st.var_n[:n], 1.0), 1.0)
         alpha = 0.0
         if self.settings.model_covariance and st.cross_den > 0:
             alpha = max(st.cross_num / st.cross_den, 0.0)
         own = var
         if alpha > 0:
-            _projector, gram, _off = self._gram(np.ones(len(self._ids), dtype=bool))
+            everything = np.ones(n, dtype=bool)
+            _projector, gram, _off = self._gram(everything, np.ones(len(self._tank_columns), dtype=bool))
             own = np.maximum(var - alpha * np.diag(gram), self.settings.own_noise_floor * var)
         floor = max(float(np.median(np.sqrt(var))) * 0.2, 1e-3) ** 2
         out: FloatArray = np.maximum(own, floor)
         return alpha, out
 
     def _projected(
-        self, mask: npt.NDArray[np.bool_], alpha: float, own: FloatArray, key: bytes
+        self, mask: npt.NDArray[np.bool_], levels: npt.NDArray[np.bool_], alpha: float, own: FloatArray, key: bytes
     ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
         """Return, for the sensors in *mask*: the whitening matrix, the modes' basis, the whitened leak responses
         projected off the modes, and their norms. Cached by *key* (fixed once calibrated)."""
@@ -719,14 +813,14 @@ class WaterLeakDetector:
         if cached is not None:
             return cached
         with _blas().limit(limits=1, user_api="blas"):
-            result = self._factorise(mask, alpha, own)
+            result = self._factorise(mask, levels, alpha, own)
         if len(self._projections) > 64:
             self._projections.clear()
         self._projections[key] = result
         return result
 
     def _factorise(
-        self, mask: npt.NDArray[np.bool_], alpha: float, own: FloatArray
+        self, mask: npt.NDArray[np.bool_], levels: npt.NDArray[np.bool_], alpha: float, own: FloatArray
     ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
         leak = self.response.leak[mask]
         if alpha > 0:
@@ -737,8 +831,7 @@ class WaterLeakDetector:
             white = np.linalg.inv(np.linalg.cholesky(cov))
         else:
             white = np.diag(1.0 / np.sqrt(own[mask]))
-        modes = white @ self.response.modes[mask]
-        basis, _r = np.linalg.qr(modes) if modes.shape[1] else (np.zeros((int(mask.sum()), 0)), None)
+        basis = _span(white @ self._modes(levels)[mask])
         leak = white @ leak
         leak = leak - basis @ (basis.T @ leak)
         norms = np.linalg.norm(leak, axis=0)
@@ -748,13 +841,14 @@ class WaterLeakDetector:
     def _calibrate(self, st: _State, ts: float) -> None:
         """Accumulate each fresh sensor's squared residual (deviation projected off the modes, unwhitened), and
         how far the residuals' cross-products follow the covariance that consumers' demand noise would cause."""
-        mask = self._fresh(st, ts)
+        mask, levels = self._fresh(st, ts)
         if not mask.any():
             return
-        projector, gram, off = self._gram(mask)
-        d = projector @ st.dev[mask]
-        st.var_sum[mask] += d * d
-        st.var_n[mask] += 1.0
+        projector, gram, off = self._gram(mask, levels)
+        d = projector @ self._deviation(st, st.dev, levels)[mask]
+        rows = np.flatnonzero(mask)
+        st.var_sum[rows] += d * d
+        st.var_n[rows] += 1.0
         if self.settings.model_covariance and off > 0:
             # Least squares of the off-diagonal products r_i·r_k on alpha·G_ik, accumulated over time.
             st.cross_num += float(d @ gram @ d - np.diag(gram) @ (d * d))
@@ -762,21 +856,21 @@ class WaterLeakDetector:
 
     def _judge(self, st: _State, ts: float) -> Judgement:
         """Return the matched-filter test over every candidate at *ts*."""
-        mask = self._fresh(st, ts)
+        mask, levels = self._fresh(st, ts)
         if mask.sum() < 3:
             return Judgement(0.0)
         cfg = self.settings
         calibrated = st.var_n.max() > 0 and ts - st.first_ts >= cfg.learn_s + cfg.calibrate_s
         # While calibrating, the noise model moves: refresh it every 10 judged minutes or so.
         epoch = -1 if calibrated else int(st.var_n.max() // 10)
-        key = mask.tobytes() + epoch.to_bytes(8, "little", signed=True)
+        key = mask.tobytes() + levels.tobytes() + epoch.to_bytes(8, "little", signed=True)
         if key in self._projections:
             white, basis, leak, norms = self._projections[key]
         else:
             alpha, own = self._noise(st)
-            white, basis, leak, norms = self._projected(mask, alpha, own, key)
+            white, basis, leak, norms = self._projected(mask, levels, alpha, own, key)
         # A leak lowers pressure: the response is negative where the deviation is; the test is one-sided.
-        z = white @ st.dev[mask]
+        z = white @ self._deviation(st, st.dev, levels)[mask]
         r = z - basis @ (basis.T @ z)
         stats = (leak.T @ r) / norms
         best = int(np.argmax(stats))
@@ -786,7 +880,7 @@ class WaterLeakDetector:
         order = order[np.argsort(-cosine[order])]
         candidates = [(self.response.candidates[k], round(float(cosine[k]), 4)) for k in order]
         # Sized from the fast deviation: the slow one lags a burst by tens of minutes.
-        fast = white @ st.fast[mask]
+        fast = white @ self._deviation(st, st.fast, levels)[mask]
         flow = float(leak[:, best] @ (fast - basis @ (basis.T @ fast)) / (norms[best] ** 2))
         return Judgement(float(stats[best]), candidates, flow, int(mask.sum()))
 
@@ -869,6 +963,34 @@ class WaterLeakDetector:
             message_en=en,
             detail=detail,
         )
+
+
+def _absorbed(leak: FloatArray, modes: FloatArray, *, tolerance: float = 1e-6) -> bool:
+    """Whether projecting off *modes* leaves the median leak response less than *tolerance* of its size (the modes
+    span every leak's signature: the test cannot see any leak)."""
+    if not leak.size or not modes.shape[1]:
+        return False
+    size = np.linalg.norm(leak, axis=0)
+    seen = size > 0
+    if not seen.any():
+        return False
+    basis = _span(modes)
+    left = np.linalg.norm(leak[:, seen] - basis @ (basis.T @ leak[:, seen]), axis=0) / size[seen]
+    return bool(np.median(left) < tolerance)
+
+
+def _span(vectors: FloatArray) -> FloatArray:
+    """Return an orthonormal basis of the span of *vectors*' columns, shape (rows, rank).
+
+    By singular values, not QR: with as many modes as sensors or more, or dependent ones, QR would return a full
+    square basis and project everything off (the test would be blind without saying so).
+    """
+    if not vectors.shape[1]:
+        return np.zeros((vectors.shape[0], 0))
+    u, s, _vt = np.linalg.svd(vectors, full_matrices=False)
+    rank = int((s > s[0] * 1e-10).sum()) if s[0] > 0 else 0
+    basis: FloatArray = u[:, :rank]
+    return basis
 
 
 def _candidate_districts(network: PipeNetwork, candidates: Sequence[str], sensors: Sequence[Sensor]) -> dict[str, str]:
