@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
+import numpy.typing as npt
 
 from twin.alerts import AlertChange
 from twin.readings import QUALITY_BAD, Reading, ReadingBatch, ts_to_us
@@ -45,12 +46,39 @@ class SensorState:
     grades: dict[Direction, Grade] = field(default_factory=dict)
 
 
+NO_TIME = int(np.iinfo(np.int64).min)
+"""In :attr:`Detection.last`: no reading seen yet."""
+
+
 @dataclass(frozen=True, slots=True)
 class Detection:
-    """The result of one batch: alert changes, and the state to keep once they are stored."""
+    """The result of one batch: alert changes, and the state to keep once they are stored.
+
+    The state is kept as the detector keeps it (each known sensor's newest time in an array, active grades by
+    sensor); :attr:`state` gives it as :class:`SensorState` per sensor.
+    """
 
     changes: list[AlertChange]
-    state: dict[str, SensorState]
+    last: npt.NDArray[np.int64]
+    """Newest reading time per row of :attr:`ids` (µs since the epoch; :data:`NO_TIME`: none)."""
+    grades: dict[str, dict[Direction, Grade]]
+    """Active grades of the sensors that have any."""
+    ids: list[str]
+    """Sensor id of each row (the detector's list: rows past ``len(last)`` were added later)."""
+
+    @property
+    def state(self) -> dict[str, SensorState]:
+        """The state per sensor that has seen a reading or has an active grade."""
+        out: dict[str, SensorState] = {}
+        for row, last in enumerate(self.last.tolist()):
+            name = self.ids[row]
+            grades = self.grades.get(name)
+            if last != NO_TIME or grades:
+                out[name] = SensorState(None if last == NO_TIME else last, dict(grades or {}))
+        for name, grades in self.grades.items():
+            if name not in out:
+                out[name] = SensorState(None, dict(grades))
+        return out
 
 
 class ThresholdDetector:
@@ -66,8 +94,22 @@ class ThresholdDetector:
 
     def __init__(self, sensors: Mapping[str, Sensor], state: Mapping[str, SensorState] | None = None) -> None:
         self.sensors = sensors
-        self._state: dict[str, SensorState] = dict(state or {})
-        self._bands: dict[str, tuple[float, float] | None] = {}
+        # Each sensor gets a row: its newest time and its limits' band in arrays, so that a batch of calm sensors
+        # is judged with a few numpy operations instead of an object per sensor.
+        self._ids: list[str] = []
+        self._row: dict[str, int] = {}
+        self._last = np.empty(0, dtype=np.int64)
+        self._low = np.empty(0)
+        self._high = np.empty(0)
+        self._known = np.empty(0, dtype=bool)
+        self._grades: dict[str, dict[Direction, Grade]] = {}
+        self._add_rows(sensors)
+        for name, st in (state or {}).items():
+            row = self._row.get(name)
+            if row is not None:
+                self._last[row] = NO_TIME if st.last_us is None else st.last_us
+            if st.grades:
+                self._grades[name] = dict(st.grades)
 
     def evaluate(self, readings: Sequence[Reading]) -> Detection:
         """Return the alert changes that *readings* cause, in time order per sensor.
@@ -79,13 +121,45 @@ class ThresholdDetector:
         readings all stay inside its limits can only move its newest time, which is done for all such sensors at
         once; the readings of the other sensors go through the reading-by-reading rules.
         """
+        changes: list[AlertChange] = []
+        touched: dict[str, SensorState] = {}
+        newest = None
         if not isinstance(readings, ReadingBatch):
             changes, touched = self._step_all(readings)
         else:
-            changes, touched = self._evaluate_columns(readings)
-        merged = dict(self._state)
-        merged.update(touched)
-        return Detection(changes, merged)
+            changes, touched, newest = self._evaluate_columns(readings)
+        last, grades = self._last, self._grades
+        if newest is not None or touched:
+            last = _grown(last, len(self._ids))  # a copy: the detector changes only at commit
+        if newest is not None:
+            rows, times = newest
+            last[rows] = np.maximum(last[rows], times)
+        if touched:
+            grades = dict(grades)
+            for name, st in touched.items():
+                last[self._row[name]] = NO_TIME if st.last_us is None else st.last_us
+                if st.grades:
+                    grades[name] = st.grades
+                else:
+                    grades.pop(name, None)
+        return Detection(changes, last, grades, self._ids)
+
+    def _add_rows(self, names: Iterable[str]) -> None:
+        """Give each of *names* that has none a row (no time yet), and work out every row's band again."""
+        for name in names:
+            if name not in self._row:
+                self._row[name] = len(self._ids)
+                self._ids.append(name)
+        self._last = _grown(self._last, len(self._ids))
+        bands = [self._band(name) for name in self._ids]
+        self._low = np.array([-math.inf if b is None else b[0] for b in bands], dtype=float)
+        self._high = np.array([math.inf if b is None else b[1] for b in bands], dtype=float)
+        self._known = np.array([b is not None for b in bands], dtype=bool)
+
+    def _old_state(self, name: str) -> SensorState:
+        row = self._row.get(name)
+        last = NO_TIME if row is None or row >= len(self._last) else int(self._last[row])
+        return SensorState(None if last == NO_TIME else last, dict(self._grades.get(name, {})))
 
     def _step_all(self, readings: Iterable[Reading]) -> tuple[list[AlertChange], dict[str, SensorState]]:
         changes: list[AlertChange] = []
@@ -96,8 +170,7 @@ class ThresholdDetector:
                 continue
             state = touched.get(reading.sensor_id)
             if state is None:
-                old = self._state.get(reading.sensor_id, SensorState())
-                state = touched[reading.sensor_id] = SensorState(old.last_us, dict(old.grades))
+                state = touched[reading.sensor_id] = self._old_state(reading.sensor_id)
             us = ts_to_us(reading.ts)
             if state.last_us is not None and us <= state.last_us:
                 continue
@@ -108,25 +181,27 @@ class ThresholdDetector:
                     changes.append(change)
         return changes, touched
 
-    def _evaluate_columns(self, batch: ReadingBatch) -> tuple[list[AlertChange], dict[str, SensorState]]:
+    def _evaluate_columns(
+        self, batch: ReadingBatch
+    ) -> tuple[list[AlertChange], dict[str, SensorState], tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None]:
+        """Judge *batch* column-wise: the changes and touched state of the sensors that need the reading-by-reading
+        rules, and the rows and newest times of the calm ones (None: none)."""
         names, codes = batch.groups()
-        count = len(names)
-        low = np.full(count, -np.inf)
-        high = np.full(count, np.inf)
-        known = np.zeros(count, dtype=bool)
-        busy = np.zeros(count, dtype=bool)
-        state = self._state
-        for k, name in enumerate(names):
-            band = self._band(name)
-            if band is None:
-                continue
-            known[k] = True
-            low[k], high[k] = band
-            old = state.get(name)
-            busy[k] = old is not None and bool(old.grades)
+        rows_by_name = self._row
+        rows = np.fromiter((rows_by_name.get(name, -1) for name in names), np.int64, len(names))
+        if not len(self._ids):
+            return [], {}, None
+        valid = rows >= 0
+        if not valid.all():  # sensors the registry does not know: judged by no rule
+            rows = np.where(valid, rows, 0)
+        known = valid & self._known[rows]
+        active = self._grades
+        busy = (
+            np.fromiter((name in active for name in names), bool, len(names)) if active else np.zeros(len(names), bool)
+        )
         values = batch.values
         good = batch.quality != QUALITY_BAD
-        crossing = good & ((values >= high[codes]) | (values <= low[codes]))
+        crossing = good & ((values >= self._high[rows][codes]) | (values <= self._low[rows][codes]))
         busy[codes[crossing]] = True
         busy &= known
         changes: list[AlertChange] = []
@@ -134,40 +209,38 @@ class ThresholdDetector:
         if busy.any():
             changes, touched = self._step_all(batch.take(busy[codes]))
         quiet = good & known[codes] & ~busy[codes]
-        if quiet.any():
-            newest = np.full(count, np.iinfo(np.int64).min, dtype=np.int64)
-            np.maximum.at(newest, codes[quiet], batch.ts_us[quiet])
-            for k in np.flatnonzero(newest > np.iinfo(np.int64).min).tolist():
-                name, us = names[k], int(newest[k])
-                old = state.get(name)
-                if old is None:
-                    touched[name] = SensorState(us, {})
-                elif old.last_us is None or us > old.last_us:
-                    touched[name] = SensorState(us, dict(old.grades))
-        return changes, touched
+        if not quiet.any():
+            return changes, touched, None
+        newest = np.full(len(names), NO_TIME, dtype=np.int64)
+        np.maximum.at(newest, codes[quiet], batch.ts_us[quiet])
+        seen = newest > NO_TIME
+        return changes, touched, (rows[seen], newest[seen])
 
     def _band(self, sensor_id: str) -> tuple[float, float] | None:
         """Return the highest low limit and the lowest high limit of a sensor (±inf: none), None if unknown."""
-        try:
-            return self._bands[sensor_id]
-        except KeyError:
-            sensor = self.sensors.get(sensor_id)
-            band = None
-            if sensor is not None:
-                lows = [lim.threshold for lim in sensor.limits if lim.direction is Direction.LOW]
-                highs = [lim.threshold for lim in sensor.limits if lim.direction is Direction.HIGH]
-                band = (max(lows, default=-math.inf), min(highs, default=math.inf))
-            self._bands[sensor_id] = band
-            return band
+        sensor = self.sensors.get(sensor_id)
+        if sensor is None:
+            return None
+        lows = [lim.threshold for lim in sensor.limits if lim.direction is Direction.LOW]
+        highs = [lim.threshold for lim in sensor.limits if lim.direction is Direction.HIGH]
+        return (max(lows, default=-math.inf), min(highs, default=math.inf))
 
     def commit(self, detection: Detection) -> None:
         """Adopt the state of a detection whose changes have been stored."""
-        self._state = detection.state
+        self._last = _grown(detection.last, len(self._ids)) if len(detection.last) < len(self._ids) else detection.last
+        self._grades = detection.grades
 
     def update_sensors(self, sensors: Mapping[str, Sensor]) -> None:
         """Use a new set of sensor definitions (limits may have changed); the state is kept."""
         self.sensors = sensors
-        self._bands = {}
+        self._add_rows(sensors)
+
+
+def _grown(last: npt.NDArray[np.int64], size: int) -> npt.NDArray[np.int64]:
+    """A copy of *last* with rows up to *size* (new rows: no time)."""
+    out = np.full(size, NO_TIME, dtype=np.int64)
+    out[: len(last)] = last
+    return out
 
 
 def state_from_active(

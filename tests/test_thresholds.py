@@ -110,3 +110,24 @@ def test_columns_give_what_readings_give() -> None:
             by_columns.commit(columns)
             changed += len(rows.changes)
     assert changed > 100  # the streams do cross the limits
+
+
+def test_columns_change_nothing_until_commit_and_sensors_added_later_are_judged() -> None:
+    """The column path keeps the detector as it was until commit; a sensor the registry gains later is judged
+    once the detector is given the new definitions; readings of sensors it does not know change nothing."""
+    known = {sid: s for sid, s in SENSORS.items() if sid != "D-L-002"}
+    det = ThresholdDetector(known)
+    calm = ReadingBatch.from_readings(_levels(0.3, 0.4) + _levels(0.3, sensor="nope"))
+    first = det.evaluate(calm)
+    again = det.evaluate(calm)
+    assert first.changes == again.changes == [] and first.state == again.state
+    bad = ReadingBatch.from_readings([Reading("D-L-001", T0, 5.0, 2)])
+    assert set(first.state) == {"D-L-001"} and det.evaluate(bad).state == {}  # nothing committed yet
+    det.commit(first)
+    high = ReadingBatch.from_readings(_levels(0.9, start=5) + _levels(0.9, sensor="D-L-002", start=5))
+    assert [(c.sensor_id, c.event) for c in det.evaluate(high).changes] == [("D-L-001", "raised")]
+    det.update_sensors(SENSORS)
+    result = det.evaluate(high)
+    assert [(c.sensor_id, c.event) for c in result.changes] == [("D-L-001", "raised"), ("D-L-002", "raised")]
+    det.commit(result)
+    assert det.evaluate(ReadingBatch.from_readings(_levels(0.95, start=6))).changes == []  # still raised: no change
