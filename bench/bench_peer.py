@@ -8,11 +8,16 @@ flow of ``../shared/peers/node-red`` (mqtt in → join 1,000 or 0.2 s → one IN
 into a table of its own schema. Each system gets its own topic prefix, so nothing queued for one reaches the other.
 
 Measured per run: readings published and stored (nothing may be lost), readings/s landed (first publish → count of
-stored rows reaches the count published), lag p50/p99 (every --probe-interval s the publisher sends a probe message
-whose readings carry the publish time as ``ts``; a poller in this process sees the row appear: lag = first seen −
-ts, resolution --poll-interval), CPU seconds of the consumer process and of the PostgreSQL backends serving it, and
-the consumer's peak RSS and peak anonymous memory (``RssAnon``: RSS without the files it maps; sampled). Prints a
-table and the ratios Lifeline/peer.
+stored rows reaches the count published), lag p50/p99 (at random intervals averaging --probe-interval s the publisher
+sends a probe message whose readings carry the publish time as ``ts``; a poller in this process, polling at random
+intervals averaging --poll-interval, sees the row appear: lag = first seen − ts), CPU seconds of the consumer process
+and of the PostgreSQL backends serving it, and the consumer's peak RSS and peak anonymous memory (``RssAnon``: RSS
+without the files it maps; sampled). Prints a table and the ratios Lifeline/peer.
+
+Probes and polls are spaced at random (uniform 0.5–1.5 × the mean): at fixed intervals they lock to a consumer's
+batch period and sample one phase of it. The peer closes a batch every 1,000 messages, at 20,000 msg/s every 50 ms,
+the default probe interval: until 2026-11-26 09:30 UTC its probes kept landing near the end of its batches, and its
+lag p50 read 15–25 ms where its batches alone make a reading wait 25 ms on average.
 
     bench/peer/install.sh                       # once: Node-RED 4.1.8 and pg into bench/peer/node_modules
     python bench/bench_peer.py --seconds 20     # 20,000 msg/s of single readings, 6,000 msg/s of 50
@@ -26,6 +31,7 @@ import dataclasses
 import json
 import multiprocessing as mp
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -162,6 +168,7 @@ def _publish(
     with RawPublisher.from_config(config, client_id=f"bench-pub-{uuid.uuid4().hex[:6]}") as pub:
         t0 = time.perf_counter()
         next_probe = t0
+        spacing = random.Random(per_message)  # the same probe times for every consumer of a run
         while (now := time.perf_counter()) - t0 < seconds and (not limit or messages < limit):
             due = int((now - t0) * rate) + 1 if rate > 0 else messages + chunk
             n = min(due - messages, chunk, limit - messages if limit else chunk)
@@ -170,7 +177,7 @@ def _publish(
                 continue
             batch: list[tuple[bytes, bytes]] = []
             if now >= next_probe and not limit:
-                next_probe += probe_interval_s
+                next_probe += probe_interval_s * spacing.uniform(0.5, 1.5)
                 batch.append((probe_topic, _probe_body(per_message, peer_shape=peer_shape)))
             while len(batch) < n:
                 i, rnd = k % sensors, k // sensors
@@ -216,12 +223,13 @@ def _publish_paho(
     with Publisher(config, client_id=f"bench-pub-{uuid.uuid4().hex[:6]}") as pub:
         t0 = time.perf_counter()
         next_probe = t0
+        spacing = random.Random(per_message)  # the same probe times for every consumer of a run
         while (now := time.perf_counter()) - t0 < seconds and (not limit or messages < limit):
             if rate > 0 and messages >= (now - t0) * rate:
                 time.sleep(0.001)
                 continue
             if now >= next_probe and not limit:
-                next_probe += probe_interval_s
+                next_probe += probe_interval_s * spacing.uniform(0.5, 1.5)
                 pub.publish(f"{prefix}/water/{PROBES[0]}", _probe_body(per_message, peer_shape=peer_shape))
             else:
                 sid = f"B{k % sensors:05d}"
@@ -350,6 +358,7 @@ def run_once(broker: EmbeddedServer, target: Target, args: argparse.Namespace, p
                 _drain(conn, consumer, target, args, per_message, baseline, result)
                 return result
             sampler = Sampler(consumer.pid)
+            poll_spacing = random.Random(7)
             probe_query = sql.SQL("SELECT {0} AS ts FROM {1}.{2} WHERE sensor_id = %s AND {0} > %s ORDER BY 1").format(
                 sql.Identifier(target.ts_column), sql.Identifier(target.schema), sql.Identifier(target.table)
             )
@@ -393,7 +402,7 @@ def run_once(broker: EmbeddedServer, target: Target, args: argparse.Namespace, p
                         break
                 if consumer.poll() is not None:
                     raise RuntimeError(f"{target.name} exited with {consumer.returncode}")
-                time.sleep(args.poll_interval)
+                time.sleep(args.poll_interval * poll_spacing.uniform(0.5, 1.5))
             sampler.sample(conn)
             pub_proc.join()
             result.published, result.messages, result.publish_s = published
