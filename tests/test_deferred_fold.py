@@ -27,7 +27,7 @@ from simulators.publisher import Publisher
 from twin.mqtt import MqttConfig
 from twin.readings import ts_to_us
 from twin.store.db import DictConnection, connect
-from twin.store.readings import ReadingRow, ReadingStore, fold_pending
+from twin.store.readings import COPY_FROM, ReadingRow, ReadingStore, fold_pending
 from twin.store.schema import StorageMode, drop_schema, migrate
 
 from .conftest import wait_for
@@ -138,21 +138,23 @@ def _assert_folded_from_readings(db: DictConnection, *, rollups: bool = True) ->
         (StorageMode.TIMESCALEDB, False),
     ],
 )
-@pytest.mark.parametrize("alone", [False, True])
+@pytest.mark.parametrize("alone", [False, True, "copy"])
 def test_deferred_write_and_fold_give_what_the_direct_fold_gives(
-    pg_url: str, schema: str, other_schema: str, seed: int, mode: StorageMode, use_copy: bool, alone: bool
+    pg_url: str, schema: str, other_schema: str, seed: int, mode: StorageMode, use_copy: bool, alone: bool | str
 ) -> None:
     """Same batches into two schemas: folded batch by batch in one, through ``readings_pending`` with folds at
     random moments in the other, by :meth:`ReadingStore.write` in a transaction or by
-    :meth:`ReadingStore.write_alone`. (In ``timescaledb`` mode the store writes only ``sensor_latest``, its rollups
-    being continuous aggregates; here both schemas are plain tables, so the rollups stay empty in both.)"""
+    :meth:`ReadingStore.write_alone` (in one statement, or with COPY as it writes large batches). (In
+    ``timescaledb`` mode the store writes only ``sensor_latest``, its rollups being continuous aggregates; here
+    both schemas are plain tables, so the rollups stay empty in both.)"""
     rng = random.Random(seed * 101)
     with (
         connect(pg_url, schema=schema, autocommit=True) as direct_db,
         connect(pg_url, schema=other_schema, autocommit=True) as deferred_db,
     ):
         direct = ReadingStore(direct_db, mode=mode, use_copy=use_copy)
-        deferred = ReadingStore(deferred_db, mode=mode, use_copy=use_copy, defer_fold=True)
+        copy_from = 1 if alone == "copy" else COPY_FROM
+        deferred = ReadingStore(deferred_db, mode=mode, use_copy=use_copy, defer_fold=True, copy_from=copy_from)
         folded = most_pending = 0
         for batch in _random_batches(seed):
             with direct_db.transaction():

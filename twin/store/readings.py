@@ -247,6 +247,10 @@ def fold_pending(
     return int(row[0]) if row else 0
 
 
+COPY_FROM = 2000
+"""Batches of at least this many readings are written by :meth:`ReadingStore.write_alone` with COPY (see there)."""
+
+
 class ReadingStore:
     """Write batches of readings over one connection, idempotently (see the module docstring for how).
 
@@ -260,6 +264,7 @@ class ReadingStore:
         defer_fold: append each batch's aggregates to ``readings_pending`` instead of folding them into the rollups
             and ``sensor_latest``; someone must call :meth:`fold_pending` (ingest does, about once a second). The
             schema must have ``readings_pending`` (migration 10).
+        copy_from: batches of at least this many readings go by COPY in :meth:`write_alone`.
 
     Attributes:
         fast_batches, slow_batches: batches written by each path since this store was made.
@@ -271,9 +276,16 @@ class ReadingStore:
     """
 
     def __init__(
-        self, conn: psycopg.Connection[Any], *, mode: StorageMode, use_copy: bool = True, defer_fold: bool = False
+        self,
+        conn: psycopg.Connection[Any],
+        *,
+        mode: StorageMode,
+        use_copy: bool = True,
+        defer_fold: bool = False,
+        copy_from: int = COPY_FROM,
     ) -> None:
         self._conn = conn
+        self._copy_from = copy_from
         self._mode = mode
         self._defer_fold = defer_fold
         conn.adapters.register_dumper(_PackedArray, _PackedArrayDumper)
@@ -307,8 +319,10 @@ class ReadingStore:
         folds the fast path is then one statement, its own transaction, that inserts the readings and their
         pending aggregates from binary arrays built by numpy (:data:`_WRITE_ALONE`). Against BEGIN, two COPYs and
         COMMIT it costs a batch of 200 readings 0.25 ms of client CPU instead of 0.43, and the database ~0.5 µs a
-        reading less. A reading already stored aborts it; the batch then takes the slow path in a new
-        transaction, so the result is the same.
+        reading less. From *copy_from* readings on it is those four round trips after all: COPY inserts rows in
+        bulk where ``INSERT … SELECT`` inserts them one by one, and at 5,000 readings that saves the database
+        more (draining 50-reading messages: 2.1 against 2.4 µs a reading). A reading already stored aborts
+        either; the batch then takes the slow path in a new transaction, so the result is the same.
         """
         conn = self._conn
         idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
@@ -318,7 +332,15 @@ class ReadingStore:
             return 0
         batch = rows if isinstance(rows, ReadingBatch) else _batch_of_rows(rows)
         try:
-            conn.execute(_WRITE_ALONE, [*reading_arrays(batch), *map(_PackedArray, pending_arrays(batch))])
+            if len(batch) >= self._copy_from:
+                cur = conn.cursor(row_factory=tuple_row)
+                with conn.transaction():
+                    with cur.copy("COPY readings (sensor_id, ts, value, quality) FROM STDIN (FORMAT BINARY)") as copy:
+                        copy.write(copy_data(batch))
+                    with cur.copy(_COPY_PENDING) as copy:
+                        copy.write(pending_copy_data(batch))
+            else:
+                conn.execute(_WRITE_ALONE, [*reading_arrays(batch), *map(_PackedArray, pending_arrays(batch))])
         except errors.UniqueViolation:
             with conn.transaction():
                 self.slow_batches += 1
