@@ -1,12 +1,12 @@
 """Alert latency: from a sensor's publish to the alert on a websocket client, idle and while ingest is loaded.
 
 Runs a private Mosquitto, `lifeline ingest` and `lifeline serve` as their own processes (detectors on), a websocket
-client on /ws/alerts, and a probe that publishes, every --probe-interval seconds, a reading of one level sensor
-alternately above its grade-II limit and back below it: each probe raises or clears an alert. The probe's value
-carries its sequence number, so each websocket message is matched to the publish that caused it; latency =
-arrival at the client − the publish call (same machine, same clock). Under load, a separate process publishes
-ordinary readings of --sensors sensors at --rate messages/s (QoS 1, one reading per message, written in bulk by
-``simulators/raw_publisher.py``) at the same time.
+client on /ws/alerts, and a probe that publishes, about every --probe-interval seconds (at random: 0.5-1.5x), a
+reading of one level sensor alternately above its grade-II limit and back below it: each probe raises or clears an
+alert. The probe's value carries its sequence number, so each websocket message is matched to the publish that caused
+it; latency = arrival at the client − the publish call (same machine, same clock). Under load, a separate process
+publishes ordinary readings of --sensors sensors at --rate messages/s (QoS 1, one reading per message, written in bulk
+by ``simulators/raw_publisher.py``) at the same time.
 
     python bench/bench_alert_latency.py                       # idle, then 2,000 and 4,000 msg/s, 30 s each
     python bench/bench_alert_latency.py --rates 0 1000 --seconds 20
@@ -20,6 +20,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -154,13 +155,16 @@ def run(
         received.clear()
         t0 = time.perf_counter()
         seq = 0
+        # At random intervals (uniform 0.5-1.5x the mean): at a fixed one the probes can lock to ingest's batch
+        # cycle and sample one phase of it.
+        spacing = random.Random(len(sent_at) + 1)
         while time.perf_counter() - t0 < seconds:
             seq += 1
             value = (HIGH if seq % 2 else LOW) + seq * 1e-6
             body = orjson.dumps({"ts": datetime.now(UTC).isoformat(), "value": value, "unit": "m"})
             sent_at[seq] = time.time()
             pub.publish(f"{prefix}/drainage/{PROBE}", body)
-            time.sleep(interval)
+            time.sleep(interval * spacing.uniform(0.5, 1.5))
         pub.flush(60.0)
     load_sent, load_s = q.get(timeout=seconds + 300) if loader is not None else (0, seconds)
     if loader is not None:
@@ -190,7 +194,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="per load level")
     parser.add_argument("--rates", type=float, nargs="+", default=[0, 2000, 4000], help="load, messages/s")
     parser.add_argument("--sensors", type=int, default=1000)
-    parser.add_argument("--probe-interval", type=float, default=0.2, help="seconds between probes")
+    parser.add_argument("--probe-interval", type=float, default=0.2, help="mean seconds between probes")
     args = parser.parse_args()
     broker, _protocol = start_broker(kind="mosquitto")
     schema = "bench_" + uuid.uuid4().hex[:8]

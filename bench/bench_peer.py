@@ -649,8 +649,8 @@ def main() -> None:
     )
     parser.add_argument("--sensors", type=int, default=1000)
     parser.add_argument("--modes", type=int, nargs="+", default=[1, 50], help="readings per message")
-    parser.add_argument("--probe-interval", type=float, default=0.05, help="seconds between lag probes")
-    parser.add_argument("--poll-interval", type=float, default=0.01, help="seconds between probe polls")
+    parser.add_argument("--probe-interval", type=float, default=0.05, help="mean seconds between lag probes")
+    parser.add_argument("--poll-interval", type=float, default=0.01, help="mean seconds between probe polls")
     parser.add_argument("--settle", type=float, default=15.0, help="give up when the count stalls this long, s")
     parser.add_argument("--start-timeout", type=float, default=60.0, help="seconds for a consumer to store a row")
     parser.add_argument(
