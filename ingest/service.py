@@ -361,6 +361,9 @@ class IngestService:
         batch_idle_s: a batch is also closed when no message came for this long, seconds: a lone message (an alarm
             on a quiet stream) is written after this, not after ``flush_interval_s``; a steady stream still fills
             its batches. 0: only ``flush_interval_s`` and ``batch_max`` close a batch.
+        live_batch_messages: a batch of at least this many messages is also closed when nothing more is waiting
+            (ingest keeps up): at 40,000 messages/s a 25 ms window holds ~1,000 messages, and closing at 500 halves
+            the wait at ~1.3 ms of CPU a batch; a backlog still fills batches to ``batch_max``. 0: never early.
         queue_max_bytes: payload bytes decoded ahead of the writer at most; beyond, the network thread waits (the
             broker keeps the rest). 16 MiB: ~5,000 messages of 50 readings, or 200,000 single readings.
         settle_gc: once started, freeze what start-up made out of the garbage collector's walks and make its young
@@ -397,6 +400,7 @@ class IngestService:
         db_writers: int = 2,
         fold_interval_s: float = 1.0,
         batch_idle_s: float = 0.005,
+        live_batch_messages: int = 500,
         settle_gc: bool = False,
         queue_max_bytes: int = 16 * 2**20,
     ) -> None:
@@ -408,6 +412,7 @@ class IngestService:
         self.batch_max = batch_max
         self.flush_interval_s = flush_interval_s
         self.batch_idle_s = batch_idle_s
+        self.live_batch_messages = live_batch_messages
         self.queue_max_bytes = queue_max_bytes
         self.settle_gc = settle_gc
         self.registry_refresh_s = registry_refresh_s
@@ -674,8 +679,8 @@ class IngestService:
         return self.stats.database_ok and (self._spool is None or self._spool.empty)
 
     def _collect(self) -> _Batch | None:
-        """Gather messages until batch_max readings, flush_interval after the first, or batch_idle_s without a
-        message; None once stopping."""
+        """Gather messages until batch_max readings, flush_interval after the first, batch_idle_s without a
+        message, or live_batch_messages with nothing more waiting; None once stopping."""
         pending = self._carry
         if not pending:
             try:
@@ -707,6 +712,8 @@ class IngestService:
             self._carry = []
             if batch.size >= self.batch_max or len(batch.messages) >= max_messages:
                 break
+            if 0 < self.live_batch_messages <= len(batch.messages) and self._queue.empty():
+                break  # keeping up: write what there is rather than wait out the window
             remaining = deadline - time.monotonic()
             if self.batch_idle_s > 0:
                 remaining = min(remaining, self.batch_idle_s)

@@ -147,6 +147,7 @@ def ingest(ctx: click.Context, health_port: int | None) -> None:
         db_writers=s.ingest_db_writers,
         fold_interval_s=s.ingest_fold_interval_s,
         batch_idle_s=s.ingest_batch_idle_s,
+        live_batch_messages=s.ingest_live_batch_messages,
         settle_gc=True,
         failpoint=s.ingest_failpoint,
         spool_dir=s.spool_directory(mqtt_config.client_id),

@@ -95,6 +95,7 @@ def run_demo(settings: Settings, *, interval_s: float = 2.0) -> None:
             db_writers=settings.ingest_db_writers,
             fold_interval_s=settings.ingest_fold_interval_s,
             batch_idle_s=settings.ingest_batch_idle_s,
+            live_batch_messages=settings.ingest_live_batch_messages,
             settle_gc=True,
         )
         ingest.start()

@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     ingest_batch_idle_s: float = Field(
         0.005, ge=0, description="close a batch when no message came for this long, seconds (0: never early)"
     )
+    ingest_live_batch_messages: int = Field(
+        500,
+        ge=0,
+        description="close a batch of this many messages when nothing more is waiting (ingest keeps up); 0: never",
+    )
     ingest_fold_interval_s: float = Field(
         1.0,
         ge=0,
