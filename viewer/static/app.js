@@ -264,6 +264,18 @@ async function loadHealthSummary() {
   renderHealthSummary();
 }
 
+// At start: a failed load (the server busy or restarting) is tried again after 5, 10, 20… s (at most 5 min apart),
+// rather than leaving the card empty until the next 10-minute refresh.
+async function loadHealthSummaryRetrying(wait = 5000) {
+  try {
+    await loadHealthSummary();
+  } catch (e) {
+    console.error(e);
+    if (!state.health) $("#hc-detail").textContent = "–";
+    setTimeout(() => loadHealthSummaryRetrying(Math.min(wait * 2, 300000)), wait);
+  }
+}
+
 function renderHealthSummary() {
   const d = state.health;
   if (!d) return;
@@ -456,7 +468,7 @@ async function main() {
   setInterval(() => loadSensors().catch(() => {}), 5000);
   await loadDashboard().catch((e) => console.error(e));
   setInterval(() => loadDashboard().catch(() => {}), 10000);
-  loadHealthSummary().catch((e) => { console.error(e); $("#hc-detail").textContent = "–"; });
+  loadHealthSummaryRetrying();
   setInterval(() => loadHealthSummary().catch(() => {}), 600000);
 }
 
