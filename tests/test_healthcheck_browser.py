@@ -48,7 +48,7 @@ def test_operator_reads_the_health_check_and_gives_a_problem_a_task(
         page.click("#signin button[type=submit]")
         # The operations page's health check card: this year's index, linking to the page.
         page.goto(url)
-        page.wait_for_selector("#hc-detail:has-text('吉州区')", timeout=60_000)
+        page.wait_for_selector("#hc-detail:has-text('吉州区')", timeout=180_000)
         assert page.inner_text("#hc-index") not in ("–", "")
         page.locator("#hc-summary").screenshot(path=str(ARTIFACTS / "healthcheck_dashboard_card.png"))
         page.goto(f"{url}/healthcheck?year=2026")
