@@ -377,6 +377,28 @@ def leak(
 @click.option(
     "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("scenario-gas-leak"), show_default=True
 )
+@click.option(
+    "--methane-report",
+    type=click.Choice(["regular", "change"]),
+    default="regular",
+    show_default=True,
+    help="How methane detectors report: once a sensor step, or also at once when the value moves (by exception).",
+)
+@click.option(
+    "--methane-sample-s",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="With 'change': the detectors' sampling period, seconds dividing the sensor step (60 s).",
+)
+@click.option(
+    "--methane-change",
+    "methane_change_pct_lel",
+    type=click.FloatRange(min=0, min_open=True),
+    default=2.0,
+    show_default=True,
+    help="With 'change': a sample this far from the last value published is published at once, %LEL.",
+)
 @_common
 @click.pass_context
 def gas_leak(
@@ -389,6 +411,9 @@ def gas_leak(
     growth: str,
     ramp_h: float,
     output: Path,
+    methane_report: str,
+    methane_sample_s: int,
+    methane_change_pct_lel: float,
     hours: float,
     speed: str,
     no_publish: bool,
@@ -396,9 +421,20 @@ def gas_leak(
     start: str | None,
     seed: int,
 ) -> None:
-    """A gas leak through the gas model (pandapipes) and methane gathering in nearby underground spaces."""
-    from simulators.gas_scenarios import GasLeakEvent, GasScenario
+    """A gas leak through the gas model (pandapipes) and methane gathering in nearby underground spaces.
+
+    With --methane-report change, the methane detectors also publish between their regular reports (report by
+    exception): they sample every --methane-sample-s seconds and publish a sample at once when it moved
+    --methane-change %LEL from the last value published, or reached the 20 %LEL alarm from below it.
+    """
+    from simulators.gas_scenarios import GasLeakEvent, GasScenario, MethaneReporting
     from twin.sensors import Network
+
+    reporting = (
+        MethaneReporting(sample_s=methane_sample_s, change_pct_lel=methane_change_pct_lel)
+        if methane_report == "change"
+        else None
+    )
 
     def build(city: Any, begin: datetime, total: timedelta) -> Any:
         event = GasLeakEvent(
@@ -418,6 +454,7 @@ def gas_leak(
             duration=total,
             events=[event],
             seed=seed,
+            methane_reporting=reporting,
         )
 
     _run_leak(

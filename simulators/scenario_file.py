@@ -26,6 +26,11 @@ Example (times in hours from ``start``)::
     flow_m3_h = 40
     at_h = 2
 
+    [gas.methane_reporting]     # optional: methane detectors also report by exception (default: regular only)
+    sample_s = 5                # sampling period, seconds dividing the sensor step (60 s); default 5
+    change_pct_lel = 2.0        # a sample this far from the last value published goes at once, %LEL; default 2
+    alarm_pct_lel = 20.0        # a sample reaching this from below goes at once, %LEL; default 20
+
     [[fault]]                   # optional, any number: on any sensor
     kind = "stuck"              # dropout, stuck, spike, drift, noise, clock_skew, duplicate, out_of_order, malformed
     sensor = "WP-J0707"
@@ -43,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from simulators.faults import Fault, FaultKind
-from simulators.gas_scenarios import GasLeakEvent, GasScenario
+from simulators.gas_scenarios import GasLeakEvent, GasScenario, MethaneReporting
 from simulators.rain_scenarios import RainSeries, RainstormScenario
 from simulators.scenario import CombinedScenario, Scenario
 from simulators.water_scenarios import LeakEvent, WaterScenario
@@ -139,6 +144,8 @@ def load_plan(path: Path, city: City) -> ScenarioPlan:
     if gas:
         at = f"{where} [gas]"
         leaks_g = [_gas_leak(item, start, f"{at} leak {k + 1}") for k, item in enumerate(gas.get("leak", []))]
+        table = _get(gas, "methane_reporting", dict, at, None)
+        reporting = None if table is None else _methane_reporting(table, f"{where} [gas.methane_reporting]")
         parts.append(
             GasScenario(
                 _network(city, Network.GAS, at),
@@ -148,6 +155,7 @@ def load_plan(path: Path, city: City) -> ScenarioPlan:
                 duration=duration,
                 events=leaks_g,
                 seed=seed,
+                methane_reporting=reporting,
             )
         )
     if not parts:
@@ -185,6 +193,19 @@ def _gas_leak(item: dict[str, Any], start: datetime, at: str) -> GasLeakEvent:
         growth=_get(item, "growth", str, at, "abrupt"),
         ramp_h=_get(item, "ramp_h", float, at, 0.0),
     )
+
+
+def _methane_reporting(table: dict[str, Any], at: str) -> MethaneReporting:
+    default = MethaneReporting()
+    reporting = MethaneReporting(
+        sample_s=_get(table, "sample_s", int, at, default.sample_s),
+        change_pct_lel=_get(table, "change_pct_lel", float, at, default.change_pct_lel),
+        alarm_pct_lel=_get(table, "alarm_pct_lel", float, at, default.alarm_pct_lel),
+    )
+    for key in ("sample_s", "change_pct_lel", "alarm_pct_lel"):
+        if getattr(reporting, key) <= 0:
+            raise ConfigError(f"{at}: {key!r} must be positive, not {getattr(reporting, key)}")
+    return reporting
 
 
 def _fault(item: dict[str, Any], start: datetime, at: str) -> Fault:
