@@ -46,9 +46,23 @@ def test_operator_reads_the_health_check_and_gives_a_problem_a_task(
         page.goto(url)
         page.fill("#token", token)
         page.click("#signin button[type=submit]")
+        # Signed in (the session cookie set) before the page is loaded again: a navigation while the sign-in
+        # request is under way aborts it, and the page comes back signed out, waiting at the sign-in form.
+        page.wait_for_selector("#signin", state="hidden")
         # The operations page's health check card: this year's index, linking to the page.
+        requests: list[str] = []  # what the page asked for and how long each took, printed if the card is slow
+        page.on(
+            "requestfinished",
+            lambda r: requests.append(f"{r.method} {r.url} {r.timing['responseEnd']:.0f} ms"),
+        )
+        page.on("requestfailed", lambda r: requests.append(f"{r.method} {r.url} FAILED {r.failure}"))
+        card_started = time.perf_counter()
         page.goto(url)
-        page.wait_for_selector("#hc-detail:has-text('吉州区')", timeout=180_000)
+        try:
+            page.wait_for_selector("#hc-detail:has-text('吉州区')", timeout=60_000)
+        finally:
+            took = time.perf_counter() - card_started
+            print(f"health check card after {took:.1f} s; requests:", *requests, sep="\n  ")
         assert page.inner_text("#hc-index") not in ("–", "")
         page.locator("#hc-summary").screenshot(path=str(ARTIFACTS / "healthcheck_dashboard_card.png"))
         page.goto(f"{url}/healthcheck?year=2026")
