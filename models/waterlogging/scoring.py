@@ -5,6 +5,11 @@ first nowcast in which any node is expected to flood that much; at it, the hit r
 flooded locations it names and the false-alarm ratio the share of the locations it names that did not flood.
 A location's lead time is from the first nowcast naming it to its true first flooding.
 
+Scored per location instead (each location's own first warning, as the alerts reach the operations centre): a
+truly flooded location is a hit when some nowcast named it before it flooded, and every location any nowcast named
+that did not flood is a false alarm (``PooledScore.location_hit_rate``, ``location_false_alarm_ratio``). This
+counts every warning the event issued, not only its first nowcast's.
+
 A location named at the first warning counts as a hit even when it had flooded already (a first warning issued
 late still tells where the water is); ``hit_rate_in_time`` counts only those named before they flooded.
 :func:`score_warnings` names the locations whose forecast volume reaches ``min_volume_m3``;
@@ -37,6 +42,7 @@ class WarningScore:
         truth: how many locations flooded; ``warned`` how many the first warning named.
         hit_rate_in_time: truly flooded locations named at the first warning before they flooded / truly flooded
             locations (NaN if none).
+        named_ever: locations any nowcast named; ``false_alarms_ever`` those of them that did not flood.
     """
 
     first_warning: datetime | None
@@ -47,6 +53,8 @@ class WarningScore:
     truth: int
     warned: int
     hit_rate_in_time: float = math.nan
+    named_ever: int = 0
+    false_alarms_ever: int = 0
 
     @property
     def median_lead_s(self) -> float:
@@ -122,6 +130,8 @@ def score_named(
         len(flooded),
         len(named_first),
         in_time / len(flooded) if flooded else math.nan,
+        len(first_named),
+        len(first_named.keys() - flooded),
     )
 
 
@@ -185,6 +195,8 @@ class PooledScore:
         missed: flooded locations never named before they flooded.
         false_warnings: warnings in storms where nothing flooded; ``dry_named`` the locations their first
             warnings named (all false alarms).
+        named_ever: locations any nowcast named in the storms that flood; ``false_alarms_ever`` those that did not
+            flood; ``dry_named_ever`` the locations any nowcast named in storms where nothing flooded.
     """
 
     storms: int
@@ -198,6 +210,9 @@ class PooledScore:
     missed: int
     false_warnings: int
     dry_named: int = 0
+    named_ever: int = 0
+    false_alarms_ever: int = 0
+    dry_named_ever: int = 0
 
     @property
     def hit_rate(self) -> float:
@@ -222,6 +237,24 @@ class PooledScore:
         return statistics.median(self.lead_times_s) if self.lead_times_s else math.nan
 
     @property
+    def location_hit_rate(self) -> float:
+        """Truly flooded locations whose own first warning came before they flooded / truly flooded locations."""
+        return (self.flooded - self.missed) / self.flooded if self.flooded else math.nan
+
+    @property
+    def location_false_alarm_ratio(self) -> float:
+        """Locations warned at any nowcast that did not flood / locations warned, storms where nothing flooded
+        included (each location's first warning either comes true or is a false alarm)."""
+        named = self.named_ever + self.dry_named_ever
+        return (self.false_alarms_ever + self.dry_named_ever) / named if named else math.nan
+
+    @property
+    def location_critical_success_index(self) -> float:
+        """Locations warned in time / (flooded locations + locations falsely warned), per location."""
+        total = self.flooded + self.false_alarms_ever + self.dry_named_ever
+        return (self.flooded - self.missed) / total if total else 0.0
+
+    @property
     def critical_success_index(self) -> float:
         """Hits in time / (flooded locations + false alarms); 0 when there is nothing to count."""
         total = self.flooded + self.false_alarms
@@ -243,6 +276,9 @@ def pool_scores(scores: Sequence[WarningScore]) -> PooledScore:
         missed=sum(len(s.missed) for s in wet),
         false_warnings=sum(1 for s in scores if s.truth == 0 and s.warned > 0),
         dry_named=sum(s.warned for s in scores if s.truth == 0),
+        named_ever=sum(s.named_ever for s in wet),
+        false_alarms_ever=sum(s.false_alarms_ever for s in wet),
+        dry_named_ever=sum(s.named_ever for s in scores if s.truth == 0),
     )
 
 
@@ -252,13 +288,15 @@ def choose_rule(
     *,
     min_hit_rate: float = 0.9,
     max_false_alarm_ratio: float = 0.2,
+    per_location: bool = False,
 ) -> tuple[NamingRule, PooledScore]:
     """Return the rule with the longest median lead time among those meeting both targets on *cases* (pooled),
     with its pooled score; when none meets them, the one with the largest critical success index (hits in time /
     (flooded locations + false alarms), the threat score of forecast verification), then the longest lead.
 
     The hit rate here is the one *in time* (locations named at the first warning before they flooded): a rule
-    that waits until the water is there would otherwise look perfect.
+    that waits until the water is there would otherwise look perfect. With *per_location* the targets and the
+    index are the per-location ones (each location's own first warning, every location warned counted).
 
     Raises:
         ValueError: no rules or no cases.
@@ -267,10 +305,16 @@ def choose_rule(
         raise ValueError("choose a rule from at least one rule and one storm")
     scored = [(rule, pool_scores([score_rule(rule, c) for c in cases])) for rule in rules]
 
+    def figures(p: PooledScore) -> tuple[float, float, float]:
+        if per_location:
+            return p.location_hit_rate, p.location_false_alarm_ratio, p.location_critical_success_index
+        return p.hit_rate_in_time, p.false_alarm_ratio, p.critical_success_index
+
     def meets(p: PooledScore) -> bool:
-        return p.hit_rate_in_time >= min_hit_rate and p.false_alarm_ratio <= max_false_alarm_ratio
+        hit, far, _ = figures(p)
+        return hit >= min_hit_rate and far <= max_false_alarm_ratio
 
     good = [(r, p) for r, p in scored if meets(p)]
     if good:
-        return max(good, key=lambda rp: (rp[1].median_lead_s, rp[1].hit_rate_in_time, -rp[1].false_alarm_ratio))
-    return max(scored, key=lambda rp: (rp[1].critical_success_index, np.nan_to_num(rp[1].median_lead_s)))
+        return max(good, key=lambda rp: (rp[1].median_lead_s, figures(rp[1])[0], -figures(rp[1])[1]))
+    return max(scored, key=lambda rp: (figures(rp[1])[2], np.nan_to_num(rp[1].median_lead_s)))

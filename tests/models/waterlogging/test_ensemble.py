@@ -107,6 +107,27 @@ def test_the_rule_meeting_both_targets_with_the_longest_lead_is_chosen() -> None
     assert pooled.dry_named == 2 and pooled.false_alarm_ratio_all == 0.75  # A and C named in the dry storm too
 
 
+def test_per_location_scores_count_each_locations_own_first_warning() -> None:
+    case = _case([[0.8, 0.4, 0.6], [1.0, 0.6, 0.6], [1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    eager = WarningRule(probability=0.6, max_expected_far=1.0, min_expected_hit=0.0)
+    score = score_rule(eager, case)
+    assert score.warned == 2 and score.hit_rate_in_time == 0.5  # the first nowcast named A and C
+    assert score.named_ever == 3 and score.false_alarms_ever == 1  # B named at +10 min, before it flooded
+    pooled = pool_scores([score])
+    assert pooled.location_hit_rate == 1.0 and pooled.location_false_alarm_ratio == pytest.approx(1 / 3)
+    late = _case([[0.0, 0.0, 0.0]] * 4 + [[1.0, 1.0, 0.0]])  # named at +40 min: A flooded at +30
+    pooled = pool_scores([score_rule(eager, late)])
+    assert pooled.location_hit_rate == 0.5 and pooled.location_false_alarm_ratio == 0.0
+    dry = StormCase("dry", case.times, case.node_ids, case.probability, {"C": 3.0}, {})
+    pooled = pool_scores([score, score_rule(eager, dry)])
+    assert pooled.dry_named_ever == 3 and pooled.location_false_alarm_ratio == pytest.approx(4 / 6)
+    cautious = WarningRule(probability=1.0, max_expected_far=1.0, min_expected_hit=0.0)  # A at +10, B at +20
+    rule, chosen = choose_rule([eager, cautious], [case], per_location=True, max_false_alarm_ratio=0.2)
+    assert rule is cautious and chosen.location_hit_rate == 1.0 and chosen.location_false_alarm_ratio == 0.0
+    rule, _ = choose_rule([eager, cautious], [case])  # by the first nowcast's figures neither meets both targets
+    assert rule is cautious
+
+
 @pytest.fixture(scope="module")
 def pool() -> Iterator[ProcessPoolExecutor]:
     with swmm_pool(1) as executor:
