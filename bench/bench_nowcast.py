@@ -194,6 +194,12 @@ def main() -> None:
             assert isinstance(rule, WarningRule)
             report("tune storms", results["tune"], rule, model, assets, args.min_volume)
             report("score storms (never used to choose)", results["score"], rule, model, assets, args.min_volume)
+            local, tuned = choose_rule(rules, [r.case for r in results["tune"]], per_location=True)
+            print(
+                f"\nper location, rule chosen on the tune storms by the per-location targets: {local} (tune: hit "
+                f"{tuned.location_hit_rate:.3f}, FAR {tuned.location_false_alarm_ratio:.3f})"
+            )
+            report("score storms, per-location rule", results["score"], local, model, assets, args.min_volume)
             if args.under_catch:
                 chosen = [Storm.chicago(*p) for p in STORMS[::2]]
                 caught = [cached_run(city, network, level_nodes, pool, s, args.catch, args) for s in chosen]
