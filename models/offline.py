@@ -5,7 +5,11 @@ network. The detector learns, from a period known to be normal:
 
 1. a robust hour-of-day profile per sensor (median and scaled MAD per hour, the scale floored), so the daily
    demand cycle is not an anomaly; a 0/1 status column's profile is its usual state per hour, and the floor turns
-   an unusual switch into a large deviation. The standardised deviation is ``z``.
+   an unusual switch into a large deviation. The standardised deviation is ``z``. With adaptive standardisation
+   (``adapt_h`` > 0), each measured sensor's level is re-estimated from the data being scored: the rolling median
+   of its deviation from the profile over the trailing ``adapt_h`` hours (past and present only, never the
+   future) is subtracted before scaling, so a slow drift of the normal operating point over months is followed,
+   while an attack of a few days moves a median over one or two weeks too little to be learnt away.
 2. one or both of two models of how the sensors hang together:
 
    - **PCA** of features (``z``, its rolling mean, and for measured quantities its change per step); the score is
@@ -66,13 +70,19 @@ from twin.errors import LifelineError
 
 logger = logging.getLogger(__name__)
 
-MODEL_VERSION: Final = "offline-2"
+MODEL_VERSION: Final = "offline-3"
 """Changes whenever a fitted model's contents or meaning change; :func:`load_detector` refuses other versions."""
+
+_READABLE_VERSIONS: Final = {"offline-2": {"adapt_h": 0.0}, MODEL_VERSION: {}}
+"""Saved versions this code reads, with the settings an older one lacked (``offline-2`` had no adaptation)."""
 
 METHODS: Final = ("pca", "ridge", "both")
 """The sensor models a detector can use: PCA, virtual sensors (ridge), or the mean of both scores."""
 
 FloatArray = npt.NDArray[np.float64]
+
+ADAPT_WARMUP_H: Final = 24.0
+"""Adaptive standardisation keeps the fitted level until this many hours of the scored data have been seen."""
 
 
 class OfflineModelError(LifelineError, ValueError):
@@ -133,20 +143,25 @@ class DetectorConfig:
         scale_floor: smallest per-sensor scale, as a fraction of the sensor's overall standard deviation, so a
             sensor that is nearly constant at some hour does not turn noise into huge deviations.
         clip: standardised values and residuals are clipped to ±clip, so one broken sensor cannot dominate.
+        adapt_h: adaptive standardisation window, hours; 0 turns it off. When on, each measured (not status)
+            sensor's deviation from its hour-of-day profile has its rolling median over the trailing *adapt_h*
+            hours of the data being standardised subtracted (the fitted level is kept until a day of data has
+            been seen). Used alike when fitting and scoring.
     """
 
     method: str = "pca"
-    rolling_h: float = 6.0
-    variance_kept: float = 0.99
+    rolling_h: float = 3.0
+    variance_kept: float = 0.95
     t2_weight: float = 0.0
     ridge_alpha: float = 0.01
     top_k: int = 0
     calibration_fraction: float = 0.25
-    threshold_quantile: float = 0.98
+    threshold_quantile: float = 0.999
     smoothing_h: float = 1.0
-    min_alarm_h: float = 2.0
+    min_alarm_h: float = 4.0
     scale_floor: float = 0.1
     clip: float = 20.0
+    adapt_h: float = 168.0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -157,6 +172,8 @@ class DetectorConfig:
             raise OfflineModelError("threshold_quantile and variance_kept must be in (0, 1)")
         if min(self.rolling_h, self.smoothing_h, self.min_alarm_h) <= 0 or min(self.ridge_alpha, self.top_k) < 0:
             raise OfflineModelError("windows must be positive, ridge_alpha and top_k not negative")
+        if self.adapt_h < 0 or (0 < self.adapt_h < ADAPT_WARMUP_H):
+            raise OfflineModelError(f"adapt_h {self.adapt_h}: expected 0 (off) or at least {ADAPT_WARMUP_H:g} h")
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,13 +258,31 @@ def _hourly_profile(values: pd.Series, kind: SensorKind, scale_floor: float) -> 
     return SensorProfile(kind=kind, centre=centre, scale=scale)
 
 
-def _standardise(frame: pd.DataFrame, profiles: Mapping[str, SensorProfile], clip: float) -> pd.DataFrame:
+def trailing_level(deviation: pd.DataFrame, window: int, warmup: int) -> pd.DataFrame:
+    """Return each column's rolling median over the trailing *window* rows (this row and those before it).
+
+    Rows before *warmup* rows have been seen get 0 (the fitted level). Nothing after a row is used.
+    """
+    level = deviation.rolling(window, min_periods=min(warmup, window)).median()
+    return level.fillna(0.0)
+
+
+def _standardise(
+    frame: pd.DataFrame, profiles: Mapping[str, SensorProfile], config: DetectorConfig, step_h: float
+) -> pd.DataFrame:
     hours = np.asarray(frame.index.hour)
-    out = {}
-    for column, profile in profiles.items():
-        z = (frame[column].to_numpy(dtype=np.float64) - profile.centre[hours]) / profile.scale[hours]
-        out[column] = np.clip(z, -clip, clip)
-    return pd.DataFrame(out, index=frame.index)
+    columns = list(profiles)
+    centre = np.array([profiles[c].centre for c in columns]).T[hours]
+    scale = np.array([profiles[c].scale for c in columns]).T[hours]
+    deviation = pd.DataFrame(frame[columns].to_numpy(dtype=np.float64) - centre, index=frame.index, columns=columns)
+    if config.adapt_h > 0:
+        measured = [c for c in columns if profiles[c].kind is not SensorKind.STATUS]
+        if measured:
+            window = _steps(config.adapt_h, step_h)
+            level = trailing_level(deviation[measured], window, _steps(ADAPT_WARMUP_H, step_h))
+            deviation[measured] = deviation[measured] - level
+    z = np.clip(deviation.to_numpy(dtype=np.float64) / scale, -config.clip, config.clip)
+    return pd.DataFrame(z, index=frame.index, columns=columns)
 
 
 def _pca_features(z: pd.DataFrame, profiles: Mapping[str, SensorProfile], window: int) -> pd.DataFrame:
@@ -349,7 +384,7 @@ def _fit_core(
     step_h: float,
 ) -> _Core:
     profiles = {c: _hourly_profile(numeric[c], sensor_kind(c, kinds), config.scale_floor) for c in columns}
-    z = _standardise(numeric[list(columns)], profiles, config.clip)
+    z = _standardise(numeric[list(columns)], profiles, config, step_h)
     pca = _fit_pca(z, profiles, config, step_h) if config.method in ("pca", "both") else None
     ridge = _fit_ridge(z, config) if config.method in ("ridge", "both") else None
     return _Core(profiles, pca, ridge)
@@ -357,7 +392,7 @@ def _fit_core(
 
 def _score_parts(core: _Core, numeric: pd.DataFrame, config: DetectorConfig, step_h: float) -> dict[str, FloatArray]:
     """Raw score parts per sample: ``spe`` and ``t2`` (PCA) and ``ridge`` (mean squared residual)."""
-    z = _standardise(numeric, core.profiles, config.clip)
+    z = _standardise(numeric, core.profiles, config, step_h)
     parts: dict[str, FloatArray] = {}
     if core.pca is not None:
         pca = core.pca
@@ -599,11 +634,12 @@ def load_detector(data: bytes) -> OfflineDetector:
         header = json.loads(arrays.pop("header").tobytes().decode("utf-8"))
     except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
         raise OfflineModelError("not a saved offline detector (expected a numpy .npz archive with a header)") from exc
-    if not isinstance(header, dict) or header.get("version") != MODEL_VERSION:
+    if not isinstance(header, dict) or header.get("version") not in _READABLE_VERSIONS:
         version = header.get("version") if isinstance(header, dict) else None
-        raise OfflineModelError(f"saved model version {version!r}, this code reads {MODEL_VERSION!r}")
+        readable = ", ".join(repr(v) for v in _READABLE_VERSIONS)
+        raise OfflineModelError(f"saved model version {version!r}, this code reads {readable}")
     try:
-        config = DetectorConfig(**header["config"])
+        config = DetectorConfig(**(_READABLE_VERSIONS[header["version"]] | header["config"]))
         columns = tuple(str(c) for c in header["columns"])
         profiles = {
             c: SensorProfile(

@@ -36,7 +36,9 @@ def test_detect_fits_scores_saves_and_reloads(tmp_path: Path) -> None:
     assert result["timestamp"].tolist() == source["DATETIME"].tolist()  # the input's own timestamps
     assert set(result["flag"].unique()) <= {0, 1}
     score = batadal_score((source["ATT_FLAG"] == 1).astype(int), result["flag"])
-    assert score.s >= 0.81  # measured 0.865 with settings chosen on dataset03 alone (docs/models.md)
+    # Measured 0.632 (0.81 % of unlabelled hours flagged) with the settings chosen on dataset03 alone under
+    # injected drift (docs/models.md); 0.865 before, with 20.4 % of them flagged.
+    assert score.s >= 0.6
 
     again = tmp_path / "again.csv"
     loaded = _lifeline("detect", "--model", str(model), "--csv", str(attacked), "--out", str(again))

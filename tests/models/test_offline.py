@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from models.evaluation import (
     batadal_score,
     f1_score,
     inject_anomalies,
+    inject_drift,
     precision,
     recall,
     s_cm,
@@ -26,6 +28,7 @@ from models.evaluation import (
 from models.offline import (
     MODEL_VERSION,
     DetectorConfig,
+    OfflineDetector,
     OfflineModelError,
     dump_detector,
     fit_detector,
@@ -76,15 +79,17 @@ def test_detector_finds_batadal_attacks_with_few_false_alarms(
     assert result.index.equals(attacked.index)
     assert set(np.unique(result["flag"])) <= {0, 1}
     score = batadal_score(truth, result["flag"])
-    # Settings chosen on dataset03 alone (bench/bench_batadal.py --select); scored on dataset04 once:
-    # P 0.173, R 0.772, F1 0.283, S_TTD 0.947, S_CM 0.784, S 0.865.
+    # Settings chosen on dataset03 alone, with drift injected into the cross-validation (bench/bench_batadal.py
+    # --select); scored on dataset04 once: P 0.756, R 0.452, F1 0.566, S_TTD 0.541, S_CM 0.722, S 0.632, 0.81 %
+    # of the unlabelled hours flagged (offline-2 without adaptation: S 0.865 but 20.4 % of them flagged).
     assert score.n_attacks == 5
-    assert precision(truth, result["flag"]) >= 0.15
-    assert recall(truth, result["flag"]) >= 0.74
-    assert f1_score(truth, result["flag"]) >= 0.26
-    assert score.s_ttd >= 0.92
-    assert score.s_cm >= 0.76
-    assert score.s >= 0.84
+    assert precision(truth, result["flag"]) >= 0.7
+    assert recall(truth, result["flag"]) >= 0.42
+    assert f1_score(truth, result["flag"]) >= 0.53
+    assert score.s_ttd >= 0.5
+    assert score.s_cm >= 0.7
+    assert score.s >= 0.6
+    assert result["flag"][truth == 0].mean() <= 0.02
     assert fitted - started < 20.0
     assert scored - fitted < 5.0
 
@@ -110,6 +115,12 @@ def test_saved_detector_scores_like_the_original(batadal: tuple[pd.DataFrame, pd
     pd.testing.assert_frame_equal(score_detector(detector, attacked), score_detector(restored, attacked))
 
 
+SENSITIVE = DetectorConfig(rolling_h=6.0, variance_kept=0.99, threshold_quantile=0.98, min_alarm_h=2.0)
+"""The offline-2 defaults: the synthetic tables' four sensors need them (with the defaults chosen under drift,
+0.95 of the variance kept and a 0.999 quantile, a 2 m pressure drop there falls inside the principal subspace and
+is missed)."""
+
+
 def _synthetic(hours: int, seed: int) -> pd.DataFrame:
     ts = pd.date_range("2024-01-01", periods=hours, freq="h", tz="UTC")
     rng = np.random.default_rng(seed)
@@ -130,7 +141,7 @@ def test_synthetic_pressure_drop_is_flagged_and_quiet_elsewhere() -> None:
     normal = _synthetic(24 * 90, seed=1)
     suspect = _synthetic(24 * 20, seed=2)
     suspect.iloc[200:230, suspect.columns.get_loc("P_J1")] -= 2.0
-    result = score_detector(fit_detector(normal), suspect)
+    result = score_detector(fit_detector(normal, config=SENSITIVE), suspect)
     assert result["flag"].iloc[205:230].all()
     assert result["flag"].iloc[:190].mean() < 0.05
 
@@ -173,10 +184,83 @@ def test_every_method_saves_scores_and_reloads(method: str) -> None:
     normal = _synthetic(24 * 30, seed=1)
     suspect = _synthetic(24 * 10, seed=2)
     suspect.iloc[100:130, suspect.columns.get_loc("P_J1")] -= 2.0
-    detector = fit_detector(normal, config=DetectorConfig(method=method))
+    detector = fit_detector(normal, config=dataclasses.replace(SENSITIVE, method=method))
     restored = load_detector(dump_detector(detector))
     pd.testing.assert_frame_equal(score_detector(detector, suspect), score_detector(restored, suspect))
     assert score_detector(detector, suspect)["flag"].iloc[105:130].mean() > 0.8
+
+
+def _drifting(hours: int, seed: int) -> pd.DataFrame:
+    """A period whose pressure and tank level drift away from the normal one over five weeks, then stay."""
+    frame = _synthetic(hours, seed)
+    ramp = np.clip(np.arange(hours) / (35 * 24), 0.0, 1.0)
+    frame["P_J1"] -= 1.5 * ramp  # about 10 hourly robust spreads
+    frame["L_T1"] += 0.3 * ramp  # about 12
+    return frame
+
+
+def test_adaptive_standardisation_follows_a_slow_drift_and_still_flags_a_day_long_step() -> None:
+    normal = _synthetic(24 * 90, seed=1)
+    suspect = _drifting(24 * 60, seed=2)
+    attack = slice(24 * 45, 24 * 46)
+    suspect.iloc[attack, suspect.columns.get_loc("P_J1")] -= 2.0
+    outside = np.ones(len(suspect), dtype=bool)
+    outside[24 * 45 : 24 * 46 + 24] = False  # the attack and the day after it (smoothing, rolling features)
+
+    fixed = score_detector(fit_detector(normal, config=dataclasses.replace(SENSITIVE, adapt_h=0.0)), suspect)["flag"]
+    adaptive = score_detector(fit_detector(normal, config=dataclasses.replace(SENSITIVE, adapt_h=168.0)), suspect)
+    adaptive = adaptive["flag"]
+
+    assert fixed[outside].mean() > 0.5  # the fitted levels call the drift an anomaly
+    assert adaptive[outside].mean() < 0.03
+    assert adaptive.iloc[attack].iloc[3:].mean() > 0.9
+
+
+def test_adaptive_standardisation_never_uses_the_future() -> None:
+    detector = fit_detector(_synthetic(24 * 60, seed=1), config=DetectorConfig(adapt_h=168.0))
+    suspect = _drifting(24 * 30, seed=2)
+    whole = score_detector(detector, suspect)["score"]
+    for rows in (10, 24 * 3, 24 * 20):
+        head = score_detector(detector, suspect.iloc[:rows])["score"]
+        pd.testing.assert_series_equal(head, whole.iloc[:rows])
+
+
+def test_adaptive_setting_is_saved_with_the_model() -> None:
+    detector = fit_detector(_synthetic(24 * 30, seed=1), config=DetectorConfig(adapt_h=336.0))
+    restored = load_detector(dump_detector(detector))
+    assert restored.config.adapt_h == 336.0
+    suspect = _drifting(24 * 20, seed=2)
+    pd.testing.assert_frame_equal(score_detector(detector, suspect), score_detector(restored, suspect))
+
+
+def _as_offline_2(detector: OfflineDetector) -> bytes:
+    """Rewrite a saved model as the version before adaptive standardisation wrote it (no ``adapt_h``)."""
+    import io
+    import json
+
+    with np.load(io.BytesIO(dump_detector(detector)), allow_pickle=False) as archive:
+        arrays = {name: np.asarray(archive[name]) for name in archive.files}
+    header = json.loads(arrays.pop("header").tobytes().decode("utf-8"))
+    header["version"] = "offline-2"
+    del header["config"]["adapt_h"]
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **arrays)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def test_a_model_saved_before_adaptation_loads_without_it() -> None:
+    detector = fit_detector(_synthetic(24 * 30, seed=1), config=DetectorConfig(adapt_h=0.0))
+    restored = load_detector(_as_offline_2(detector))
+    assert restored.config.adapt_h == 0.0
+    assert restored.version == MODEL_VERSION
+    suspect = _drifting(24 * 20, seed=2)
+    pd.testing.assert_frame_equal(score_detector(detector, suspect), score_detector(restored, suspect))
+
+
+@pytest.mark.parametrize("adapt_h", [-1.0, 6.0])
+def test_an_adaptation_window_shorter_than_a_day_is_refused(adapt_h: float) -> None:
+    with pytest.raises(OfflineModelError, match="adapt_h"):
+        DetectorConfig(adapt_h=adapt_h)
 
 
 def test_windows_are_hours_whatever_the_step() -> None:
@@ -198,6 +282,47 @@ def test_injected_anomalies_change_only_what_they_say(batadal: tuple[pd.DataFram
         touched = changed.iloc[d.start : d.stop]
         assert touched.any().loc[list(d.columns)].any()
         assert not touched.drop(columns=list(d.columns)).to_numpy().any()
+
+
+def test_injected_drift_is_slow_and_moves_a_third_of_the_measured_sensors(
+    batadal: tuple[pd.DataFrame, pd.DataFrame, pd.Series],
+) -> None:
+    normal = batadal[0].iloc[: 24 * 90]
+    drifted, moved = inject_drift(normal, rng=np.random.default_rng(5))
+    measured = [c for c in normal.columns if c[:2] in ("P_", "F_", "L_") and normal[c].std() > 0]
+    assert len(moved) == round(len(measured) / 3) and set(moved) <= set(measured)
+    change = drifted - normal
+    assert not change.drop(columns=list(moved)).to_numpy().any()
+    assert not change.iloc[0].to_numpy().any()
+    std = normal[list(moved)].std(ddof=0)
+    final = change[list(moved)].iloc[-1].abs() / std
+    assert final.between(1.0 - 1e-9, 2.0 + 1e-9).all()
+    steepest = change[list(moved)].diff().abs().max() / std
+    assert (steepest <= 2.0 / (28 * 24) + 1e-9).all()
+
+
+def test_selection_with_drift_sees_why_adaptation_matters(
+    batadal: tuple[pd.DataFrame, pd.DataFrame, pd.Series],
+) -> None:
+    # On half the normal year, never on dataset04: with a slow drift in the held-out halves, the fixed levels
+    # flag most of them, the adaptive ones few; without the drift both are quiet. Measured: 87 % against 6.4 %
+    # flagged with the drift (two weeks' window: 29 %, it lags the four-week ramp more), 1.4 % and 1.7 % without.
+    normal = batadal[0].iloc[: 24 * 180]
+    selection = select_config(
+        normal,
+        models=[DetectorConfig(method="pca", adapt_h=0.0), DetectorConfig(method="pca", adapt_h=168.0)],
+        alarms=[(0.98, 1.0, 2.0)],
+        folds=2,
+        anomalies_per_fold=5,
+        repeats=1,
+        false_alarm_budget=0.02,
+        drift=True,
+    )
+    by_window = {r.config.adapt_h: r for r in selection.candidates}
+    assert by_window[0.0].false_alarm_rate > 0.5
+    assert by_window[168.0].false_alarm_rate < 0.1
+    assert max(r.false_alarm_rate_undrifted for r in selection.candidates) < 0.05
+    assert selection.chosen.adapt_h == 168.0
 
 
 def test_selection_on_the_normal_year_keeps_the_false_alarm_budget(
