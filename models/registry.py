@@ -8,7 +8,12 @@ the detectors here need the twin (its networks and underground spaces), so they 
 - ``gas_leak`` (:class:`models.gas.GasLeakDetector`): methane rising above its background before 20 %LEL, pressure
   drops, candidate pipes near the spaces that alarm — when the city has a gas network;
 - ``water_leak`` (:class:`models.water_leak.WaterLeakDetector`): leaks and bursts from pressure and flow, located
-  with the EPANET model — when the city has a water network that EPANET can run.
+  with the EPANET model — when the city has a water network that EPANET can run;
+- ``water_night_flow`` (:class:`models.night_flow.NightFlowDetector`): a leak in the supply zone from its metered
+  inflow at night, once a day — when the city has a water network whose links out of its reservoirs and tanks all
+  carry a flow sensor. Without that metering :func:`build_all` logs it and leaves it out; the chain that ingest
+  and ``lifeline evaluate`` build from the factories (which must not fail) gets it idle instead, and it starts
+  learning once the sensors it needs are defined.
 """
 
 from __future__ import annotations
@@ -46,6 +51,15 @@ def learned_detectors(city: City | None) -> list[Factory]:
             return WaterLeakDetector(water, sensors)
 
         factories.append(water_leak)
+        from models.night_flow import NightFlowDetector
+
+        def night_flow(sensors: Mapping[str, Sensor]) -> StreamDetector:
+            detector = NightFlowDetector(water, sensors, require_metering=False)
+            if detector.unmetered:
+                log.info("water_night_flow is idle: %s", detector.unmetered)
+            return detector
+
+        factories.append(night_flow)
     return factories
 
 
@@ -54,7 +68,13 @@ def build_all(city: City | None, sensors: Mapping[str, Sensor]) -> list[StreamDe
     built = []
     for factory in learned_detectors(city):
         try:
-            built.append(factory(sensors))
+            detector = factory(sensors)
         except (LifelineError, ValueError, KeyError) as exc:
             log.warning("a network detector could not be built and is left out: %s", exc)
+            continue
+        unmetered = getattr(detector, "unmetered", None)
+        if unmetered:
+            log.warning("%s could not be built and is left out: %s", detector.name, unmetered)
+            continue
+        built.append(detector)
     return built
