@@ -150,18 +150,18 @@ class DetectorConfig:
     """
 
     method: str = "pca"
-    rolling_h: float = 3.0
-    variance_kept: float = 0.95
+    rolling_h: float = 6.0
+    variance_kept: float = 0.99
     t2_weight: float = 0.0
     ridge_alpha: float = 0.01
     top_k: int = 0
     calibration_fraction: float = 0.25
-    threshold_quantile: float = 0.999
+    threshold_quantile: float = 0.98
     smoothing_h: float = 1.0
-    min_alarm_h: float = 4.0
+    min_alarm_h: float = 2.0
     scale_floor: float = 0.1
     clip: float = 20.0
-    adapt_h: float = 168.0
+    adapt_h: float = 0.0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
