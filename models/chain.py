@@ -25,6 +25,7 @@ from models.sensor_health import SensorHealthDetector, state_from_json, state_to
 from models.streaming import StreamDetector, StreamResult, Suspect, trusted_mask
 from models.thresholds import SensorState, ThresholdDetector
 from twin.alerts import AlertChange
+from twin.errors import LifelineError
 from twin.readings import Reading, ReadingBatch
 from twin.sensors import Sensor
 
@@ -140,13 +141,21 @@ class DetectorChain:
         threshold_state: Mapping[str, SensorState] | None = None,
         extra: Sequence[Callable[[Mapping[str, Sensor]], StreamDetector]] = (),
     ) -> DetectorChain:
-        """Return the standard chain: sensor health, thresholds, per-sensor baseline, then *extra* factories."""
+        """Return the standard chain: sensor health, thresholds, per-sensor baseline, then *extra* factories.
+
+        A factory that cannot build its detector for these sensors (a twin it cannot model, a missing meter) is
+        logged and left out: the other detectors still run, rather than ingest refusing to start.
+        """
         detectors: list[StreamDetector] = [
             HealthStream(sensors),
             ThresholdStream(sensors, threshold_state),
             BaselineDetector(sensors),
         ]
-        detectors.extend(factory(sensors) for factory in extra)
+        for factory in extra:
+            try:
+                detectors.append(factory(sensors))
+            except (LifelineError, ValueError, KeyError) as exc:
+                log.warning("a network detector could not be built and is left out of the chain: %s", exc)
         return cls(detectors)
 
     def evaluate(self, readings: Sequence[Reading], *, now: datetime) -> ChainResult:
