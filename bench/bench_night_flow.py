@@ -121,17 +121,7 @@ def run_case(
     else:
         leak_at = START + LEAD_IN + timedelta(hours=case.hour)
         duration = leak_at - START + AFTER
-        events = [
-            LeakEvent(
-                flow_l_s=case.flow_l_s,
-                start=leak_at,
-                junction_id=case.junction_id,
-                link_id=case.link_id,
-                position=case.position,
-                growth="incipient" if case.ramp_h > 0 else "abrupt",
-                ramp_h=case.ramp_h,
-            )
-        ]
+        events = [case.event(leak_at)]
     scenario = WaterScenario(network, sensors, start=START, duration=duration, events=events, seed=seed)
     detectors = {name: NightFlowDetector(network, sensors, settings=s) for name, s in settings.items()}
     inflow = set(next(iter(detectors.values())).sensors)

@@ -64,6 +64,18 @@ class LeakCase:
     position: float = 0.5
     ramp_h: float = 0.0
 
+    def event(self, start: datetime) -> LeakEvent:
+        """The simulator's leak for this case, starting at *start*."""
+        return LeakEvent(
+            flow_l_s=self.flow_l_s,
+            start=start,
+            junction_id=self.junction_id,
+            link_id=self.link_id,
+            position=self.position,
+            growth="incipient" if self.ramp_h > 0 else "abrupt",
+            ramp_h=self.ramp_h,
+        )
+
 
 @dataclass(slots=True)
 class Outcome:
@@ -173,17 +185,7 @@ def run_case(
     else:
         leak_at = START + LEAD_IN + timedelta(hours=case.hour)
         duration = leak_at - START + timedelta(hours=WINDOW_H + 0.25)
-        events = [
-            LeakEvent(
-                flow_l_s=case.flow_l_s,
-                start=leak_at,
-                junction_id=case.junction_id,
-                link_id=case.link_id,
-                position=case.position,
-                growth="incipient" if case.ramp_h > 0 else "abrupt",
-                ramp_h=case.ramp_h,
-            )
-        ]
+        events = [case.event(leak_at)]
     scenario = WaterScenario(network, sensors, start=START, duration=duration, events=events, seed=seed)
     detector = WaterLeakDetector(network, sensors, settings=settings or LeakSettings())
     judged_from = START + LEAD_IN

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
-import sys
 from datetime import datetime, timedelta
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -20,18 +16,9 @@ from twin.model import City, PipeNetwork
 from twin.readings import Reading
 from twin.sensors import Network, Quantity, Sensor
 
+from .bench_modules import load_bench
 
-def _load_bench() -> ModuleType:
-    path = Path(__file__).resolve().parents[2] / "bench" / "bench_water_leak.py"
-    spec = importlib.util.spec_from_file_location("bench_water_leak", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_bench()
+bench = load_bench("bench_water_leak")
 START: datetime = bench.START  # local midnight (UTC+8)
 DAY = timedelta(days=1)
 LEAK_AT = START + 7 * DAY + timedelta(hours=14)  # after day 7's verdict (12:05 local)

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from datetime import timedelta
-from pathlib import Path
-from types import ModuleType
 
 import networkx as nx
 import numpy as np
@@ -19,18 +15,9 @@ from twin.model import PipeNetwork
 from twin.readings import Reading
 from twin.sensors import Sensor
 
+from .bench_modules import load_bench
 
-def _load_bench() -> ModuleType:
-    path = Path(__file__).resolve().parents[2] / "bench" / "bench_water_leak.py"
-    spec = importlib.util.spec_from_file_location("bench_water_leak", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_bench()
+bench = load_bench("bench_water_leak")
 START = bench.START
 LEAD_IN = bench.LEAD_IN
 
