@@ -88,9 +88,18 @@ def risk() -> None:
     type=click.IntRange(10, 24 * 3600),
     default=None,
     help="Run every SECONDS (e.g. 300) on the gauges' rain and the levels in the database, store the risk map "
-    "and push the alerts; the forecast comes from --forecast-csv (re-read each time) or from the gauges alone.",
+    "and push the alerts; the forecast comes from --forecast-csv (re-read each time), else from the newest "
+    "stored forecast, else from the gauges alone.",
 )
 @click.option("--cycles", type=click.IntRange(0), default=0, show_default=True, help="With --every: stop after N.")
+@click.option(
+    "--forecast-max-age",
+    type=click.IntRange(1, 24 * 60),
+    default=180,
+    show_default=True,
+    help="With --every and no --forecast-csv: use the newest stored forecast (lifeline risk forecast put, "
+    "POST /api/risk/forecast) issued at most this many minutes ago and covering now; else the gauges alone.",
+)
 @click.option(
     "--warm-up", type=click.IntRange(10, 24 * 60), default=180, show_default=True, help="With --every: minutes."
 )
@@ -109,6 +118,7 @@ def nowcast_command(
     forecast_sigma: float,
     every: int | None,
     cycles: int,
+    forecast_max_age: int,
     warm_up: int,
     out: Path,
     use_demo: bool,
@@ -135,6 +145,7 @@ def nowcast_command(
             cycles=cycles,
             warm_up=timedelta(minutes=warm_up),
             forecast_csv=forecast_csv,
+            forecast_max_age=timedelta(minutes=forecast_max_age),
             members=members,
             forecast_sigma=forecast_sigma,
             horizon=timedelta(hours=horizon),
@@ -229,12 +240,18 @@ def _scheduled(
     cycles: int,
     warm_up: timedelta,
     forecast_csv: Path | None,
+    forecast_max_age: timedelta,
     members: int,
     forecast_sigma: float,
     horizon: timedelta,
 ) -> None:
     """The ``--every`` loop: one ensemble nowcast per cycle from the database's readings; a failed cycle is
-    reported and the next one tried."""
+    reported and the next one tried.
+
+    The forecast of each cycle is the CSV file when given, else the newest stored forecast issued at most
+    *forecast_max_age* ago that covers the cycle's minute (:func:`twin.store.forecasts.latest_forecast`), else
+    none: futures from the gauges alone. The cycle line says which.
+    """
     import psycopg
 
     from models.waterlogging.ensemble import WarningRule
@@ -264,13 +281,17 @@ def _scheduled(
             done += 1
             grades = dict(chain.grades)
             try:
-                forecast = None
+                forecast: list[float] | None = None
+                used = "gauges alone"
                 if forecast_csv is not None:
                     records = read_rain_csv(forecast_csv)
                     if len(records) > 1 and records[1][0] - records[0][0] != STEP:
                         raise click.ClickException("--every needs the forecast CSV at a 1-minute step")
                     forecast = [v for ts, v in records if ts >= now]
+                    used = f"forecast {forecast_csv.name}"
                 with connect(url, schema=schema, autocommit=True) as conn:
+                    if forecast_csv is None:
+                        forecast, used = _stored_forecast(conn, now, forecast_max_age)
                     seen = read_observations(conn, city.sensors, start=chain.start_for(now), now=now)
                 cycle = chain.run(
                     network, model, assets, now=now, observations=seen, forecast_mm_h=forecast, executor=pool
@@ -280,7 +301,7 @@ def _scheduled(
                     map_id = save_risk_map(conn, risk_geojson(cycle.risk, city.crs, horizon=horizon))
                 misfit = cycle.ensemble.members[0].misfit
                 click.echo(
-                    f"cycle {done} at {now:%Y-%m-%d %H:%M}Z: rain {seen.depth_mm:.1f} mm since "
+                    f"cycle {done} at {now:%Y-%m-%d %H:%M}Z: {used}; rain {seen.depth_mm:.1f} mm since "
                     f"{seen.start:%H:%M}Z ({seen.gauges} gauges, {seen.missing_minutes} minutes missing), "
                     f"{len(seen.depth_m)} levels"
                     + (f" off by {misfit.rmse_m:.2f} m RMSE" if misfit else "")
@@ -295,6 +316,118 @@ def _scheduled(
             if cycles and done >= cycles:
                 return
             time.sleep(max(0.0, every_s - (time.monotonic() - started)))
+
+
+def _stored_forecast(conn: Any, now: datetime, max_age: timedelta) -> tuple[list[float] | None, str]:
+    """The newest fresh stored forecast's rain from *now* and how the cycle line names it; None: gauges alone."""
+    import psycopg
+
+    from twin.store.forecasts import latest_forecast
+
+    try:
+        with conn.transaction():  # a missing table must not leave the connection in a failed transaction
+            current = latest_forecast(conn, now, max_age)
+    except psycopg.errors.UndefinedTable:
+        return None, "no forecast table (lifeline db migrate): gauges alone"
+    if current is None:
+        return None, (
+            f"no fresh forecast: gauges alone (none issued in the last {max_age.total_seconds() / 60:g} min covers now)"
+        )
+    f = current.forecast
+    return list(current.rain_mm_h), (
+        f"forecast #{f.id} {f.source} issued {f.issued_at:%Y-%m-%d %H:%M}Z, {current.age.total_seconds() / 60:.0f} min "
+        f"old, {len(current.rain_mm_h)} min ahead"
+    )
+
+
+def _login() -> str:
+    """Who runs the command, for a forecast's ``sent_by``."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):  # no login name and no passwd entry (some containers)
+        return "cli"
+
+
+@risk.group("forecast")
+def forecast_group() -> None:
+    """Rain forecasts in the store, for the scheduled nowcast (lifeline risk nowcast --every)."""
+
+
+@forecast_group.command("put")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--source", default=None, help="Who issued it (e.g. 气象局); default: the file's name.")
+@click.option(
+    "--issued-at",
+    default=None,
+    help="When it was issued, ISO 8601 with a UTC offset (e.g. 2026-07-01T08:00+08:00); default: now.",
+)
+@click.option("--sent-by", default=None, help="Who sends it, for the record; default: cli:<login name>.")
+@click.pass_context
+def forecast_put(
+    ctx: click.Context, file: Path, source: str | None, issued_at: str | None, sent_by: str | None
+) -> None:
+    """Store a rain forecast from FILE, a CSV of ts,rain_mm_h at a regular step (as --forecast-csv reads).
+
+    Each row's intensity holds from its time to the next row's; the step is the first two rows' (one minute for
+    a single row) and is resampled to one minute. Sending the same forecast again stores nothing and says so.
+    """
+    import itertools
+
+    import psycopg
+
+    from twin.errors import LifelineError
+    from twin.store.db import connect
+    from twin.store.forecasts import save_forecast
+    from twin.storms import read_rain_csv
+
+    settings: Settings = ctx.obj
+    if not settings.database_url:
+        raise click.UsageError("forecasts are stored in the database: set LIFELINE_DATABASE_URL")
+    now = datetime.now(UTC).replace(microsecond=0)
+    if issued_at is None:
+        issued = now
+    else:
+        try:
+            issued = datetime.fromisoformat(issued_at)
+        except ValueError as exc:
+            raise click.BadParameter(f"{issued_at!r} is not ISO 8601", param_hint="--issued-at") from exc
+        if issued.tzinfo is None:
+            raise click.BadParameter("needs a UTC offset (e.g. +08:00 or Z)", param_hint="--issued-at")
+    try:
+        records = read_rain_csv(file)
+    except LifelineError as exc:
+        raise click.ClickException(str(exc)) from exc
+    steps = {b[0] - a[0] for a, b in itertools.pairwise(records)} or {timedelta(minutes=1)}
+    if len(steps) > 1:
+        raise click.ClickException(f"{file}: the rows must be at a regular step (found {len(steps)} different steps)")
+    step_s = next(iter(steps)).total_seconds()
+    if step_s != int(step_s):
+        raise click.ClickException(f"{file}: the step ({step_s:g} s) must be a whole number of seconds")
+    try:
+        with connect(settings.database_url, schema=settings.db_schema, autocommit=True) as conn:
+            saved = save_forecast(
+                conn,
+                source=source if source is not None else file.name,
+                issued_at=issued,
+                start=records[0][0],
+                step_s=int(step_s),
+                rain_mm_h=[v for _ts, v in records],
+                sent_by=sent_by if sent_by is not None else _login(),
+                received_at=now,
+            )
+    except psycopg.errors.UndefinedTable as exc:
+        raise click.ClickException("the database has no forecast table yet: run lifeline db migrate") from exc
+    except (LifelineError, psycopg.Error) as exc:
+        raise click.ClickException(str(exc)) from exc
+    f = saved.forecast
+    what = f"stored forecast #{f.id}" if saved.created else f"already stored as #{f.id}: nothing written"
+    click.echo(
+        f"{what} ({f.source}, issued {f.issued_at:%Y-%m-%d %H:%M:%S}Z): {len(f.rain_mm_h)} minutes from "
+        f"{f.start:%Y-%m-%d %H:%M}Z, {sum(f.rain_mm_h) / 60:.1f} mm"
+        + (f" (resampled from {f.sent_values} steps of {f.sent_step_s} s)" if f.sent_step_s != 60 else "")
+    )
 
 
 @risk.command("train-surrogate")

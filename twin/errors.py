@@ -56,3 +56,14 @@ class SchemaError(LifelineError, RuntimeError):
 
 class ServiceError(LifelineError, RuntimeError):
     """An embedded or external service could not be started or reached."""
+
+
+class ForecastError(PayloadError):
+    """A rain forecast that cannot be accepted; ``reason`` is a stable code (``bad_value``, ``too_long``…)."""
+
+
+class ForecastConflictError(ForecastError):
+    """A different rain forecast is already stored under the same source and issue time."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("conflict", detail)

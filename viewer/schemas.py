@@ -116,3 +116,41 @@ def alert_event_from_row(row: dict[str, Any]) -> AlertEventPublic:
         drill=alert.drill,
         alert=alert,
     )
+
+
+class RainForecastCreate(BaseModel):
+    """A rain forecast as the meteorological service (气象局) sends it: intensities at a regular step."""
+
+    source: str = Field(description="who issued it, e.g. 气象局; with issued_at, the forecast's identity")
+    issued_at: datetime = Field(description="when it was issued, with a UTC offset")
+    start: datetime = Field(description="the time of the first value, with a UTC offset")
+    step_s: int = Field(60, description="seconds each value holds (1 to 10800); stored resampled to 1 minute")
+    values_mm_h: list[float] = Field(description="rain intensity of each step, mm/h, ≥ 0; at most 24 h in all")
+
+
+class RainForecastPublic(BaseModel):
+    """A stored rain forecast, at one-minute steps."""
+
+    id: int
+    source: str
+    issued_at: datetime
+    start: datetime = Field(description="the first minute of values_mm_h (a whole UTC minute)")
+    step_s: int = Field(60, description="always 60: forecasts are stored at one-minute steps")
+    values_mm_h: list[float] = Field(description="mean rain intensity of each minute from start, mm/h")
+    received_at: datetime
+    sent_by: str = Field(description="who sent it: the token's name, or cli:<user>")
+    sent_step_s: int = Field(description="the step it was sent at, seconds")
+
+
+class RainForecastStored(RainForecastPublic):
+    """The answer to storing a forecast."""
+
+    created: bool = Field(description="true: stored now (201); false: the same forecast was already stored (200)")
+
+
+class RainForecastCurrent(RainForecastPublic):
+    """The forecast the scheduled nowcast would use now."""
+
+    now: datetime
+    age_s: float = Field(description="seconds since it was issued")
+    values_from_now_mm_h: list[float] = Field(description="intensity of each minute from the one holding now, mm/h")

@@ -491,6 +491,16 @@ def _v11_pending_per_batch(conn: psycopg.Connection[object], mode: StorageMode, 
     conn.execute("ALTER TABLE readings_pending_batches RENAME TO readings_pending")
 
 
+def _v12_rain_forecasts(conn: psycopg.Connection[object], mode: StorageMode, policy: RetentionPolicy) -> None:
+    """Rain forecasts pushed by the meteorological service, at one-minute steps (:mod:`twin.store.forecasts`).
+
+    A plain table in both storage modes: a few forecasts an hour, far too few for a hypertable.
+    """
+    from twin.store import forecasts
+
+    forecasts.create_tables(conn)
+
+
 MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
     (1, "sensors, readings, rollups, alerts, dead letter", _v1_core),
     (2, "twin assets, versioned per import", _v2_twin_assets),
@@ -503,6 +513,7 @@ MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
     (9, "drill alerts in incidents of their own", _v9_drill_incidents),
     (10, "readings' aggregates pending their fold into the rollups", _v10_pending_fold),
     (11, "pending aggregates as one row of arrays per batch", _v11_pending_per_batch),
+    (12, "rain forecasts", _v12_rain_forecasts),
 )
 
 

@@ -9,10 +9,19 @@ Maps are posted here (the GeoJSON that ``lifeline risk nowcast`` and ``whatif`` 
 ``GET /api/risk/map?frame=scene`` answers the same features with coordinates in the scene's frame (metres east and
 north of its origin, from the scene metadata), lines and points widened to areas, so the page can draw them
 without a projection library.
+
+Rain forecasts from the meteorological service (气象局) are pushed by an operator's or admin's program to
+``POST /api/risk/forecast`` (stored by :func:`twin.store.forecasts.save_forecast`, once per source and issue time)
+and read back at ``GET /api/risk/forecast/latest``: the forecast the scheduled nowcast would use now::
+
+    curl -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" \
+         --data '{"source": "气象局", "issued_at": "2026-07-01T08:00:00+08:00", "start": "2026-07-01T08:00:00+08:00",
+                  "step_s": 300, "values_mm_h": [12, 30.5, 8]}' http://127.0.0.1:8080/api/risk/forecast
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -26,15 +35,32 @@ from fastapi.responses import Response
 from pyproj import Transformer
 from pyproj.exceptions import CRSError
 
-from twin.errors import PayloadError
+from twin.errors import ForecastConflictError, ForecastError, PayloadError
 from twin.scene import META_NAME
+from twin.store.forecasts import DEFAULT_MAX_AGE, RainForecast, latest_forecast, save_forecast
 from twin.store.risk_maps import get_risk_map, latest_risk_map_id, save_risk_map
-from viewer.auth import Permission, Principal
+from viewer.auth import Permission, Principal, Role
 from viewer.deps import DbDep, Reader, audit, require
+from viewer.schemas import RainForecastCreate, RainForecastCurrent, RainForecastStored
 
 router = APIRouter(prefix="/api/risk", tags=["risk"])
 
 Publisher = Annotated[Principal, Depends(require(Permission.ACT_ON_ALERTS))]
+
+FORECAST_ROLES = frozenset({Role.OPERATOR, Role.ADMIN})
+"""Who may send rain forecasts: the operations centre's program runs with an operator's (or admin's) token."""
+
+
+def _forecast_sender(request: Request, who: Annotated[Principal, Depends(require(Permission.READ))]) -> Principal:
+    """The caller, if its role may send forecasts (checked before the body, so a refusal never depends on it)."""
+    if who.role not in FORECAST_ROLES:
+        audit(request, who, f"{request.method} {request.url.path}", "denied", permission="forecast.send")
+        allowed = ", ".join(sorted(r.value for r in FORECAST_ROLES))
+        raise HTTPException(403, f"role {who.role.value!r} may not send rain forecasts (only: {allowed})")
+    return who
+
+
+ForecastSender = Annotated[Principal, Depends(_forecast_sender)]
 
 LINE_HALF_WIDTH_M = 6.0
 """A street segment at risk is drawn as a band this many metres each side of its centreline."""
@@ -97,6 +123,90 @@ def post_risk_map(
         raise HTTPException(422, exc.detail) from exc
     audit(request, who, "risk_map_store", "ok", str(map_id), features=len(body["features"]))
     return {"id": map_id, "features": len(body["features"])}
+
+
+def _public(forecast: RainForecast) -> dict[str, Any]:
+    return {
+        "id": forecast.id,
+        "source": forecast.source,
+        "issued_at": forecast.issued_at,
+        "start": forecast.start,
+        "values_mm_h": list(forecast.rain_mm_h),
+        "received_at": forecast.received_at,
+        "sent_by": forecast.sent_by,
+        "sent_step_s": forecast.sent_step_s,
+    }
+
+
+@router.post(
+    "/forecast",
+    status_code=201,
+    summary="Store a rain forecast (operator, admin); the same one sent again is stored once",
+    responses={
+        200: {"description": "the same forecast was already stored: nothing written", "model": RainForecastStored},
+        409: {"description": "a different forecast is stored under the same source and issue time"},
+        422: {"description": "bad input: the detail says what"},
+    },
+)
+def post_forecast(
+    request: Request, response: Response, who: ForecastSender, db: DbDep, body: RainForecastCreate
+) -> RainForecastStored:
+    clock = request.app.state.clock
+    try:
+        saved = save_forecast(
+            db,
+            source=body.source,
+            issued_at=body.issued_at,
+            start=body.start,
+            step_s=body.step_s,
+            rain_mm_h=body.values_mm_h,
+            sent_by=who.name,
+            received_at=clock(),
+        )
+    except ForecastConflictError as exc:
+        audit(request, who, "rain_forecast_store", "refused", reason=exc.reason, message=exc.detail)
+        raise HTTPException(409, exc.detail) from exc
+    except ForecastError as exc:
+        audit(request, who, "rain_forecast_store", "refused", reason=exc.reason, message=exc.detail)
+        raise HTTPException(422, exc.detail) from exc
+    forecast = saved.forecast
+    audit(
+        request,
+        who,
+        "rain_forecast_store",
+        "ok" if saved.created else "duplicate",
+        str(forecast.id),
+        source=forecast.source,
+        issued_at=forecast.issued_at.isoformat(),
+        minutes=len(forecast.rain_mm_h),
+    )
+    if not saved.created:
+        response.status_code = 200
+    return RainForecastStored(**_public(forecast), created=saved.created)
+
+
+@router.get(
+    "/forecast/latest",
+    summary="The rain forecast the scheduled nowcast would use now (the newest fresh one covering now)",
+    responses={404: {"description": "no forecast issued within max_age_min covers now"}},
+)
+def get_latest_forecast(
+    request: Request,
+    _who: Reader,
+    db: DbDep,
+    max_age_min: Annotated[
+        int, Query(ge=1, le=24 * 60, description="how long before now it may have been issued, minutes")
+    ] = int(DEFAULT_MAX_AGE.total_seconds() // 60),
+) -> RainForecastCurrent:
+    current = latest_forecast(db, now=request.app.state.clock(), max_age=timedelta(minutes=max_age_min))
+    if current is None:
+        raise HTTPException(404, f"no rain forecast issued in the last {max_age_min} min covers now")
+    return RainForecastCurrent(
+        **_public(current.forecast),
+        now=current.now,
+        age_s=current.age.total_seconds(),
+        values_from_now_mm_h=list(current.rain_mm_h),
+    )
 
 
 def _scene_frame(request: Request) -> tuple[str, list[float]]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -14,6 +16,7 @@ from twin.democity.city import build_demo_city
 from twin.errors import ConfigError
 from twin.sensors import Network, Quantity
 from twin.store.db import DictConnection
+from twin.store.forecasts import save_forecast
 from twin.storms import DEFAULT_FORMULA, FORMULAS, chicago_storm
 
 pytestmark = pytest.mark.integration
@@ -84,3 +87,56 @@ def test_scheduled_nowcast_stores_risk_maps_and_raises_alerts(pg_url: str, schem
     alerts = db.execute("SELECT cause_key, grade FROM alerts WHERE kind = 'waterlogging' AND active").fetchall()
     assert alerts, result.output  # the gauges alone (no forecast) name where it floods
     assert all(1 <= a["grade"] <= 4 for a in alerts)
+
+
+def test_scheduled_nowcast_uses_the_newest_fresh_stored_forecast_else_the_gauges(
+    pg_url: str, schema: str, db: DictConnection, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    settings = Settings(database_url=pg_url, db_schema=schema)
+    args = ["nowcast", "--demo", "--every", "10", "--cycles", "1", "--warm-up", "60", "--horizon", "1"]
+    # No gauge has rained. A stale forecast (issued 4 h ago, still covering now) of heavy rain is not used.
+    save_forecast(
+        db, source="气象局", issued_at=now - timedelta(hours=4), start=now - timedelta(hours=4), step_s=3600,
+        rain_mm_h=[100.0] * 6, sent_by="test",
+    )  # fmt: skip
+    stale = CliRunner().invoke(risk, args, obj=settings)
+    assert stale.exit_code == 0, stale.output
+    assert "cycle 1 at" in stale.output and "failed" not in stale.output
+    assert "no fresh forecast: gauges alone (none issued in the last 180 min covers now)" in stale.output
+    assert "named 0, graded 0; alerts 0 (none)" in stale.output
+
+    # A fresh forecast of a 100-year hour starting now: the cycle names it and warns from it.
+    storm = chicago_storm(FORMULAS[DEFAULT_FORMULA], return_period_years=100, duration_min=60, peak_ratio=0.5)
+    issued = now - timedelta(minutes=10)
+    fresh = save_forecast(
+        db, source="气象局", issued_at=issued, start=now, step_s=300,
+        rain_mm_h=[sum(storm[k : k + 5]) / 5 for k in range(0, 60, 5)], sent_by="test",
+    )  # fmt: skip
+    used = CliRunner().invoke(risk, args, obj=settings)
+    assert used.exit_code == 0, used.output
+    line = re.search(r"cycle 1 at .*", used.output)
+    assert line is not None, used.output
+    assert re.search(
+        rf"forecast #{fresh.id} 气象局 issued {issued:%Y-%m-%d %H:%M}Z, 1[01] min old, (59|60) min ahead; rain 0\.0 mm",
+        line.group(0),
+    ), line.group(0)
+    assert "alerts 0 (none)" not in line.group(0)
+    alerts = db.execute("SELECT count(*) AS n FROM alerts WHERE kind = 'waterlogging' AND active").fetchone()
+    assert alerts is not None and alerts["n"] > 0, used.output
+
+    # Too old for --forecast-max-age: the gauges alone again.
+    shorter = CliRunner().invoke(risk, [*args, "--forecast-max-age", "5"], obj=settings)
+    assert shorter.exit_code == 0, shorter.output
+    assert "no fresh forecast: gauges alone (none issued in the last 5 min covers now)" in shorter.output
+
+    # --forecast-csv still wins over the stored forecast: no rain in it, so nothing is named.
+    csv = tmp_path / "dry.csv"
+    csv.write_text(
+        "ts,rain_mm_h\n" + "".join(f"{(now + timedelta(minutes=k)).isoformat()},0\n" for k in range(90)),
+        encoding="utf-8",
+    )
+    from_csv = CliRunner().invoke(risk, [*args, "--forecast-csv", str(csv)], obj=settings)
+    assert from_csv.exit_code == 0, from_csv.output
+    assert "cycle 1 at" in from_csv.output and ": forecast dry.csv; rain 0.0 mm" in from_csv.output
+    assert "named 0, graded 0" in from_csv.output and "气象局" not in from_csv.output
