@@ -86,13 +86,29 @@ def detect(csv_path: Path, out_path: Path, fit_path: Path | None, model_path: Pa
     """Flag anomalies in a wide sensor CSV (fit on a normal period with --fit, or load a saved --model)."""
     import pandas as pd
 
-    from models.offline import dump_detector, fit_detector, load_detector, score_detector
+    from models.offline import (
+        coarser_columns,
+        data_resolution,
+        dump_detector,
+        fit_detector,
+        load_detector,
+        score_detector,
+    )
 
     if fit_path is None and model_path is None:
         raise click.UsageError("give --fit NORMAL.csv, or --model FILE saved by an earlier --fit")
     try:
+        frame, stamps = read_wide_csv(csv_path)
         if fit_path is not None:
-            detector = fit_detector(read_wide_csv(fit_path)[0])
+            normal = read_wide_csv(fit_path)[0]
+            own = data_resolution(normal)
+            detector = fit_detector(normal, resolution=data_resolution(frame))
+            matched = sorted(c for c, step in detector.resolution.items() if step > own.get(c, 0.0))
+            if matched:
+                click.echo(
+                    f"{len(matched)} sensors of {fit_path.name} rounded to the steps {csv_path.name} is recorded at"
+                    f" before fitting ({', '.join(matched[:5])}{' …' if len(matched) > 5 else ''})"
+                )
             if model_path is not None:
                 model_path.write_bytes(dump_detector(detector))
         else:
@@ -103,7 +119,17 @@ def detect(csv_path: Path, out_path: Path, fit_path: Path | None, model_path: Pa
                 raise click.ClickException(f"{model_path}: cannot read the model: {exc}") from exc
             except LifelineError as exc:
                 raise click.ClickException(f"{model_path}: {exc}") from exc
-        frame, stamps = read_wide_csv(csv_path)
+            coarse = coarser_columns(detector, frame)
+            if coarse:
+                names = ", ".join(
+                    f"{c} ({scored:g} against {fitted:g})" for c, (scored, fitted) in list(coarse.items())[:5]
+                )
+                click.echo(
+                    f"warning: {len(coarse)} sensors of {csv_path.name} are recorded more coarsely than the model was"
+                    f" fitted at: {names}{' …' if len(coarse) > 5 else ''}. The rounding can raise false alarms;"
+                    " fit again with --fit on the normal period and this file.",
+                    err=True,
+                )
         result = score_detector(detector, frame)
     except LifelineError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -70,16 +70,19 @@ from twin.errors import LifelineError
 
 logger = logging.getLogger(__name__)
 
-MODEL_VERSION: Final = "offline-3"
+MODEL_VERSION: Final = "offline-4"
 """Changes whenever a fitted model's contents or meaning change; :func:`load_detector` refuses other versions."""
 
-_READABLE_VERSIONS: Final = {"offline-2": {"adapt_h": 0.0}, MODEL_VERSION: {}}
+_READABLE_VERSIONS: Final = {"offline-2": {"adapt_h": 0.0}, "offline-3": {}, MODEL_VERSION: {}}
 """Saved versions this code reads, with the settings an older one lacked (``offline-2`` had no adaptation)."""
 
 METHODS: Final = ("pca", "ridge", "both")
 """The sensor models a detector can use: PCA, virtual sensors (ridge), or the mean of both scores."""
 
 FloatArray = npt.NDArray[np.float64]
+
+MAX_DECIMALS: Final = 6
+"""A column whose values need more decimals than this is taken as recorded at full precision (resolution 0)."""
 
 ADAPT_WARMUP_H: Final = 24.0
 """Adaptive standardisation keeps the fitted level until this many hours of the scored data have been seen."""
@@ -223,6 +226,9 @@ class OfflineDetector:
         calibration_score: the calibration period's raw (unsmoothed) score, kept so that the alarm settings can
             be changed without refitting (:func:`with_alarm`).
         threshold: alarm threshold on the smoothed score, dimensionless.
+        resolution: column → the step its readings were fitted at (the normal period rounded to it), in the
+            sensor's unit; columns recorded at full precision are absent. Scored readings are rounded to the same
+            step, and a scored column recorded more coarsely than this is reported (:func:`coarser_columns`).
     """
 
     config: DetectorConfig
@@ -236,6 +242,7 @@ class OfflineDetector:
     ridge_median: float
     calibration_score: FloatArray
     threshold: float
+    resolution: Mapping[str, float] = field(default_factory=dict)
     version: str = field(default=MODEL_VERSION)
 
 
@@ -458,11 +465,65 @@ def _prepared(frame: pd.DataFrame) -> pd.DataFrame:
     return numeric.interpolate(limit_direction="both")
 
 
+def data_resolution(frame: pd.DataFrame) -> dict[str, float]:
+    """Return the step each column's readings were recorded at: 10⁻ᵏ for the fewest decimals k that hold them all.
+
+    An export rounded to two decimals gives 0.01, whole numbers 1.0. A column whose values need more than
+    :data:`MAX_DECIMALS` decimals, or that holds no number, is recorded at full precision and gets 0.0.
+
+    Example:
+        >>> data_resolution(pd.DataFrame({"P_J1": [2.98, 2.99, 3.0], "S_PU1": [0, 1, 1], "F_1": [0.1234567, 1.0, 2.0]}))
+        {'P_J1': 0.01, 'S_PU1': 1.0, 'F_1': 0.0}
+    """
+    numeric = frame.apply(pd.to_numeric, errors="coerce")
+    steps: dict[str, float] = {}
+    for column in numeric.columns:
+        values = numeric[column].to_numpy(dtype=np.float64)
+        values = values[np.isfinite(values)]
+        steps[str(column)] = 0.0
+        if values.size == 0:
+            continue
+        for decimals in range(MAX_DECIMALS + 1):
+            scaled = values * 10.0**decimals
+            tolerance = 1e-6 + 8 * np.finfo(np.float64).eps * float(np.max(np.abs(scaled)))
+            if np.max(np.abs(scaled - np.round(scaled))) <= tolerance:
+                steps[str(column)] = 10.0**-decimals
+                break
+    return steps
+
+
+def _quantised(numeric: pd.DataFrame, resolution: Mapping[str, float]) -> pd.DataFrame:
+    """Return *numeric* with every column named in *resolution* rounded to its step (others unchanged)."""
+    rounded = [c for c in numeric.columns if resolution.get(str(c), 0.0) > 0]
+    if not rounded:
+        return numeric
+    out = numeric.copy()
+    step = np.array([resolution[str(c)] for c in rounded])
+    out[rounded] = np.round(numeric[rounded].to_numpy(dtype=np.float64) / step) * step
+    return out
+
+
+def coarser_columns(detector: OfflineDetector, frame: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    """Return the fitted columns *frame* records more coarsely than *detector* was fitted at: column → (scored, fitted).
+
+    A model fitted on full-precision readings reads the rounding of a coarser export as noise it never saw (on
+    BATADAL, dataset04's two decimals against dataset03's nine flagged a fifth of its normal hours). Fit again with
+    ``fit_detector(normal, resolution=data_resolution(frame))`` — ``lifeline detect --fit`` does so itself.
+    """
+    scored = data_resolution(frame[[c for c in detector.columns if c in frame.columns]])
+    return {
+        c: (step, detector.resolution.get(c, 0.0))
+        for c, step in scored.items()
+        if step > 0 and step > detector.resolution.get(c, 0.0) * (1 + 1e-9)
+    }
+
+
 def fit_detector(
     normal: pd.DataFrame,
     *,
     config: DetectorConfig | None = None,
     kinds: Mapping[str, SensorKind] | None = None,
+    resolution: Mapping[str, float] | None = None,
 ) -> OfflineDetector:
     """Learn what normal looks like from a period without anomalies.
 
@@ -474,6 +535,10 @@ def fit_detector(
         config: detector settings; defaults to :class:`DetectorConfig`.
         kinds: column → :class:`SensorKind`, for columns whose names do not start with ``P_``, ``F_``, ``L_``,
             ``S_``.
+        resolution: column → the step the data to be scored are recorded at (:func:`data_resolution` of them),
+            in the sensor's unit. Each column of the normal period is rounded to the coarser of this and its own
+            step before fitting, so that the rounding of the scored export is part of what normal looks like.
+            ``None``: the normal period's own steps.
 
     Returns:
         The fitted detector.
@@ -487,7 +552,17 @@ def fit_detector(
     columns = tuple(str(c) for c in numeric.columns if numeric[c].notna().any() and numeric[c].nunique() > 1)
     if not columns:
         raise OfflineModelError("normal period: no column varies, nothing to learn")
+    steps = data_resolution(normal[list(columns)])
+    for column, step in (resolution or {}).items():
+        if column in steps and step > steps[column]:
+            steps[column] = float(step)
+    fitted_steps = {c: step for c, step in steps.items() if step > 0}
+    numeric = _quantised(numeric[list(columns)], fitted_steps)
+    columns = tuple(c for c in columns if numeric[c].nunique() > 1)
+    if not columns:
+        raise OfflineModelError("normal period: no column varies at the resolution asked for, nothing to learn")
     numeric = numeric[list(columns)]
+    fitted_steps = {c: step for c, step in fitted_steps.items() if c in columns}
     step_h = _median_step_h(normal.index)
     held_out = round(len(numeric) * config.calibration_fraction)
     if config.calibration_fraction > 0 and (held_out < 24 or len(numeric) - held_out < 48):
@@ -523,6 +598,7 @@ def fit_detector(
         ridge_median=medians["ridge"],
         calibration_score=calibration_score,
         threshold=threshold,
+        resolution=fitted_steps,
     )
 
 
@@ -550,7 +626,7 @@ def raw_score(detector: OfflineDetector, frame: pd.DataFrame) -> FloatArray:
     missing = [c for c in detector.columns if c not in frame.columns]
     if missing:
         raise OfflineModelError(f"scored period: missing sensors {missing[:10]}")
-    numeric = _prepared(frame[list(detector.columns)])
+    numeric = _quantised(_prepared(frame[list(detector.columns)]), detector.resolution)
     numeric = numeric.fillna(pd.Series({c: float(p.centre.mean()) for c, p in detector.profiles.items()}))
     core = _Core(dict(detector.profiles), detector.pca, detector.ridge)
     parts = _score_parts(core, numeric, detector.config, detector.step_h)
@@ -605,6 +681,7 @@ def dump_detector(detector: OfflineDetector) -> bytes:
         "ridge_median": detector.ridge_median,
         "threshold": detector.threshold,
         "pca_features": list(detector.pca.feature_names) if detector.pca else None,
+        "resolution": dict(detector.resolution),
     }
     arrays: dict[str, FloatArray] = {
         "profile_centre": np.array([detector.profiles[c].centre for c in detector.columns]),
@@ -671,6 +748,7 @@ def load_detector(data: bytes) -> OfflineDetector:
             ridge_median=float(header["ridge_median"]),
             calibration_score=arrays["calibration_score"].astype(np.float64),
             threshold=float(header["threshold"]),
+            resolution={str(c): float(v) for c, v in header.get("resolution", {}).items()},
         )
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise OfflineModelError(f"saved offline detector is incomplete or damaged: {exc}") from exc
