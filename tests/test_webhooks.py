@@ -89,9 +89,7 @@ def test_delivered_once_in_order_after_retries_and_after_a_restart(
     _apply(db, schema, _change("raised", "D-L-006", 1, T0))  # before the first start: history, not sent
     app = create_app(conninfo=pg_url, schema=schema, webhooks=[hook], escalation=None)
     with serve(app):
-        wait_for(
-            lambda: db.execute("SELECT 1 FROM webhook_cursor").fetchone(), what="the webhook's cursor", timeout=15
-        )
+        wait_for(lambda: db.execute("SELECT 1 FROM webhook_cursor").fetchone(), what="the webhook's cursor", timeout=15)
         _apply(db, schema, _change("raised", "D-L-001", 4, T0))  # grade IV: filtered out
         _apply(db, schema, _change("raised", "D-L-002", 2, T0 + timedelta(seconds=1)))  # sent
         _apply(db, schema, _change("raised", "D-L-002", 1, T0 + timedelta(seconds=2)))  # an update: filtered

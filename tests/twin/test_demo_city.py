@@ -50,8 +50,11 @@ def test_every_sensor_is_bound_to_an_asset_of_the_city_and_stands_on_it(city: Ci
 def test_pipes_follow_the_streets(city: City) -> None:
     streets = shapely.MultiLineString([list(s) for s in city.streets])
     for kind, net in city.networks.items():
-        off = [lid for lid, link in net.links.items()
-               if shapely.LineString(net.polyline(link)).centroid.distance(streets) > 25.0]
+        off = [
+            lid
+            for lid, link in net.links.items()
+            if shapely.LineString(net.polyline(link)).centroid.distance(streets) > 25.0
+        ]
         assert len(off) <= 0.03 * len(net.links), (kind, off[:5])
 
 

@@ -27,15 +27,25 @@ def build_demo_city(seed: int = 2026, *, scale: int = 1) -> City:
     """
     started = time.perf_counter()
     layout = build_layout(seed, scale=scale)
-    city = City(name=DEMO_CITY_NAME if scale == 1 else f"{DEMO_CITY_NAME} ×{scale}", crs=CRS,
-                terrain=layout.terrain, buildings=dict(layout.buildings), low_points=dict(layout.low_points),
-                streets=layout.streets(), rivers=[layout.river])
+    city = City(
+        name=DEMO_CITY_NAME if scale == 1 else f"{DEMO_CITY_NAME} ×{scale}",
+        crs=CRS,
+        terrain=layout.terrain,
+        buildings=dict(layout.buildings),
+        low_points=dict(layout.low_points),
+        streets=layout.streets(),
+        rivers=[layout.river],
+    )
     drainage, _subcatchments, _inp = build_drainage(layout)
     water, _water_inp = build_water(layout)
     gas, _gas_net, spaces = build_gas(layout)
     city.networks = {Network.DRAINAGE: drainage, Network.WATER: water, Network.GAS: gas}
     city.spaces = {s.space_id: s for s in spaces}
     city.sensors = place_sensors(city)
-    log.info("demo city built in %.1f s: %d buildings, %d sensors", time.perf_counter() - started,
-             len(city.buildings), len(city.sensors))
+    log.info(
+        "demo city built in %.1f s: %d buildings, %d sensors",
+        time.perf_counter() - started,
+        len(city.buildings),
+        len(city.sensors),
+    )
     return city
