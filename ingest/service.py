@@ -64,7 +64,7 @@ from twin.errors import LifelineError, PayloadError
 from twin.mqtt import BufferedClient, MqttConfig, Publish, connect, make_client
 from twin.readings import Reading, ReadingBatch
 from twin.sensors import Sensor
-from twin.store.alerts import active_alerts, apply_changes
+from twin.store.alerts import AppliedChange, active_alerts, apply_changes_marked
 from twin.store.db import DictConnection
 from twin.store.db import connect as db_connect
 from twin.store.dead_letter import DeadLetter, digest_of, store_dead_letters
@@ -468,7 +468,7 @@ class IngestService:
         self._replay_after = 0.0
         self._replay_delay = INITIAL_DELAY
         self._spool_logged_at = 0.0
-        self._unpublished: list[tuple[int, AlertChange]] = []
+        self._unpublished: list[tuple[AppliedChange, AlertChange]] = []
         self._replay_started = 0.0
         self._retry_logged_at = 0.0
         self._replay_readings_at_start = 0
@@ -861,20 +861,22 @@ class IngestService:
             action,
         )
 
-    def _write(self, batch: _Batch, detection: ChainResult, *, committed: bool) -> list[tuple[int, AlertChange]]:
+    def _write(
+        self, batch: _Batch, detection: ChainResult, *, committed: bool
+    ) -> list[tuple[AppliedChange, AlertChange]]:
         conn, store, detector = self._conn, self._store, self._detector
         if conn is None or store is None or detector is None:
             raise psycopg.OperationalError("no database connection")
         readings = batch.readings
-        published: list[tuple[int, AlertChange]] = []
+        published: list[tuple[AppliedChange, AlertChange]] = []
         with conn.transaction():
             inserted = store.write(readings)
             store_dead_letters(conn, batch.rejected)
-            events = apply_changes(conn, detection.changes, schema=self.schema)
+            events = apply_changes_marked(conn, detection.changes, schema=self.schema)
             published.extend(
-                (event_id, change)
-                for event_id, change in zip(events, detection.changes, strict=True)
-                if event_id is not None
+                (applied, change)
+                for applied, change in zip(events, detection.changes, strict=True)
+                if applied is not None
             )
         self._unfolded = self._unfolded or (inserted > 0 and store.defer_fold)
         if not committed:
@@ -1023,7 +1025,7 @@ class IngestService:
         self._save_states_safely()
         self._state_saved_at = time.monotonic()
 
-    def _replay_records(self, records: Sequence[SpoolRecord]) -> list[tuple[int, AlertChange]]:
+    def _replay_records(self, records: Sequence[SpoolRecord]) -> list[tuple[AppliedChange, AlertChange]]:
         """Write the batches of *records* in one transaction; return the alert events made."""
         conn, store = self._conn, self._store
         if conn is None or store is None:
@@ -1044,7 +1046,7 @@ class IngestService:
             readings.extend(batch.readings)
             letters.extend(batch.dead_letters)
             changes.extend(batch.changes)
-        published: list[tuple[int, AlertChange]] = []
+        published: list[tuple[AppliedChange, AlertChange]] = []
         repeated = 0
         with conn.transaction():
             inserted = store.write([(r.sensor_id, r.ts, r.value, r.quality) for r in readings])
@@ -1055,9 +1057,9 @@ class IngestService:
                     repeated += 1
                 else:
                     fresh.append(change)
-            events = apply_changes(conn, fresh, schema=self.schema)
+            events = apply_changes_marked(conn, fresh, schema=self.schema)
             published.extend(
-                (event_id, change) for event_id, change in zip(events, fresh, strict=True) if event_id is not None
+                (applied, change) for applied, change in zip(events, fresh, strict=True) if applied is not None
             )
         self._unfolded = self._unfolded or (inserted > 0 and store.defer_fold)
         stats = self.stats
@@ -1111,7 +1113,7 @@ class IngestService:
             for mid in mids:
                 client.ack(mid, 1)
 
-    def _publish_alerts(self, changes: list[tuple[int, AlertChange]]) -> None:
+    def _publish_alerts(self, changes: list[tuple[AppliedChange, AlertChange]]) -> None:
         client = self._client
         if client is None:
             # Replayed at start, before the MQTT client exists: published once it does.
@@ -1120,11 +1122,13 @@ class IngestService:
         if self._unpublished:
             changes = [*self._unpublished, *changes]
             self._unpublished = []
-        for event_id, change in changes:
+        for applied, change in changes:
             topic = f"{self.prefix}/alerts/{change.network}/{change.sensor_id or change.kind}"
             payload = orjson.dumps(
                 {
-                    "event_id": event_id,
+                    "event_id": applied.event_id,
+                    "drill_id": applied.drill_id,
+                    "drill": applied.drill_id is not None,
                     "event": change.event,
                     "cause_key": change.cause_key,
                     "kind": change.kind,

@@ -20,7 +20,7 @@ from lifeline.cli import cli
 from twin.alerts import AlertChange
 from twin.democity.city import build_demo_city
 from twin.mqtt import MqttConfig
-from twin.store.alerts import apply_change
+from twin.store.alerts import AppliedChange, apply_change, apply_changes_marked
 from twin.store.db import DictConnection
 from twin.store.drills import close_drill, in_drill_mode, list_drills, open_drill, renew
 from twin.store.sensors import upsert_sensors
@@ -94,6 +94,40 @@ def test_alerts_of_drilled_networks_are_marked_while_the_drill_runs_and_its_grac
     listed = {d["id"]: d for d in list_drills(db)}
     assert listed[drill]["alerts"] == 3 and listed[drill]["outcome"] == "stopped"
     assert listed[orphan]["alerts"] == 1 and listed[orphan]["stopped_at"] is None
+
+
+def test_recording_a_change_says_which_drill_its_alert_belongs_to(db: DictConnection, schema: str) -> None:
+    def change(sensor: str, network: str, event: str = "raised") -> AlertChange:
+        return AlertChange(
+            event=event,
+            cause_key=f"threshold:{sensor}:high",
+            kind="threshold",
+            sensor_id=sensor,
+            network=network,
+            district="吉州区",
+            grade=2,
+            ts=datetime.now(UTC),
+            value=1.7,
+            threshold=1.6,
+            message=f"{sensor} 超限",
+            message_en=f"{sensor} above its limit",
+        )
+
+    drill = open_drill(db, kind="rainstorm", networks=["drainage"], params={})
+    with db.transaction():
+        done = apply_changes_marked(
+            db,
+            [
+                change("D-L-001", "drainage"),
+                change("W-P-001", "water"),
+                change("D-L-001", "drainage", "updated"),
+                change("D-L-001", "drainage", "cleared"),
+                change("D-L-009", "drainage", "cleared"),  # nothing active: nothing done
+            ],
+            schema=schema,
+        )
+    assert [None if d is None else d.drill_id for d in done] == [drill, None, drill, drill, None]
+    assert done[4] is None and all(isinstance(d, AppliedChange) and d.event_id > 0 for d in done[:4])
 
 
 def test_drill_alerts_and_real_alerts_are_grouped_in_separate_incidents(db: DictConnection, schema: str) -> None:

@@ -109,6 +109,38 @@ def test_alert_is_published_on_the_alerts_topic(start_ingest: Any, broker: MqttC
     assert (body["event"], body["grade"], body["value"]) == ("raised", 2, pytest.approx(50.0))  # 2.5 %vol = 50 %LEL
 
 
+def test_alerts_on_the_alerts_topic_say_whether_a_drill_raised_them(
+    start_ingest: Any, broker: MqttConfig, prefix: str, db: DictConnection
+) -> None:
+    import paho.mqtt.client as mqtt
+
+    from twin.mqtt import connect, make_client
+    from twin.store.drills import open_drill
+
+    drill = open_drill(db, kind="gas-leak", networks=["gas"], params={})
+    start_ingest()
+    got: list[mqtt.MQTTMessage] = []
+    sub = make_client(broker, client_id=f"drill-{prefix[5:15]}")
+    sub.on_message = lambda _c, _u, msg: got.append(msg)
+    sub.on_connect = lambda c, *_: c.subscribe(f"{prefix}/alerts/#", qos=1)
+    connect(sub, broker, blocking=True)
+    sub.loop_start()
+    try:
+        wait_for(lambda: sub.is_connected(), what="subscriber connected")
+        now = datetime.now(UTC).isoformat()
+        with Publisher(broker, client_id=f"pub-drill-{prefix[5:15]}") as pub:
+            pub.publish(f"{prefix}/gas/G-M-002", orjson.dumps({"ts": now, "value": 2.5, "unit": "%vol"}))
+            pub.publish(f"{prefix}/drainage/D-L-003", orjson.dumps({"ts": now, "value": 1.7, "unit": "m"}))
+        wait_for(lambda: len(got) >= 2, what="two alerts on MQTT")
+    finally:
+        sub.disconnect()
+        sub.loop_stop()
+    bodies = {msg.topic: orjson.loads(msg.payload) for msg in got}
+    gas, drainage = bodies[f"{prefix}/alerts/gas/G-M-002"], bodies[f"{prefix}/alerts/drainage/D-L-003"]
+    assert (gas["event"], gas["drill"], gas["drill_id"]) == ("raised", True, drill)  # the drilled network
+    assert (drainage["event"], drainage["drill"], drainage["drill_id"]) == ("raised", False, None)  # a real one
+
+
 def test_websocket_resume_sends_missed_events_once(
     start_ingest: Any, broker: MqttConfig, prefix: str, db: DictConnection, viewer_url: str
 ) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg.rows import dict_row, tuple_row
@@ -50,14 +50,32 @@ def apply_change(conn: psycopg.Connection[Any], change: AlertChange, *, schema: 
     return apply_changes(conn, [change], schema=schema)[0]
 
 
+class AppliedChange(NamedTuple):
+    """What recording one alert change did: its event, and the drill the alert belongs to (None: a real alert)."""
+
+    event_id: int
+    drill_id: int | None
+
+
 def apply_changes(conn: psycopg.Connection[Any], changes: Sequence[AlertChange], *, schema: str) -> list[int | None]:
     """Record *changes* in order, as :func:`apply_change` does each; return their event ids (None: nothing done).
+
+    :func:`apply_changes_marked` does the same and also says which alerts a drill raised.
+    """
+    return [None if done is None else done.event_id for done in apply_changes_marked(conn, changes, schema=schema)]
+
+
+def apply_changes_marked(
+    conn: psycopg.Connection[Any], changes: Sequence[AlertChange], *, schema: str
+) -> list[AppliedChange | None]:
+    """Record *changes* in order; return each one's event id and its alert's drill (None: nothing done).
 
     Each change is one statement (:data:`_RAISE`, :data:`_UPDATE`, :data:`_CLEAR`: the alert, a new alert's
     incident, the event and its NOTIFY together), and all of them go to the server in one pipeline, so a storm
     batch of hundreds of changes costs one round trip, not five a change (~0.1 ms a change instead of 0.5–1).
     They still run one after another in the caller's transaction: a raise sees the incident the one before it
-    opened.
+    opened. The drill is the alert's ``drill_id`` as stored (the trigger stamps it when a drill feeds the alert's
+    network), so whoever publishes the change can mark it as a drill.
     """
     if not changes:
         return []
@@ -70,10 +88,10 @@ def apply_changes(conn: psycopg.Connection[Any], changes: Sequence[AlertChange],
             statement = _CLEAR if change.event == "cleared" else _RAISE if change.event == "raised" else _UPDATE
             cur.execute(statement, _parameters(change, channel))
             cursors.append(cur)
-    out: list[int | None] = []
+    out: list[AppliedChange | None] = []
     for cur in cursors:
         row = cur.fetchone()
-        out.append(int(row[0]) if row is not None else None)
+        out.append(AppliedChange(int(row[0]), None if row[2] is None else int(row[2])) if row is not None else None)
     return out
 
 
@@ -95,20 +113,20 @@ _SET_ACTIVE = """
         peak_value = CASE WHEN peak_value IS NULL
                                OR abs(%(value)s::float8 - threshold) > abs(peak_value - threshold)
                           THEN %(value)s::float8 ELSE peak_value END
-    WHERE cause_key = %(cause_key)s AND active RETURNING id, grade"""
+    WHERE cause_key = %(cause_key)s AND active RETURNING id, grade, drill_id"""
 
 _EVENT_AND_NOTIFY = """
 , ev AS (
     INSERT INTO alert_events (alert_id, event, ts, grade, value)
     SELECT id, event, %(ts)s, grade, %(value)s FROM changed
     RETURNING id)
-SELECT id, pg_notify(%(channel)s, id::text) FROM ev"""
+SELECT id, pg_notify(%(channel)s, id::text), (SELECT drill_id FROM changed LIMIT 1) FROM ev"""
 
 _UPDATE = (
     "WITH upd AS ("  # noqa: S608 (constant pieces, no input)
     + _SET_ACTIVE
     + """)
-, changed AS (SELECT id, grade, %(event)s::text AS event FROM upd)"""
+, changed AS (SELECT id, grade, %(event)s::text AS event, drill_id FROM upd)"""
     + _EVENT_AND_NOTIFY
 )
 """An ``updated`` change: the active alert of its cause, if any, and its event."""
@@ -116,8 +134,8 @@ _UPDATE = (
 _CLEAR = (
     """WITH upd AS (
     UPDATE alerts SET active = false, cleared_at = %(ts)s, updated_at = %(ts)s, value = %(value)s
-    WHERE cause_key = %(cause_key)s AND active RETURNING id, grade)
-, changed AS (SELECT id, grade, 'cleared'::text AS event FROM upd)"""  # noqa: S608 (constant pieces)
+    WHERE cause_key = %(cause_key)s AND active RETURNING id, grade, drill_id)
+, changed AS (SELECT id, grade, 'cleared'::text AS event, drill_id FROM upd)"""  # noqa: S608 (constant pieces)
     + _EVENT_AND_NOTIFY
 )
 """A ``cleared`` change: the active alert of its cause, if any, made inactive, and its event."""
@@ -147,10 +165,10 @@ _RAISE = (
            %(value)s, %(threshold)s, %(value)s, %(message)s, %(message_en)s, %(detail)s::jsonb,
            (SELECT id FROM grown UNION ALL SELECT id FROM opened LIMIT 1)
     FROM need
-    RETURNING id, grade)
+    RETURNING id, grade, drill_id)
 , changed AS (
-    SELECT id, grade, 'updated'::text AS event FROM upd
-    UNION ALL SELECT id, grade, 'raised' FROM ins)"""
+    SELECT id, grade, 'updated'::text AS event, drill_id FROM upd
+    UNION ALL SELECT id, grade, 'raised', drill_id FROM ins)"""
     + _EVENT_AND_NOTIFY
 )
 """A ``raised`` change: the active alert of its cause updated if there is one (the event is then ``updated``);
