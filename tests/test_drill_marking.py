@@ -34,9 +34,9 @@ from .test_webhooks import Receiver
 pytestmark = pytest.mark.integration
 
 
-def _raise(db: DictConnection, schema: str, sensor: str, network: str, grade: int = 1) -> int:
-    change = AlertChange(
-        event="raised",
+def _change(sensor: str, network: str, *, event: str = "raised", grade: int = 1) -> AlertChange:
+    return AlertChange(
+        event=event,
         cause_key=f"threshold:{sensor}:high",
         kind="threshold",
         sensor_id=sensor,
@@ -49,6 +49,10 @@ def _raise(db: DictConnection, schema: str, sensor: str, network: str, grade: in
         message=f"{sensor} 超限",
         message_en=f"{sensor} above its limit",
     )
+
+
+def _raise(db: DictConnection, schema: str, sensor: str, network: str, grade: int = 1) -> int:
+    change = _change(sensor, network, grade=grade)
     with db.transaction():
         apply_change(db, change, schema=schema)
     row = db.execute("SELECT id FROM alerts WHERE cause_key = %s AND active", (change.cause_key,)).fetchone()
@@ -97,32 +101,16 @@ def test_alerts_of_drilled_networks_are_marked_while_the_drill_runs_and_its_grac
 
 
 def test_recording_a_change_says_which_drill_its_alert_belongs_to(db: DictConnection, schema: str) -> None:
-    def change(sensor: str, network: str, event: str = "raised") -> AlertChange:
-        return AlertChange(
-            event=event,
-            cause_key=f"threshold:{sensor}:high",
-            kind="threshold",
-            sensor_id=sensor,
-            network=network,
-            district="吉州区",
-            grade=2,
-            ts=datetime.now(UTC),
-            value=1.7,
-            threshold=1.6,
-            message=f"{sensor} 超限",
-            message_en=f"{sensor} above its limit",
-        )
-
     drill = open_drill(db, kind="rainstorm", networks=["drainage"], params={})
     with db.transaction():
         done = apply_changes_marked(
             db,
             [
-                change("D-L-001", "drainage"),
-                change("W-P-001", "water"),
-                change("D-L-001", "drainage", "updated"),
-                change("D-L-001", "drainage", "cleared"),
-                change("D-L-009", "drainage", "cleared"),  # nothing active: nothing done
+                _change("D-L-001", "drainage", grade=2),
+                _change("W-P-001", "water", grade=2),
+                _change("D-L-001", "drainage", event="updated", grade=2),
+                _change("D-L-001", "drainage", event="cleared", grade=2),
+                _change("D-L-009", "drainage", event="cleared", grade=2),  # nothing active: nothing done
             ],
             schema=schema,
         )

@@ -81,12 +81,12 @@ def test_reading_flows_to_database_alert_and_websocket(
     assert [p["value"] for p in series["points"]] == [pytest.approx(0.4), pytest.approx(1.72)]
 
 
-def test_alert_is_published_on_the_alerts_topic(start_ingest: Any, broker: MqttConfig, prefix: str) -> None:
+def _alerts_on_mqtt(broker: MqttConfig, prefix: str, readings: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Publish *readings* (topic suffix, payload) and return the alert messages they bring, by topic."""
     import paho.mqtt.client as mqtt
 
     from twin.mqtt import connect, make_client
 
-    start_ingest()
     got: list[mqtt.MQTTMessage] = []
     sub = make_client(broker, client_id=f"alerts-{prefix[5:15]}")
     sub.on_message = lambda _c, _u, msg: got.append(msg)
@@ -96,47 +96,40 @@ def test_alert_is_published_on_the_alerts_topic(start_ingest: Any, broker: MqttC
     try:
         wait_for(lambda: sub.is_connected(), what="subscriber connected")
         with Publisher(broker, client_id=f"pub2-{prefix[5:15]}") as pub:
-            pub.publish(
-                f"{prefix}/gas/G-M-002",
-                orjson.dumps({"ts": datetime.now(UTC).isoformat(), "value": 2.5, "unit": "%vol"}),
-            )
-        msg = wait_for(lambda: got[0] if got else None, what="alert on MQTT")
+            for topic, payload in readings:
+                pub.publish(f"{prefix}/{topic}", orjson.dumps(payload))
+        wait_for(lambda: len(got) >= len(readings), what=f"{len(readings)} alert(s) on MQTT")
     finally:
         sub.disconnect()
         sub.loop_stop()
-    assert msg.topic == f"{prefix}/alerts/gas/G-M-002"
-    body = orjson.loads(msg.payload)
+    return {msg.topic.removeprefix(f"{prefix}/alerts/"): orjson.loads(msg.payload) for msg in got}
+
+
+def test_alert_is_published_on_the_alerts_topic(start_ingest: Any, broker: MqttConfig, prefix: str) -> None:
+    start_ingest()
+    now = datetime.now(UTC).isoformat()
+    bodies = _alerts_on_mqtt(broker, prefix, [("gas/G-M-002", {"ts": now, "value": 2.5, "unit": "%vol"})])
+    body = bodies["gas/G-M-002"]
     assert (body["event"], body["grade"], body["value"]) == ("raised", 2, pytest.approx(50.0))  # 2.5 %vol = 50 %LEL
 
 
 def test_alerts_on_the_alerts_topic_say_whether_a_drill_raised_them(
     start_ingest: Any, broker: MqttConfig, prefix: str, db: DictConnection
 ) -> None:
-    import paho.mqtt.client as mqtt
-
-    from twin.mqtt import connect, make_client
     from twin.store.drills import open_drill
 
     drill = open_drill(db, kind="gas-leak", networks=["gas"], params={})
     start_ingest()
-    got: list[mqtt.MQTTMessage] = []
-    sub = make_client(broker, client_id=f"drill-{prefix[5:15]}")
-    sub.on_message = lambda _c, _u, msg: got.append(msg)
-    sub.on_connect = lambda c, *_: c.subscribe(f"{prefix}/alerts/#", qos=1)
-    connect(sub, broker, blocking=True)
-    sub.loop_start()
-    try:
-        wait_for(lambda: sub.is_connected(), what="subscriber connected")
-        now = datetime.now(UTC).isoformat()
-        with Publisher(broker, client_id=f"pub-drill-{prefix[5:15]}") as pub:
-            pub.publish(f"{prefix}/gas/G-M-002", orjson.dumps({"ts": now, "value": 2.5, "unit": "%vol"}))
-            pub.publish(f"{prefix}/drainage/D-L-003", orjson.dumps({"ts": now, "value": 1.7, "unit": "m"}))
-        wait_for(lambda: len(got) >= 2, what="two alerts on MQTT")
-    finally:
-        sub.disconnect()
-        sub.loop_stop()
-    bodies = {msg.topic: orjson.loads(msg.payload) for msg in got}
-    gas, drainage = bodies[f"{prefix}/alerts/gas/G-M-002"], bodies[f"{prefix}/alerts/drainage/D-L-003"]
+    now = datetime.now(UTC).isoformat()
+    bodies = _alerts_on_mqtt(
+        broker,
+        prefix,
+        [
+            ("gas/G-M-002", {"ts": now, "value": 2.5, "unit": "%vol"}),
+            ("drainage/D-L-003", {"ts": now, "value": 1.7, "unit": "m"}),
+        ],
+    )
+    gas, drainage = bodies["gas/G-M-002"], bodies["drainage/D-L-003"]
     assert (gas["event"], gas["drill"], gas["drill_id"]) == ("raised", True, drill)  # the drilled network
     assert (drainage["event"], drainage["drill"], drainage["drill_id"]) == ("raised", False, None)  # a real one
 
