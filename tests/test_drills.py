@@ -47,7 +47,12 @@ def test_drill_runs_a_storm_through_ingest_and_a_long_drill_can_be_stopped(
         wait_for(lambda: client.get("/api/alerts").json(), timeout=30, what="alerts raised by the drill")
 
         long = client.post(
-            "/api/drills", json={"kind": "gas-leak", "speed": "1", "params": {"pipe": "LP0007", "flow": 30, "hours": 3}}
+            "/api/drills",
+            json={
+                "kind": "gas-leak",
+                "speed": "1",
+                "params": {"pipe": "LP0007", "flow": 30, "hours": 3, "methane_report": "change", "methane_change": 5},
+            },
         )
         assert long.status_code == 201
         stopped = client.delete(f"/api/drills/{long.json()['id']}").json()
@@ -63,3 +68,33 @@ def test_drills_are_refused_where_no_broker_is_configured(pg_url: str, schema: s
     with serve(create_app(conninfo=pg_url, schema=schema)) as url:
         res = httpx.post(f"{url}/api/drills", json={"kind": "rainstorm"})
         assert res.status_code == 409 and "not enabled" in res.json()["detail"]
+
+
+def test_a_gas_leak_drill_can_have_its_methane_detectors_report_on_change(tmp_path: Any) -> None:
+    from twin.errors import ConfigError
+    from viewer.drills import DrillManager
+
+    base = {"pipe": "LP0007", "flow": 30}
+    regular = DrillManager._args("gas-leak", base, tmp_path)
+    assert "--methane-report" not in regular  # as the command's default: once a sensor step
+    change = DrillManager._args("gas-leak", {**base, "methane_report": "change"}, tmp_path)
+    assert change[-6:] == ["--methane-report", "change", "--methane-sample-s", "5", "--methane-change", "2.0"]
+    tuned = {**base, "methane_report": "change", "methane_sample_s": 10, "methane_change": 5}
+    assert DrillManager._args("gas-leak", tuned, tmp_path)[-4:] == [
+        "--methane-sample-s",
+        "10",
+        "--methane-change",
+        "5.0",
+    ]
+
+    for (name, value), message in (
+        (("methane_report", "sometimes"), "methane_report must be 'regular' or 'change'"),
+        (("methane_sample_s", 7), "dividing 60"),
+        (("methane_change", 0), "methane_change must be above 0"),
+        (("methane_change", "lots"), "methane_change must be a number"),
+    ):
+        params = {**base, "methane_report": "change", name: value}
+        with pytest.raises(ConfigError, match=message):
+            DrillManager._args("gas-leak", params, tmp_path)
+    with pytest.raises(ConfigError, match="methane_sample_s needs methane_report 'change'"):
+        DrillManager._args("gas-leak", {**base, "methane_sample_s": 10}, tmp_path)

@@ -252,6 +252,25 @@ class DrillManager:
                 raise ConfigError(f"{name} must be an asset id")
             return [f"--{name}", value]
 
+        def methane_reporting() -> list[str]:
+            # How the methane detectors report: "regular" (once a sensor step) or "change" (also at once when the
+            # value moves: the setting the gas early-warning figures need), as `lifeline simulate gas-leak` takes.
+            report = params.get("methane_report", "regular")
+            if report not in ("regular", "change"):
+                raise ConfigError("methane_report must be 'regular' or 'change'")
+            if report == "regular":
+                for name in ("methane_sample_s", "methane_change"):
+                    if name in params:
+                        raise ConfigError(f"{name} needs methane_report 'change'")
+                return []
+            sample = params.get("methane_sample_s", 5)
+            if isinstance(sample, bool) or not isinstance(sample, int) or sample < 1 or 60 % sample:
+                raise ConfigError("methane_sample_s must be a whole number of seconds dividing 60")
+            change = float(number("methane_change", 2.0))
+            if not 0 < change <= 100:
+                raise ConfigError("methane_change must be above 0 and at most 100 %LEL")
+            return ["--methane-report", "change", "--methane-sample-s", str(sample), "--methane-change", str(change)]
+
         if kind == "rainstorm":
             return [
                 "rainstorm",
@@ -266,7 +285,7 @@ class DrillManager:
             ids = ident("junction") + ident("pipe")
             if not ids:
                 raise ConfigError("a leak drill needs 'junction' or 'pipe'")
-            return [
+            args = [
                 kind,
                 *ids,
                 "--flow",
@@ -276,6 +295,9 @@ class DrillManager:
                 "--hours",
                 number("hours", 3),
             ]
+            if kind == "gas-leak":
+                args += methane_reporting()
+            return args
         if kind == "scenario":
             text = params.get("toml")
             if not isinstance(text, str) or not text.strip():

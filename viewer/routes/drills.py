@@ -20,7 +20,8 @@ class DrillCreate(BaseModel):
     speed: str = Field("600", description="simulated seconds per real second, or 'max'")
     params: dict[str, Any] = Field(
         default_factory=dict,
-        description="e.g. return_period, duration_min; junction/pipe, flow, at_h, hours; toml for a scenario file",
+        description="e.g. return_period, duration_min; junction/pipe, flow, at_h, hours (gas-leak also "
+        "methane_report regular|change, methane_sample_s, methane_change); toml for a scenario file",
     )
 
 
