@@ -255,6 +255,8 @@ class City:
         spaces: underground spaces by id.
         low_points: road low points and underpasses by id.
         streets: street centrelines (polylines, metres), for the map and the scene.
+        street_kinds: each street's class, parallel to *streets*: ``"main"`` (a main road carrying through traffic)
+            or ``"local"``; empty when unknown (every street is then local).
         rivers: river polygons (exterior rings), where the outfalls discharge.
     """
 
@@ -267,6 +269,7 @@ class City:
     spaces: dict[str, UndergroundSpace] = field(default_factory=dict)
     low_points: dict[str, LowPoint] = field(default_factory=dict)
     streets: list[tuple[tuple[float, float], ...]] = field(default_factory=list)
+    street_kinds: list[str] = field(default_factory=list)
     rivers: list[tuple[tuple[float, float], ...]] = field(default_factory=list)
 
 

@@ -5,9 +5,10 @@ a building's footprint grown by :data:`ENTRANCE_BUFFER_M` (its entrances and the
 centreline within :data:`ROAD_HALF_WIDTH_M`, a low point or underpass within :data:`LOW_POINT_RADIUS_M`; without
 terrain, each drainage node is an asset on its own disc.
 
-Exposure multiplies the depth: 1 for a road or a building; +1 for a basement or underground garage (water runs
-down the ramp), +1 for a school, hospital or elderly care home (people who cannot leave on their own); 2.5 for an
-underpass (cars are trapped where the road dips under). The score ``depth_m × exposure`` is graded
+Exposure multiplies the depth: 1 for a local road or a building; :data:`MAIN_ROAD_EXPOSURE` (1.5) for a main road
+(``City.street_kinds``: through traffic, buses, the way emergency vehicles come); +1 for a basement or underground
+garage (water runs down the ramp), +1 for a school, hospital or elderly care home (people who cannot leave on their
+own); 2.5 for an underpass (cars are trapped where the road dips under). The score ``depth_m × exposure`` is graded
 (:data:`GRADE_SCORES`): I ≥ 0.9, II ≥ 0.5, III ≥ 0.3, IV ≥ 0.15. The lowest grade starts at 0.15 m of water on a
 road, the depth at which GB 51222-2017 (城镇内涝防治技术规范) counts a road as waterlogged.
 
@@ -46,6 +47,8 @@ ENTRANCE_BUFFER_M = 6.0
 ROAD_HALF_WIDTH_M = 8.0
 LOW_POINT_RADIUS_M = 15.0
 UNDERPASS_EXPOSURE = 2.5
+MAIN_ROAD_EXPOSURE = 1.5
+"""A main road's exposure: more vehicles, buses and the emergency services' routes than a local street."""
 VULNERABLE_USES = frozenset({BuildingUse.SCHOOL, BuildingUse.HOSPITAL, BuildingUse.ELDERLY_CARE})
 GRADE_SCORES = ((1, 0.9), (2, 0.5), (3, 0.3), (4, 0.15))
 """(grade, lowest depth × exposure in m) from the most severe."""
@@ -129,7 +132,9 @@ class RiskAssets:
             cells.append(_cells_in(model, polygon.buffer(ENTRANCE_BUFFER_M)))
         for k, street in enumerate(city.streets):
             line = shapely.LineString(street)
-            assets.append(RiskAsset(f"road:{k:04d}", "road", f"road segment {k}", 1.0, ("traffic",), line))
+            main = k < len(city.street_kinds) and city.street_kinds[k] == "main"
+            exposure, reasons = (MAIN_ROAD_EXPOSURE, ("traffic", "main road")) if main else (1.0, ("traffic",))
+            assets.append(RiskAsset(f"road:{k:04d}", "road", f"road segment {k}", exposure, reasons, line))
             cells.append(_cells_in(model, line.buffer(ROAD_HALF_WIDTH_M)))
         for pid in sorted(city.low_points):
             p = city.low_points[pid]

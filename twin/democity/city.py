@@ -34,6 +34,7 @@ def build_demo_city(seed: int = 2026, *, scale: int = 1) -> City:
         buildings=dict(layout.buildings),
         low_points=dict(layout.low_points),
         streets=layout.streets(),
+        street_kinds=layout.street_kinds(),
         rivers=[layout.river],
     )
     drainage, _subcatchments, _inp = build_drainage(layout)

@@ -64,6 +64,19 @@ class Layout:
         """Street centrelines, one per segment."""
         return [(self.xy(a), self.xy(b)) for a, b in self.street_graph.edges]
 
+    def street_kinds(self) -> list[str]:
+        """Each segment's class, in :meth:`streets` order: ``"main"`` on the two main streets (the middle
+        north-south and east-west ones, lined with shops and offices), ``"local"`` elsewhere."""
+        nodes = self.street_graph.nodes
+        mid_i = max(int(d["i"]) for _, d in nodes(data=True)) // 2
+        mid_j = max(int(d["j"]) for _, d in nodes(data=True)) // 2
+        kinds = []
+        for a, b in self.street_graph.edges:
+            (ia, ja), (ib, jb) = (nodes[a]["i"], nodes[a]["j"]), (nodes[b]["i"], nodes[b]["j"])
+            main = (ia == ib == mid_i) or (ja == jb == mid_j)
+            kinds.append("main" if main else "local")
+        return kinds
+
 
 def intersection_id(i: int, j: int) -> str:
     return f"X{i:02d}{j:02d}"

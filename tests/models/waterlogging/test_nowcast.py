@@ -248,3 +248,17 @@ def test_bad_input_is_refused_with_a_clear_error(storm: Storm) -> None:
     empty = PipeNetwork(kind=Network.DRAINAGE, name="empty")
     with pytest.raises(ConfigError, match="SWMM"):
         nowcast(empty, now=START, observed_rain_mm_h=[], forecast_rain_mm_h=[1.0])
+
+
+def test_main_roads_are_more_exposed_than_local_streets(storm: Storm) -> None:
+    from models.waterlogging.risk import MAIN_ROAD_EXPOSURE, grade_of
+
+    city = storm.city
+    assert len(city.street_kinds) == len(city.streets) and set(city.street_kinds) == {"main", "local"}
+    assets = RiskAssets.for_city(city, PondingModel(storm.network, city.terrain, city.low_points.values()))
+    roads = [a for a in assets.assets if a.kind == "road"]
+    main = [a for a in roads if "main road" in a.reasons]
+    assert len(main) == 20  # the middle north-south and east-west streets, 10 segments each
+    assert {a.exposure for a in main} == {MAIN_ROAD_EXPOSURE} and {a.exposure for a in roads} == {1.0, 1.5}
+    # 0.2 m of water: a local street is waterlogged (IV), a main road one grade worse (III).
+    assert (grade_of(0.2 * 1.0), grade_of(0.2 * MAIN_ROAD_EXPOSURE)) == (4, 3)
