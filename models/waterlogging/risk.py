@@ -133,8 +133,8 @@ class RiskAssets:
         for k, street in enumerate(city.streets):
             line = shapely.LineString(street)
             main = k < len(city.street_kinds) and city.street_kinds[k] == "main"
-            exposure, reasons = (MAIN_ROAD_EXPOSURE, ("traffic", "main road")) if main else (1.0, ("traffic",))
-            assets.append(RiskAsset(f"road:{k:04d}", "road", f"road segment {k}", exposure, reasons, line))
+            exposure, why = (MAIN_ROAD_EXPOSURE, ("traffic", "main road")) if main else (1.0, ("traffic",))
+            assets.append(RiskAsset(f"road:{k:04d}", "road", f"road segment {k}", exposure, why, line))
             cells.append(_cells_in(model, line.buffer(ROAD_HALF_WIDTH_M)))
         for pid in sorted(city.low_points):
             p = city.low_points[pid]
