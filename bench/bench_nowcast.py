@@ -753,7 +753,9 @@ def train_surrogate(network: PipeNetwork, assets: RiskAssets, pool: Executor, co
         f"surrogate: {count} training storms + {len(unseen)} unseen simulated in {sim_s:.0f} s (2 workers), fitted "
         f"in {surrogate.info['fit_s']} s; unseen: R² {score.r2_volume:.3f} on node volumes, MAE "
         f"{score.mae_m3:.1f} m³ (nodes flooding in either), grade agreement {score.grade_agreement:.3f} over graded "
-        f"assets, {score.grade_agreement_all:.4f} over all"
+        f"assets, {score.grade_agreement_all:.4f} over all; times over {score.timed_pairs} storm × node pairs "
+        f"flooding in both: first flooding off by {score.eta_median_abs_min:.1f} min median "
+        f"({score.eta_p90_abs_min:.1f} min 90th percentile), duration by {score.duration_median_abs_min:.1f} min median"
     )
     return surrogate.save(Path("/tmp") / "bench-waterlogging-surrogate")
 

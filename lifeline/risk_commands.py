@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -473,11 +474,21 @@ def train_surrogate(
         "mae_m3": score.mae_m3,
         "grade_agreement": score.grade_agreement,
         "grade_agreement_all": score.grade_agreement_all,
+        "timed_pairs": score.timed_pairs,
+        **{
+            name: None if math.isnan(value) else value  # no pair flooding in both: unknown, not NaN in the JSON
+            for name, value in (
+                ("eta_median_abs_min", score.eta_median_abs_min),
+                ("eta_p90_abs_min", score.eta_p90_abs_min),
+                ("duration_median_abs_min", score.duration_median_abs_min),
+            )
+        },
     }
     surrogate.save(out)
     click.echo(
         f"unseen storms: R² {score.r2_volume:.3f} on node flood volume, grade agreement "
-        f"{score.grade_agreement:.1%} (graded assets), {score.grade_agreement_all:.2%} (all)"
+        f"{score.grade_agreement:.1%} (graded assets), {score.grade_agreement_all:.2%} (all); first flooding off by "
+        f"{score.eta_median_abs_min:.1f} min, duration by {score.duration_median_abs_min:.1f} min (medians)"
     )
     click.echo(f"saved: {out}")
 

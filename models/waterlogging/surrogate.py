@@ -12,8 +12,13 @@ node's volume at once (the root tames the spread between a trickle and a big flo
 row times the fitted weights, done here in numpy; the fitted arrays are saved as ``surrogate.npz`` with a JSON
 description, never as a pickle.
 
+Times: each node's first flooding is taken to come a node-specific offset after the design storm's peak, and to last
+a node-specific share of the storm's duration — the medians over the training storms in which the node floods
+(nodes that never flood there take the medians over all nodes). So the what-if risk map has, like SWMM's, an
+expected time to flooding and a duration per asset.
+
 Its error against SWMM on storms it never saw is measured by :func:`evaluate` (R² of node flood volumes pooled
-over storms and nodes, and the agreement of the risk grades the volumes give).
+over storms and nodes, the agreement of the risk grades the volumes give, and the error of the times).
 
 Example:
     >>> with swmm_pool(2) as pool:                                                       # doctest: +SKIP
@@ -62,6 +67,10 @@ FEATURES = (
 )
 FORMAT_VERSION = 1
 _START = datetime(2026, 7, 1, tzinfo=UTC)
+RECORD_S = 300
+"""How often a training run reads node flooding, seconds (the resolution of the times)."""
+TIMED_M3 = 1.0
+"""A node counts as flooding in a storm, for the times, from this volume, m³."""
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -140,12 +149,34 @@ def sample_storms(count: int, *, seed: int, max_return_period: float = 100.0) ->
 
 @dataclass(frozen=True, slots=True)
 class StormRun:
-    """SWMM's flood volume per node for one storm (during the design storm and its drain), m³."""
+    """SWMM's flood volume per node for one storm (during the design storm and its drain), m³.
+
+    ``eta_s``: seconds from the design storm's start to each node's first flooding (NaN where it does not flood);
+    ``duration_s``: seconds from its first to its last flooding (0 where none). Resolution :data:`RECORD_S`.
+    """
 
     storm: StormFeatures
     node_ids: tuple[str, ...]
     volume_m3: FloatArray
     wall_s: float
+    eta_s: FloatArray | None = None
+    duration_s: FloatArray | None = None
+
+
+def _flood_times(rate: FloatArray, record_s: int) -> tuple[FloatArray, FloatArray]:
+    """First flooding (s after the first record step's start; NaN: none) and duration (s) from flooding rates."""
+    wet = rate > 1e-6
+    any_wet = wet.any(axis=0)
+    first = wet.argmax(axis=0)
+    last = wet.shape[0] - 1 - wet[::-1].argmax(axis=0)
+    eta = np.where(any_wet, first * record_s, np.nan).astype(float)
+    duration = np.where(any_wet, (last - first + 1) * record_s, 0).astype(float)
+    return eta, duration
+
+
+def _peak_s(storm: StormFeatures) -> float:
+    """Seconds from the design storm's start to its peak."""
+    return storm.peak_ratio * storm.duration_min * 60.0
 
 
 def storm_job(network: PipeNetwork, storm: StormFeatures, formula: StormFormula) -> SwmmJob:
@@ -154,7 +185,7 @@ def storm_job(network: PipeNetwork, storm: StormFeatures, formula: StormFormula)
     antecedent = [storm.antecedent_mm] * 60  # mm/h for one hour = antecedent_mm
     rain = antecedent + [0.0] * (lead_min - 60) + storm.hyetograph(formula)
     end_s = (lead_min + storm.duration_min) * 60 + int(DRAIN.total_seconds())
-    return SwmmJob(network.source, _START, tuple(rain), 60, lead_min * 60, end_s, 300)
+    return SwmmJob(network.source, _START, tuple(rain), 60, lead_min * 60, end_s, RECORD_S)
 
 
 def simulate_storms(
@@ -181,8 +212,16 @@ def simulate_storms(
         out = []
         for k, (storm, future) in enumerate(zip(storms, futures, strict=True)):
             run = future.result()
+            eta, duration = _flood_times(run.flood_rate_m3_s, RECORD_S)
             out.append(
-                StormRun(storm, run.node_ids, np.clip(run.volume_m3 - run.volume_before_m3, 0, None), run.wall_s)
+                StormRun(
+                    storm,
+                    run.node_ids,
+                    np.clip(run.volume_m3 - run.volume_before_m3, 0, None),
+                    run.wall_s,
+                    eta,
+                    duration,
+                )
             )
             if progress is not None:
                 progress(k + 1, len(storms))
@@ -201,6 +240,10 @@ class SurrogateScore:
         mae_m3: mean absolute error of node volumes over storm × node pairs where either floods, m³.
         grade_agreement: share of assets graded (by either) that get the same grade from both.
         grade_agreement_all: the same over every asset (ungraded by both counts as agreement).
+        timed_pairs: storm × node pairs where both SWMM and the surrogate have the node flooding ≥ ``TIMED_M3``.
+        eta_median_abs_min, eta_p90_abs_min: median and 90th percentile of |surrogate − SWMM| first flooding time
+            over those pairs, minutes (NaN without times).
+        duration_median_abs_min: the same for the flooding's duration, minutes.
     """
 
     storms: int
@@ -208,6 +251,10 @@ class SurrogateScore:
     mae_m3: float
     grade_agreement: float
     grade_agreement_all: float
+    timed_pairs: int = 0
+    eta_median_abs_min: float = math.nan
+    eta_p90_abs_min: float = math.nan
+    duration_median_abs_min: float = math.nan
 
 
 class Surrogate:
@@ -227,6 +274,8 @@ class Surrogate:
         amplitude: float,
         formula: StormFormula,
         info: Mapping[str, Any],
+        eta_offset_s: FloatArray | None = None,
+        duration_share: FloatArray | None = None,
     ) -> None:
         self.node_ids = tuple(node_ids)
         self.x_train = x_train
@@ -237,6 +286,10 @@ class Surrogate:
         self.amplitude = amplitude
         self.formula = formula
         self.info = dict(info)
+        self.eta_offset_s = eta_offset_s
+        """Per node: seconds from the storm's peak to its first flooding (None: a surrogate saved without times)."""
+        self.duration_share = duration_share
+        """Per node: its flooding's duration as a share of the storm's duration."""
         self._scaled_train = x_train / length_scales
 
     @classmethod
@@ -282,6 +335,7 @@ class Surrogate:
             "ranges": {name: [float(x[:, k].min()), float(x[:, k].max())] for k, name in enumerate(FEATURES)},
         }
         log.info("surrogate fitted on %d storms in %.1f s: %s", len(runs), info["fit_s"], fitted)
+        eta_offset_s, duration_share = _fit_times(runs)
         return cls(
             node_ids=nodes,
             x_train=xs,
@@ -294,7 +348,19 @@ class Surrogate:
             amplitude=amplitude,
             formula=chosen,
             info=info,
+            eta_offset_s=eta_offset_s,
+            duration_share=duration_share,
         )
+
+    def predict_times(self, storm: StormFeatures, volume_m3: FloatArray) -> tuple[FloatArray, FloatArray] | None:
+        """Return each node's first flooding (s from the storm's start; NaN where *volume_m3* < ``TIMED_M3``) and
+        duration (s), in :attr:`node_ids` order; None for a surrogate saved without times."""
+        if self.eta_offset_s is None or self.duration_share is None:
+            return None
+        flooding = volume_m3 >= TIMED_M3
+        eta = np.where(flooding, np.clip(_peak_s(storm) + self.eta_offset_s, 0.0, None), np.nan)
+        duration = np.where(flooding, self.duration_share * storm.duration_min * 60.0, 0.0)
+        return eta, duration
 
     def predict_array(self, storm: StormFeatures) -> FloatArray:
         """Return the flood volume of every node (:attr:`node_ids` order), m³."""
@@ -309,16 +375,36 @@ class Surrogate:
         return {n: float(v) for n, v in zip(self.node_ids, self.predict_array(storm), strict=True)}
 
     def risk_map(self, storm: StormFeatures, assets: RiskAssets, *, issued: datetime) -> RiskMap:
-        """Return the risk map the storm would make: surrogate volumes → ponds → grades (no times)."""
+        """Return the risk map the storm would make if it began at *issued*: surrogate volumes → ponds → grades,
+        with times to flooding and durations (unknown for a surrogate saved without times)."""
         volumes = self.predict_array(storm)
+        times = self.predict_times(storm, volumes)
         if tuple(assets.model.node_ids) != self.node_ids:
-            by_node = dict(zip(self.node_ids, volumes, strict=True))
-            volumes = np.array([by_node.get(n, 0.0) for n in assets.model.node_ids])
-        return assess(assets, assets.model.fill(volumes), issued=issued, source="surrogate")
+            index = {n: k for k, n in enumerate(self.node_ids)}
+            order = np.array([index.get(n, -1) for n in assets.model.node_ids])
+
+            def pick(values: FloatArray, missing: float) -> FloatArray:
+                return np.where(order >= 0, values[np.clip(order, 0, None)], missing)
+
+            volumes = pick(volumes, 0.0)
+            times = None if times is None else (pick(times[0], np.nan), pick(times[1], 0.0))
+        return assess(
+            assets,
+            assets.model.fill(volumes),
+            issued=issued,
+            source="surrogate",
+            node_eta_s=None if times is None else times[0],
+            node_duration_s=None if times is None else times[1],
+        )
 
     def save(self, folder: Path) -> Path:
         """Write ``surrogate.npz`` and ``surrogate.json`` into *folder*; return the folder."""
         folder.mkdir(parents=True, exist_ok=True)
+        times = (
+            {"eta_offset_s": self.eta_offset_s, "duration_share": self.duration_share}
+            if self.eta_offset_s is not None and self.duration_share is not None
+            else {}
+        )
         np.savez(
             folder / "surrogate.npz",
             x_train=self.x_train,
@@ -328,6 +414,7 @@ class Surrogate:
             y_mean=self.y_mean,
             y_scale=self.y_scale,
             length_scales=self.length_scales,
+            **times,  # type: ignore[arg-type]
         )
         meta = {
             "format": FORMAT_VERSION,
@@ -357,6 +444,9 @@ class Surrogate:
             raise ConfigError(f"{folder}: surrogate of another format; train it again")
         if arrays["alpha"].shape != (arrays["x_train"].shape[0], len(meta["node_ids"])):
             raise ConfigError(f"{folder}: surrogate arrays do not match its node list")
+        timed = "eta_offset_s" in arrays and "duration_share" in arrays
+        if timed and not arrays["eta_offset_s"].shape == arrays["duration_share"].shape == (len(meta["node_ids"]),):
+            raise ConfigError(f"{folder}: surrogate times do not match its node list")
         return cls(
             node_ids=meta["node_ids"],
             x_train=arrays["x_train"],
@@ -369,7 +459,33 @@ class Surrogate:
             amplitude=float(meta["amplitude"]),
             formula=StormFormula(**meta["formula"]),
             info=meta.get("info", {}),
+            eta_offset_s=arrays["eta_offset_s"] if timed else None,
+            duration_share=arrays["duration_share"] if timed else None,
         )
+
+
+def _fit_times(runs: Sequence[StormRun]) -> tuple[FloatArray | None, FloatArray | None]:
+    """Per node, the median offset of its first flooding from the storm's peak (s) and the median share of the
+    storm's duration it floods, over the runs where it floods ≥ ``TIMED_M3``; nodes that never do take the
+    medians over every node's floods. (None, None) when the runs carry no times or nothing floods."""
+    if any(r.eta_s is None or r.duration_s is None for r in runs):
+        return None, None
+    volume = np.array([r.volume_m3 for r in runs])
+    eta = np.array([r.eta_s for r in runs], dtype=float)
+    duration = np.array([r.duration_s for r in runs], dtype=float)
+    peak = np.array([_peak_s(r.storm) for r in runs])[:, None]
+    length = np.array([r.storm.duration_min * 60.0 for r in runs])[:, None]
+    timed = (volume >= TIMED_M3) & np.isfinite(eta)
+    if not timed.any():
+        return None, None
+    offset = np.where(timed, eta - peak, np.nan)
+    share = np.where(timed, duration / length, np.nan)
+    some = timed.any(axis=0)
+    node_offset = np.full(volume.shape[1], float(np.nanmedian(offset)))
+    node_share = np.full(volume.shape[1], float(np.nanmedian(share)))
+    node_offset[some] = np.nanmedian(offset[:, some], axis=0)
+    node_share[some] = np.nanmedian(share[:, some], axis=0)
+    return node_offset, node_share
 
 
 def evaluate(surrogate: Surrogate, runs: Sequence[StormRun], assets: RiskAssets | None = None) -> SurrogateScore:
@@ -394,4 +510,25 @@ def evaluate(surrogate: Surrogate, runs: Sequence[StormRun], assets: RiskAssets 
             total += len(a)
         agree = same / graded if graded else 1.0
         agree_all = same_all / total if total else 1.0
-    return SurrogateScore(len(runs), r2, mae, agree, agree_all)
+    eta_errors: list[FloatArray] = []
+    duration_errors: list[FloatArray] = []
+    for r, p in zip(runs, predicted, strict=True):
+        times = surrogate.predict_times(r.storm, p)
+        if times is None or r.eta_s is None or r.duration_s is None:
+            continue
+        both = (r.volume_m3 >= TIMED_M3) & (p >= TIMED_M3) & np.isfinite(r.eta_s)
+        eta_errors.append(np.abs(times[0] - r.eta_s)[both] / 60.0)
+        duration_errors.append(np.abs(times[1] - r.duration_s)[both] / 60.0)
+    eta_err = np.concatenate(eta_errors) if eta_errors else np.array([])
+    duration_err = np.concatenate(duration_errors) if duration_errors else np.array([])
+    return SurrogateScore(
+        len(runs),
+        r2,
+        mae,
+        agree,
+        agree_all,
+        timed_pairs=int(eta_err.size),
+        eta_median_abs_min=float(np.median(eta_err)) if eta_err.size else math.nan,
+        eta_p90_abs_min=float(np.quantile(eta_err, 0.9)) if eta_err.size else math.nan,
+        duration_median_abs_min=float(np.median(duration_err)) if duration_err.size else math.nan,
+    )
