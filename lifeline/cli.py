@@ -53,8 +53,14 @@ def cli(ctx: click.Context) -> None:
 @cli.command()
 @click.option("--port", type=int, default=None, help="HTTP port of the page (default: LIFELINE_HTTP_PORT, 8080).")
 @click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between demo stream ticks.")
+@click.option(
+    "--whatif/--no-whatif",
+    default=True,
+    show_default=True,
+    help="Train (once, then cached) the surrogate behind the 3D page's what-if panel, in the background.",
+)
 @click.pass_context
-def demo(ctx: click.Context, port: int | None, interval: float) -> None:
+def demo(ctx: click.Context, port: int | None, interval: float, whatif: bool) -> None:
     """Run the whole product on one machine with a synthetic stream; Ctrl-C stops everything.
 
     Without LIFELINE_DATABASE_URL / LIFELINE_MQTT_URL an embedded PostgreSQL and MQTT broker are started.
@@ -65,7 +71,7 @@ def demo(ctx: click.Context, port: int | None, interval: float) -> None:
     if port is not None:
         settings = settings.model_copy(update={"http_port": port})
     try:
-        run_demo(settings, interval_s=interval)
+        run_demo(settings, interval_s=interval, whatif=whatif)
     except LifelineError as exc:
         raise click.ClickException(str(exc)) from exc
     except KeyboardInterrupt:
@@ -172,8 +178,18 @@ def ingest(ctx: click.Context, health_port: int | None) -> None:
     default=None,
     help="Folder written by 'lifeline twin export-scene', for the 3D page.",
 )
+@click.option(
+    "--surrogate",
+    "surrogate_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder written by 'lifeline risk train-surrogate': instant what-if risk maps (GET /api/risk/whatif, "
+    "the 3D page's what-if panel) for the stored twin.",
+)
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None, scene_dir: Path | None) -> None:
+def serve(
+    ctx: click.Context, host: str | None, port: int | None, scene_dir: Path | None, surrogate_dir: Path | None
+) -> None:
     """Serve the API, the alert websockets, the operations page and (with --scene-dir) the 3D page."""
     import uvicorn
 
@@ -181,6 +197,20 @@ def serve(ctx: click.Context, host: str | None, port: int | None, scene_dir: Pat
 
     s = _settings(ctx)
     _migrate(s)
+    whatif = None
+    if surrogate_dir is not None:
+        from twin.errors import LifelineError
+        from twin.store.assets import load_city
+        from twin.store.db import connect
+        from viewer.whatif import WhatIf
+
+        try:
+            with connect(_need(s.database_url, "DATABASE_URL"), schema=s.db_schema, autocommit=True) as conn:
+                city = load_city(conn)
+            whatif = WhatIf.load(surrogate_dir, city)
+        except LifelineError as exc:
+            raise click.ClickException(f"--surrogate {surrogate_dir}: {exc}") from exc
+        click.echo(f"what-ifs from the surrogate in {surrogate_dir} ({whatif.surrogate.info.get('storms')} storms)")
     drill_env = (
         {
             "LIFELINE_MQTT_URL": s.mqtt_url,
@@ -200,6 +230,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, scene_dir: Pat
         auth=_authenticator(s),
         cors_origins=s.cors_origins,
         webhooks=_webhooks(s),
+        whatif=whatif,
     )
     uvicorn.run(app, host=host or s.http_host, port=port or s.http_port, log_level=s.log_level.lower())
 

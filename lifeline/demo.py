@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -11,6 +12,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -45,7 +47,33 @@ def _check_port_free(host: str, port: int) -> None:
             raise ServiceError(f"cannot serve on {host}:{port} ({exc.strerror}); choose another with --port") from exc
 
 
-def run_demo(settings: Settings, *, interval_s: float = 2.0) -> None:
+def demo_cache_dir() -> Path:
+    """Where the demo keeps what it can reuse between runs (the what-if surrogate): ``$XDG_CACHE_HOME/lifeline``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lifeline"
+
+
+def _whatif_in_background(app: Any, city: Any, stop: threading.Event) -> None:
+    """Give the viewer a what-if surrogate: from the cache, or trained now on one SWMM worker."""
+    from viewer.whatif import DEMO_STORMS, WhatIf, demo_surrogate
+
+    def progress(done: int, total: int) -> None:
+        if done in (1, total) or done % 6 == 0:
+            print(f"what-if surrogate: {done}/{total} storms run in SWMM", flush=True)
+
+    try:
+        cache = demo_cache_dir()
+        if not any(cache.glob("surrogate-*/surrogate.json")):
+            print(f"training the what-if surrogate in the background ({len(DEMO_STORMS)} SWMM runs) …", flush=True)
+        folder = demo_surrogate(city, cache, stop=stop.is_set, progress=progress)
+        if folder is None:
+            return
+        app.state.whatif = WhatIf.load(folder, city)
+        print("what-ifs ready: the 3D page's 快速推演 panel (GET /api/risk/whatif)", flush=True)
+    except Exception:  # the demo goes on without what-ifs
+        log.exception("no what-ifs in this demo: the surrogate could not be trained or loaded")
+
+
+def run_demo(settings: Settings, *, interval_s: float = 2.0, whatif: bool = True) -> None:
     """Start everything, print the page's URL, and run until Ctrl-C (or SIGTERM); then stop everything.
 
     Raises:
@@ -123,6 +151,10 @@ def run_demo(settings: Settings, *, interval_s: float = 2.0) -> None:
             "LIFELINE_DB_SCHEMA": schema,
         }
         app = create_app(conninfo=db_url, schema=schema, drill=True, scene_dir=scene_dir, drill_env=drill_env)
+        if whatif:
+            threading.Thread(
+                target=_whatif_in_background, args=(app, city, stop), name="demo-whatif", daemon=True
+            ).start()
         server = uvicorn.Server(
             uvicorn.Config(
                 app, host=settings.http_host, port=settings.http_port, log_level="warning", ws="websockets-sansio"

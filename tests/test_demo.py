@@ -40,7 +40,8 @@ def test_demo_starts_embedded_servers_serves_alerts_and_stops_cleanly_on_ctrl_c(
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIFELINE_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lifeline", "demo", "--port", str(port), "--interval", "0.5"],
+        # The what-if surrogate's training (18 SWMM runs) has its own test (tests/test_whatif_demo.py).
+        [sys.executable, "-m", "lifeline", "demo", "--port", str(port), "--interval", "0.5", "--no-whatif"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

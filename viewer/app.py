@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from fastapi import Depends, FastAPI, Request
@@ -27,6 +27,9 @@ from viewer.auth import Authenticator, Permission
 from viewer.deps import require
 from viewer.drills import DrillManager
 from viewer.hub import AlertHub
+
+if TYPE_CHECKING:
+    from viewer.whatif import WhatIf
 from viewer.routes import alerts, dashboard, drills, healthcheck, lifecycle, risk, scene, sensors, session, twin
 from viewer.webhooks import Webhook, WebhookSender
 
@@ -49,6 +52,7 @@ def create_app(
     escalation_interval_s: float = 10.0,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     webhooks: Sequence[Webhook] = (),
+    whatif: WhatIf | None = None,
 ) -> FastAPI:
     """Build the viewer for the store at *conninfo* / *schema*.
 
@@ -68,6 +72,8 @@ def create_app(
         escalation_interval_s: how often the escalation check runs, seconds.
         clock: the current time, aware UTC (tests move it).
         webhooks: receivers of alert events (:mod:`viewer.webhooks`).
+        whatif: a loaded surrogate for instant what-if risk maps (:mod:`viewer.whatif`); None: ``/api/risk/whatif``
+            answers 404 and the 3D page hides its what-if panel.
     """
 
     @asynccontextmanager
@@ -159,6 +165,7 @@ def create_app(
         )
     app.state.drills = DrillManager(env=drill_env, demo_city=drill_demo_city, conninfo=conninfo, schema=schema)
     app.state.scene_dir = scene_dir
+    app.state.whatif = whatif
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.exception_handler(psycopg.DataError)
@@ -186,6 +193,7 @@ def create_app(
             "drill_networks": drill_networks,
             "drills_enabled": manager.enabled,
             "auth_required": app.state.auth.required,
+            "whatif": app.state.whatif is not None,
         }
 
     @app.get("/healthz", tags=["meta"], summary="Liveness and database reachability")

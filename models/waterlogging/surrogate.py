@@ -163,7 +163,7 @@ class StormRun:
     duration_s: FloatArray | None = None
 
 
-def _flood_times(rate: FloatArray, record_s: int) -> tuple[FloatArray, FloatArray]:
+def flood_times(rate: FloatArray, record_s: int) -> tuple[FloatArray, FloatArray]:
     """First flooding (s after the first record step's start; NaN: none) and duration (s) from flooding rates."""
     wet = rate > 1e-6
     any_wet = wet.any(axis=0)
@@ -212,7 +212,7 @@ def simulate_storms(
         out = []
         for k, (storm, future) in enumerate(zip(storms, futures, strict=True)):
             run = future.result()
-            eta, duration = _flood_times(run.flood_rate_m3_s, RECORD_S)
+            eta, duration = flood_times(run.flood_rate_m3_s, RECORD_S)
             out.append(
                 StormRun(
                     storm,

@@ -6,6 +6,9 @@ Maps are posted here (the GeoJSON that ``lifeline risk nowcast`` and ``whatif`` 
     curl -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" \
          --data @risk-map.geojson http://127.0.0.1:8080/api/risk/map
 
+``GET /api/risk/whatif?return_period=20&duration_min=120`` answers at once the map a design storm would make, from
+the trained surrogate the viewer was started with (``lifeline serve --surrogate DIR``; not stored: a what-if).
+
 ``GET /api/risk/map?frame=scene`` answers the same features with coordinates in the scene's frame (metres east and
 north of its origin, from the scene metadata), lines and points widened to areas, so the page can draw them
 without a projection library.
@@ -111,6 +114,48 @@ def risk_map(
     else:
         body = orjson.dumps({**geojson, "properties": props})
     return Response(body, media_type="application/geo+json", headers=headers)
+
+
+@router.get(
+    "/whatif",
+    summary="The risk map a design storm would make, from the surrogate at once (not stored)",
+    responses={404: {"description": "no surrogate loaded"}, 422: {"description": "a storm parameter out of range"}},
+)
+def whatif(
+    request: Request,
+    _who: Reader,
+    return_period: Annotated[float, Query(description="years, 0.25–1000 (trained on 1–100)")] = 20.0,
+    duration_min: Annotated[int, Query(description="minutes, 10–1440 (trained on 60–180)")] = 120,
+    peak_ratio: Annotated[float, Query(description="Chicago peak position, 0–1")] = 0.4,
+    antecedent_mm: Annotated[float, Query(description="rain in the hours before, mm")] = 10.0,
+    frame: Annotated[
+        Literal["lonlat", "scene"], Query(description="lonlat: WGS 84; scene: metres from the 3D scene's origin")
+    ] = "lonlat",
+) -> Response:
+    from datetime import UTC, datetime
+
+    from models.waterlogging.surrogate import StormFeatures
+    from twin.errors import ConfigError
+    from viewer.whatif import WhatIf
+
+    loaded: WhatIf | None = getattr(request.app.state, "whatif", None)
+    if loaded is None:
+        raise HTTPException(
+            404, "no surrogate loaded: train one (lifeline risk train-surrogate) and serve with --surrogate DIR"
+        )
+    try:
+        storm = StormFeatures(return_period, duration_min, peak_ratio, antecedent_mm)
+    except ConfigError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    geojson = loaded.geojson(storm, issued=datetime.now(UTC).replace(microsecond=0))
+    if frame == "scene":
+        crs, origin = _scene_frame(request)
+        geojson = {
+            "type": "FeatureCollection",
+            "features": _to_scene(orjson.dumps(geojson["features"]), crs, origin[0], origin[1]),
+            "properties": {**geojson["properties"], "frame": "scene", "crs": crs, "origin_m": origin},
+        }
+    return Response(orjson.dumps(geojson), media_type="application/geo+json", headers={"Cache-Control": "no-store"})
 
 
 @router.post("/map", status_code=201, summary="Store a risk map (it becomes the newest if issued last)")

@@ -45,8 +45,17 @@ const I18N = {
       close: "关闭" },
     assignee: "派往（队伍或人员）", task: "任务内容", note: "备注（可空）", submit: "提交", cancel: "取消",
     actFailed: "操作失败", riskLayer: "内涝风险", riskLegend: "内涝风险图", pond: "积水区（深度）",
-    riskNote: (p) => `${p.source === "nowcast" ? "临近预报" : p.source === "surrogate" ? "快速推演" : p.source} · ` +
-      `发布 ${p.issued} · 风险对象 ${p.graded} 个 · 积水区 ${p.ponds} 处`,
+    riskNote: (p) => p.whatif
+      ? `快速推演（假设）· ${p.whatif.return_period_years} 年一遇、${p.whatif.duration_min} 分钟暴雨 · ` +
+        `风险对象 ${p.graded} 个 · 积水区 ${p.ponds} 处`
+      : `${p.source === "nowcast" ? "临近预报" : p.source === "surrogate" ? "快速推演" : p.source} · ` +
+        `发布 ${p.issued} · 风险对象 ${p.graded} 个 · 积水区 ${p.ponds} 处`,
+    whatifTitle: "快速推演 · 假设暴雨", whatifRp: "重现期（年）", whatifDuration: "历时（分钟）", whatifRun: "推演",
+    whatifLive: "返回实况", whatifHint: "由代理模型即时计算，不运行 SWMM，不保存", whatifBusy: "计算中…",
+    whatifFailed: "推演失败",
+    whatifNote: (p) => `假设 ${p.whatif.return_period_years} 年一遇、${p.whatif.duration_min} 分钟暴雨：` +
+      `风险对象 ${p.graded} 个，积水区 ${p.ponds} 处，计算 ${p.compute_ms} ms（代理模型，${p.surrogate.storms} 场训练暴雨）` +
+      (p.outside_training.length ? `；超出训练范围（${p.outside_training.join("、")}），结果仅供参考` : ""),
     riskGrade: { 1: "Ⅰ级 极高", 2: "Ⅱ级 高", 3: "Ⅲ级 中", 4: "Ⅳ级 低" },
   },
   en: {
@@ -93,7 +102,17 @@ const I18N = {
     assignee: "Dispatch to (team or person)", task: "Task", note: "Note (optional)", submit: "Submit",
     cancel: "Cancel", actFailed: "Action failed", riskLayer: "Flood risk", riskLegend: "Waterlogging risk",
     pond: "Ponding (depth)",
-    riskNote: (p) => `${p.source} · issued ${p.issued} · ${p.graded} places at risk · ${p.ponds} ponds`,
+    riskNote: (p) => p.whatif
+      ? `what-if · a ${p.whatif.return_period_years}-year, ${p.whatif.duration_min}-min storm · ` +
+        `${p.graded} places at risk · ${p.ponds} ponds`
+      : `${p.source} · issued ${p.issued} · ${p.graded} places at risk · ${p.ponds} ponds`,
+    whatifTitle: "What-if storm", whatifRp: "Return period (years)", whatifDuration: "Duration (min)",
+    whatifRun: "Show", whatifLive: "Back to live", whatifHint: "Computed at once by the surrogate: no SWMM run, not stored",
+    whatifBusy: "Computing…", whatifFailed: "What-if failed",
+    whatifNote: (p) => `A ${p.whatif.return_period_years}-year, ${p.whatif.duration_min}-min storm: ` +
+      `${p.graded} places at risk, ${p.ponds} ponds, computed in ${p.compute_ms} ms (surrogate, ` +
+      `${p.surrogate.storms} training storms)` +
+      (p.outside_training.length ? `; outside its training range (${p.outside_training.join(", ")}): indicative only` : ""),
     riskGrade: { 1: "Grade I very high", 2: "Grade II high", 3: "Grade III medium", 4: "Grade IV low" },
   },
 };
@@ -155,6 +174,7 @@ const drillState = { on: false, networks: [] };
 const POND_CSS = [[0.05, "#81d4fa"], [0.15, "#29b6f6"], [0.3, "#1e88e5"], [0.5, "#283593"]];
 const RISK_LIFT_M = 0.6;
 const risk = { props: null, group: null, features: 0, ponds: 0, graded: 0, field: undefined };
+const whatif = { on: false, props: null, wired: false };
 
 const $ = (sel) => document.querySelector(sel);
 const tr = () => I18N[state.lang] || I18N.zh;
@@ -563,6 +583,7 @@ function applyLang() {
   setConn(live.connected);
   renderSound();
   renderDrill();
+  renderWhatIfNote();
 }
 
 function esc(text) {
@@ -667,6 +688,7 @@ async function followLiveState() {
   setInterval(refreshDrill, 10000);
   loadRiskMap();
   setInterval(loadRiskMap, 60000);
+  setupWhatIf();
   connectAlerts();  // first, so nothing raised while the list loads is missed
   try {
     // Every active alert (they colour the markers) and the latest cleared ones (for the list).
@@ -1425,6 +1447,7 @@ async function refreshDrill() {
     const info = await fetchOk("/api/info", "json");
     drillState.on = Boolean(info.drill);
     drillState.networks = info.drill_networks || [];
+    offerWhatIf(info);
   } catch (err) { return; }
   renderDrill();
 }
@@ -1439,6 +1462,7 @@ function renderDrill() {
 // --- the waterlogging risk map (GET /api/risk/map?frame=scene): graded places and ponds on the ground --------------
 
 async function loadRiskMap() {
+  if (whatif.on) return null;  // a what-if is shown: the live map comes back with "back to live"
   let res;
   try {
     res = await fetch("/api/risk/map?frame=scene");
@@ -1449,6 +1473,65 @@ async function loadRiskMap() {
   if (risk.props && risk.props.id === map.properties.id && risk.group) return risk.props.id;
   drawRiskMap(map);
   return map.properties.id;
+}
+
+// --- what-ifs (GET /api/risk/whatif?frame=scene): the map a design storm would make, from the surrogate at once -------
+
+async function setupWhatIf() {
+  try { offerWhatIf(await fetchOk("/api/info", "json")); } catch (err) { /* no live API: no what-ifs */ }
+}
+
+function offerWhatIf(info) {
+  // Shown once the server has a surrogate (the demo trains one in the background: /api/info is polled).
+  if (!info.whatif || whatif.wired) return;
+  whatif.wired = true;
+  $("#whatif-panel").hidden = false;
+  $("#whatif-run").addEventListener("click", runWhatIf);
+  $("#whatif-live").addEventListener("click", backToLive);
+}
+
+async function runWhatIf() {
+  const rp = $("#whatif-rp").value, duration = $("#whatif-duration").value;
+  const note = $("#whatif-note");
+  note.removeAttribute("data-i18n");
+  note.textContent = tr().whatifBusy;
+  let res;
+  try {
+    res = await fetch(`/api/risk/whatif?frame=scene&return_period=${encodeURIComponent(rp)}` +
+      `&duration_min=${encodeURIComponent(duration)}`);
+  } catch (err) { note.textContent = `${tr().whatifFailed}: ${err.message}`; return; }
+  if (!res.ok) {
+    let detail = res.statusText;
+    try { detail = (await res.json()).detail || detail; } catch (err) { /* not JSON */ }
+    note.textContent = `${tr().whatifFailed}: ${detail}`;
+    return;
+  }
+  const map = await res.json();
+  whatif.on = true;
+  drawRiskMap(map);
+  whatif.props = risk.props;
+  $("#whatif-live").hidden = false;
+  $("input[data-layer='risk']").checked = true;
+  risk.group.visible = true;
+  renderWhatIfNote();
+  document.body.dataset.whatif = `${rp}/${duration}`;
+  requestRender();
+}
+
+function renderWhatIfNote() {
+  if (whatif.on && whatif.props) $("#whatif-note").textContent = tr().whatifNote(whatif.props);
+}
+
+async function backToLive() {
+  whatif.on = false;
+  whatif.props = null;
+  delete document.body.dataset.whatif;
+  $("#whatif-live").hidden = true;
+  const note = $("#whatif-note");
+  note.dataset.i18n = "whatifHint";
+  note.textContent = tr().whatifHint;
+  clearRiskMap();
+  await loadRiskMap();
 }
 
 function clearRiskMap() {
@@ -1598,7 +1681,8 @@ function groundHeight(field, x, z) {
 }
 
 ready.then(followLiveState);
-Object.assign(window.lifelineScene, { sensorColour, flyTo, showAlert, alertPlace, loadRiskMap, frameRisk });
+Object.assign(window.lifelineScene, { sensorColour, flyTo, showAlert, alertPlace, loadRiskMap, frameRisk, runWhatIf,
+  backToLive });
 Object.defineProperty(window.lifelineScene, "live", {
   get: () => ({ enabled: live.enabled, connected: live.connected, sensors: live.sensors.size,
     extraSensors: live.extraIds.length, alerts: live.alerts.size, flashing: [...live.flashes.keys()],
@@ -1609,5 +1693,5 @@ Object.defineProperty(window.lifelineScene, "live", {
 });
 Object.defineProperty(window.lifelineScene, "risk", {
   get: () => ({ id: risk.props ? risk.props.id : null, features: risk.features, ponds: risk.ponds,
-    graded: risk.graded, visible: risk.group ? risk.group.visible : false }),
+    graded: risk.graded, visible: risk.group ? risk.group.visible : false, whatif: whatif.on }),
 });
