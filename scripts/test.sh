@@ -30,6 +30,7 @@ PY
 
 echo "== ruff"
 .venv/bin/ruff check --no-cache .
+.venv/bin/ruff format --check --no-cache .
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"
