@@ -293,12 +293,18 @@ def main() -> None:
     parser.add_argument("--threshold-factor", type=float, default=defaults.threshold_factor)
     parser.add_argument("--clear-fraction", type=float, default=defaults.clear_fraction)
     parser.add_argument("--diagonal", action="store_true", help="whiten by each sensor's spread alone")
+    parser.add_argument(
+        "--operating-points",
+        default=",".join(f"{p:g}" for p in defaults.operating_points),
+        help="demand levels (× mean) of the common modes, comma-separated",
+    )
     args = parser.parse_args()
     settings = LeakSettings(
         threshold=args.threshold,
         threshold_factor=args.threshold_factor,
         clear_fraction=args.clear_fraction,
         model_covariance=not args.diagonal,
+        operating_points=tuple(float(p) for p in args.operating_points.split(",")),
     )
     which = "net3" if args.net3 else "demo"
     network, _sensors = net3_network() if args.net3 else demo_network()

@@ -73,6 +73,25 @@ BUILDING_MARGIN_M = 4.0
 """A building at risk is drawn as its footprint widened by this many metres, so it shows beside the walls."""
 
 
+Frame = Annotated[
+    Literal["lonlat", "scene"], Query(description="lonlat: WGS 84; scene: metres from the 3D scene's origin")
+]
+
+
+def _framed(request: Request, geojson: dict[str, Any], props: dict[str, Any], frame: str) -> bytes:
+    """The map's body in *frame*: as it is (lon/lat), or in the scene's metres with lines and points as areas."""
+    if frame != "scene":
+        return orjson.dumps({**geojson, "properties": props})
+    crs, origin = _scene_frame(request)
+    return orjson.dumps(
+        {
+            "type": "FeatureCollection",
+            "features": _to_scene(orjson.dumps(geojson["features"]), crs, origin[0], origin[1]),
+            "properties": {**props, "frame": "scene", "crs": crs, "origin_m": origin},
+        }
+    )
+
+
 @router.get(
     "/map",
     summary="The newest waterlogging risk map (GeoJSON: graded assets and flooded areas)",
@@ -82,9 +101,7 @@ def risk_map(
     request: Request,
     _who: Reader,
     db: DbDep,
-    frame: Annotated[
-        Literal["lonlat", "scene"], Query(description="lonlat: WGS 84; scene: metres from the 3D scene's origin")
-    ] = "lonlat",
+    frame: Frame = "lonlat",
 ) -> Response:
     map_id = latest_risk_map_id(db)
     if map_id is None:
@@ -102,18 +119,7 @@ def risk_map(
         "id": stored["id"],
         "stored_at": stored["stored_at"].isoformat(),
     }
-    if frame == "scene":
-        crs, origin = _scene_frame(request)
-        body = orjson.dumps(
-            {
-                "type": "FeatureCollection",
-                "features": _to_scene(orjson.dumps(geojson["features"]), crs, origin[0], origin[1]),
-                "properties": {**props, "frame": "scene", "crs": crs, "origin_m": origin},
-            }
-        )
-    else:
-        body = orjson.dumps({**geojson, "properties": props})
-    return Response(body, media_type="application/geo+json", headers=headers)
+    return Response(_framed(request, geojson, props, frame), media_type="application/geo+json", headers=headers)
 
 
 @router.get(
@@ -128,9 +134,7 @@ def whatif(
     duration_min: Annotated[int, Query(description="minutes, 10–1440 (trained on 60–180)")] = 120,
     peak_ratio: Annotated[float, Query(description="Chicago peak position, 0–1")] = 0.4,
     antecedent_mm: Annotated[float, Query(description="rain in the hours before, mm")] = 10.0,
-    frame: Annotated[
-        Literal["lonlat", "scene"], Query(description="lonlat: WGS 84; scene: metres from the 3D scene's origin")
-    ] = "lonlat",
+    frame: Frame = "lonlat",
 ) -> Response:
     from datetime import UTC, datetime
 
@@ -148,14 +152,8 @@ def whatif(
     except ConfigError as exc:
         raise HTTPException(422, str(exc)) from exc
     geojson = loaded.geojson(storm, issued=datetime.now(UTC).replace(microsecond=0))
-    if frame == "scene":
-        crs, origin = _scene_frame(request)
-        geojson = {
-            "type": "FeatureCollection",
-            "features": _to_scene(orjson.dumps(geojson["features"]), crs, origin[0], origin[1]),
-            "properties": {**geojson["properties"], "frame": "scene", "crs": crs, "origin_m": origin},
-        }
-    return Response(orjson.dumps(geojson), media_type="application/geo+json", headers={"Cache-Control": "no-store"})
+    body = _framed(request, geojson, geojson["properties"], frame)
+    return Response(body, media_type="application/geo+json", headers={"Cache-Control": "no-store"})
 
 
 @router.post("/map", status_code=201, summary="Store a risk map (it becomes the newest if issued last)")
