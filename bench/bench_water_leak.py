@@ -298,6 +298,9 @@ def main() -> None:
         default=",".join(f"{p:g}" for p in defaults.operating_points),
         help="demand levels (× mean) of the common modes, comma-separated",
     )
+    parser.add_argument(
+        "--measured-tanks", choices=("auto", "on", "off"), default="auto", help="measured tank levels as inputs"
+    )
     args = parser.parse_args()
     settings = LeakSettings(
         threshold=args.threshold,
@@ -305,6 +308,7 @@ def main() -> None:
         clear_fraction=args.clear_fraction,
         model_covariance=not args.diagonal,
         operating_points=tuple(float(p) for p in args.operating_points.split(",")),
+        measured_tanks={"auto": None, "on": True, "off": False}[args.measured_tanks],
     )
     which = "net3" if args.net3 else "demo"
     network, _sensors = net3_network() if args.net3 else demo_network()
