@@ -260,7 +260,7 @@ def _scheduled(
     from models.waterlogging.risk import risk_geojson
     from models.waterlogging.schedule import STEP, WarningChain, read_observations
     from twin.errors import LifelineError
-    from twin.store.alerts import apply_changes
+    from twin.store.alerts import active_alerts, apply_changes
     from twin.store.db import connect
     from twin.store.risk_maps import save_risk_map
     from twin.storms import read_rain_csv
@@ -274,6 +274,21 @@ def _scheduled(
         f"{horizon.total_seconds() / 3600:g} h ahead (Ctrl-C stops)",
         err=True,
     )
+    # The waterlogging alerts a previous run left active: the first cycle updates or clears them, instead of
+    # raising them again or leaving them active for ever.
+    try:
+        with connect(url, schema=schema, autocommit=True) as conn:
+            chain.grades = {
+                str(a["cause_key"]): int(a["grade"]) for a in active_alerts(conn) if a["kind"] == "waterlogging"
+            }
+    except psycopg.Error as exc:
+        raise click.ClickException(f"cannot read the active alerts: {exc}") from exc
+    if chain.grades:
+        click.echo(
+            f"{len(chain.grades)} waterlogging alert(s) active from before "
+            f"({', '.join(sorted(chain.grades))}): the first cycle updates or clears them",
+            err=True,
+        )
     done = 0
     with swmm_pool(2) as pool:
         while True:

@@ -125,10 +125,16 @@ def test_scheduled_nowcast_uses_the_newest_fresh_stored_forecast_else_the_gauges
     alerts = db.execute("SELECT count(*) AS n FROM alerts WHERE kind = 'waterlogging' AND active").fetchone()
     assert alerts is not None and alerts["n"] > 0, used.output
 
-    # Too old for --forecast-max-age: the gauges alone again.
+    # Too old for --forecast-max-age: the gauges alone again. This run starts from the alerts the last one left
+    # active and, with nothing named now, clears them (a new run used to leave them active for ever).
+    raised = {r["cause_key"] for r in db.execute("SELECT cause_key FROM alerts WHERE kind = 'waterlogging' AND active")}
     shorter = CliRunner().invoke(risk, [*args, "--forecast-max-age", "5"], obj=settings)
     assert shorter.exit_code == 0, shorter.output
     assert "no fresh forecast: gauges alone (none issued in the last 5 min covers now)" in shorter.output
+    assert f"{len(raised)} waterlogging alert(s) active from before" in shorter.output
+    assert all(f"cleared {cause}" in shorter.output for cause in raised), shorter.output
+    left = db.execute("SELECT count(*) AS n FROM alerts WHERE kind = 'waterlogging' AND active").fetchone()
+    assert left is not None and left["n"] == 0
 
     # --forecast-csv still wins over the stored forecast: no rain in it, so nothing is named.
     csv = tmp_path / "dry.csv"
