@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -230,6 +231,31 @@ def nowcast_command(
     click.echo(f"risk map: {out}")
 
 
+def _csv_forecast(path: Path, now: datetime) -> list[float]:
+    """The forecast CSV (re-read each cycle) as the intensity of each minute from *now*, mm/h.
+
+    Any regular step is resampled to minutes keeping the depth (as stored forecasts are); a forecast that starts
+    after *now* has no rain before its start.
+
+    Raises:
+        LifelineError: the file cannot be read, or its rows are not at a regular step (the cycle fails, not the loop).
+    """
+    from twin.errors import ConfigError
+    from twin.store.forecasts import resample_to_minutes
+    from twin.storms import read_rain_csv
+
+    records = read_rain_csv(path)
+    if not records:
+        return []
+    steps = {later[0] - earlier[0] for earlier, later in itertools.pairwise(records)}
+    if len(steps) > 1 or any(step.total_seconds() <= 0 for step in steps):
+        raise ConfigError(f"{path.name}: the forecast's rows must be at one regular step (found {len(steps)})")
+    step_s = int(steps.pop().total_seconds()) if steps else 60
+    first, minutes = resample_to_minutes(records[0][0], step_s, [value for _ts, value in records])
+    ahead = int((now - first).total_seconds() // 60)
+    return minutes[ahead:] if ahead >= 0 else [0.0] * -ahead + minutes
+
+
 def _scheduled(
     settings: Settings,
     city: Any,
@@ -258,12 +284,11 @@ def _scheduled(
     from models.waterlogging.ensemble import WarningRule
     from models.waterlogging.nowcast import swmm_pool
     from models.waterlogging.risk import risk_geojson
-    from models.waterlogging.schedule import STEP, WarningChain, read_observations
+    from models.waterlogging.schedule import WarningChain, read_observations
     from twin.errors import LifelineError
     from twin.store.alerts import active_alerts, apply_changes
     from twin.store.db import connect
     from twin.store.risk_maps import save_risk_map
-    from twin.storms import read_rain_csv
 
     if not settings.database_url:
         raise click.UsageError("--every reads the gauges and levels from the database: set LIFELINE_DATABASE_URL")
@@ -300,10 +325,7 @@ def _scheduled(
                 forecast: list[float] | None = None
                 used = "gauges alone"
                 if forecast_csv is not None:
-                    records = read_rain_csv(forecast_csv)
-                    if len(records) > 1 and records[1][0] - records[0][0] != STEP:
-                        raise click.ClickException("--every needs the forecast CSV at a 1-minute step")
-                    forecast = [v for ts, v in records if ts >= now]
+                    forecast = _csv_forecast(forecast_csv, now)
                     used = f"forecast {forecast_csv.name}"
                 with connect(url, schema=schema, autocommit=True) as conn:
                     if forecast_csv is None:

@@ -146,3 +146,33 @@ def test_scheduled_nowcast_uses_the_newest_fresh_stored_forecast_else_the_gauges
     assert from_csv.exit_code == 0, from_csv.output
     assert "cycle 1 at" in from_csv.output and ": forecast dry.csv; rain 0.0 mm" in from_csv.output
     assert "named 0, graded 0" in from_csv.output and "气象局" not in from_csv.output
+
+
+def test_a_forecast_csv_at_any_regular_step_is_read_per_minute_and_a_bad_one_fails_only_its_cycle(
+    pg_url: str, schema: str, tmp_path: Path
+) -> None:
+    from lifeline.risk_commands import _csv_forecast
+    from twin.errors import ConfigError
+
+    now = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
+
+    def write(name: str, rows: list[tuple[datetime, float]]) -> Path:
+        path = tmp_path / name
+        path.write_text("ts,rain_mm_h\n" + "".join(f"{ts.isoformat()},{v}\n" for ts, v in rows), encoding="utf-8")
+        return path
+
+    five = write("five.csv", [(now - timedelta(minutes=10) + timedelta(minutes=5 * k), 12.0 * k) for k in range(4)])
+    assert _csv_forecast(five, now) == [24.0] * 5 + [36.0] * 5  # from now: the 3rd and 4th 5-minute values
+    later = write("later.csv", [(now + timedelta(minutes=3 + k), 6.0) for k in range(2)])
+    assert _csv_forecast(later, now) == [0.0, 0.0, 0.0, 6.0, 6.0]  # no rain before it starts
+    ragged = write("ragged.csv", [(now, 1.0), (now + timedelta(minutes=1), 1.0), (now + timedelta(minutes=5), 1.0)])
+    with pytest.raises(ConfigError, match="one regular step"):
+        _csv_forecast(ragged, now)
+
+    # In the loop, a bad file fails its cycle, said so, and the next cycle is tried (the loop used to stop).
+    settings = Settings(database_url=pg_url, db_schema=schema)
+    args = ["nowcast", "--demo", "--every", "10", "--cycles", "2", "--warm-up", "60", "--horizon", "1"]
+    result = CliRunner().invoke(risk, [*args, "--forecast-csv", str(ragged)], obj=settings)
+    assert result.exit_code == 0, result.output
+    assert "cycle 1 at" in result.output and "cycle 2 at" in result.output
+    assert result.output.count("failed: ragged.csv: the forecast's rows must be at one regular step") == 2
