@@ -77,8 +77,10 @@ def test_demo_city_runs_in_swmm_epanet_and_pandapipes(city: City) -> None:
 @pytest.mark.integration
 def test_demo_city_is_stored_and_loaded_back(city: City, db) -> None:  # type: ignore[no-untyped-def]
     versions = save_city(db, city)
-    assert set(versions) == {"drainage", "water", "gas", "buildings", "spaces", "low_points", "terrain"}
+    assert set(versions) == {"drainage", "water", "gas", "buildings", "spaces", "low_points", "terrain", "streets"}
     loaded = load_city(db)
+    assert loaded.streets == city.streets and loaded.street_kinds == city.street_kinds  # the risk map's roads
+    assert loaded.rivers == city.rivers
     for kind, net in city.networks.items():
         assert loaded.networks[kind].nodes == net.nodes and loaded.networks[kind].links == net.links
         assert loaded.networks[kind].source == net.source

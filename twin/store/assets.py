@@ -1,9 +1,10 @@
 """The twin's assets in the store, versioned per import.
 
 Each *layer* — ``drainage``, ``water``, ``gas`` (nodes, links, valves), ``buildings``, ``spaces``, ``low_points``,
-``terrain`` — is stored as a numbered version in ``twin_models``. Saving a layer whose content is unchanged (same
-checksum as the current version) writes nothing; a changed one becomes the next version and the old versions stay,
-so a re-import never loses what was there. The current version of a layer is its highest.
+``terrain``, ``streets`` (street centrelines with their class, and the rivers) — is stored as a numbered version in
+``twin_models``. Saving a layer whose content is unchanged (same checksum as the current version) writes nothing;
+a changed one becomes the next version and the old versions stay, so a re-import never loses what was there. The
+current version of a layer is its highest.
 """
 
 from __future__ import annotations
@@ -223,6 +224,17 @@ def save_city(conn: psycopg.Connection[Any], city: City) -> dict[str, int]:
             versions["terrain"] = LayerWriter(
                 conn, layer="terrain", name=city.name, crs=city.crs, source_format="grid-json", source=source
             ).save()
+        if city.streets or city.rivers:
+            source = _json(
+                {
+                    "streets": [[list(p) for p in street] for street in city.streets],
+                    "kinds": list(city.street_kinds),
+                    "rivers": [[list(p) for p in ring] for ring in city.rivers],
+                }
+            )
+            versions["streets"] = LayerWriter(
+                conn, layer="streets", name=city.name, crs=city.crs, source_format="lines-json", source=source
+            ).save()
     return versions
 
 
@@ -323,4 +335,9 @@ def load_city(conn: psycopg.Connection[Any], *, name: str = "") -> City:
         city.terrain = Terrain(
             grid["x0_m"], grid["y0_m"], grid["cell_m"], np.asarray(grid["elevation_m"], dtype=np.float64)
         )
+    if "streets" in current:
+        lines = orjson.loads(current["streets"]["source"])
+        city.streets = [tuple((float(x), float(y)) for x, y in street) for street in lines["streets"]]
+        city.street_kinds = [str(k) for k in lines["kinds"]]
+        city.rivers = [tuple((float(x), float(y)) for x, y in ring) for ring in lines["rivers"]]
     return city
