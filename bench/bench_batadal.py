@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from models.control_rules import broken_summary, check_rules, rules_from_inp
 from models.evaluation import (
     CandidateResult,
     attack_spans,
@@ -44,6 +45,8 @@ from models.evaluation import (
 from models.offline import DetectorConfig, data_resolution, fit_detector, score_detector
 
 PREVIOUS = (
+    "offline-4, without control rules (PCA alone above)   P 0.374  R 0.708  F1 0.490  S 0.872"
+    "  unlabelled flagged 6.5 %\n"
     "offline-3, fitted at dataset03's own precision (9 decimals)  P 0.173  R 0.772  F1 0.283  S 0.865"
     "  unlabelled flagged 20.4 %\n"
     "offline-2 (chosen on dataset03, no adaptation)       P 0.173  R 0.772  F1 0.283  S_TTD 0.947  S_CM 0.784  S 0.865"
@@ -143,33 +146,53 @@ def select(folder: Path, budget: float, drift: bool, decimals: int | None) -> No
     print("chosen:", dataclasses.asdict(selection.chosen))
 
 
+def _row(name: str, truth: pd.Series, flags: pd.Series, seconds: str = "") -> None:
+    s = batadal_score(truth, flags)
+    print(
+        f"{name:<22} {precision(truth, flags):9.3f} {recall(truth, flags):6.3f} {f1_score(truth, flags):6.3f}"
+        f" {s.s_ttd:6.3f} {s.s_cm:6.3f} {s.s:6.3f} {flags[truth == 0].mean():9.2%} {seconds}"
+    )
+
+
 def score(folder: Path) -> None:
-    """Fit on dataset03 with the default settings, score dataset04 and print the table."""
+    """Fit on dataset03 with the default settings (and C-Town's control rules), score dataset04, print the table."""
     normal, _ = read_batadal(folder / "BATADAL_dataset03.csv")
     attacked, truth = read_batadal(folder / "BATADAL_dataset04.csv")
+    rules, skipped = rules_from_inp(folder / "CTOWN.INP")
     started = time.perf_counter()
     steps = data_resolution(attacked)
-    detector = fit_detector(normal, resolution=steps)
+    detector = fit_detector(normal, resolution=steps, controls=rules)
     fitted = time.perf_counter()
     rounded = sorted(c for c, step in detector.resolution.items() if step < 1.0)
     print(f"fitted at dataset04's resolution: {len(rounded)} columns rounded to {sorted(set(steps.values()))} steps")
+    print(
+        f"control rules: {len(rules)} read from CTOWN.INP ({len(skipped)} skipped), {len(detector.controls)} hold on"
+        f" dataset03: {sum(int(c.broken.sum()) for c in check_rules(rules, normal))} samples of the normal year"
+        " break one"
+    )
     result = score_detector(detector, attacked)
     scored = time.perf_counter()
     flags = result["flag"]
-    s = batadal_score(truth, flags)
     print("settings:", dataclasses.asdict(detector.config))
-    print(f"{'precision':>9} {'recall':>6} {'F1':>6} {'S_TTD':>6} {'S_CM':>6} {'S':>6} {'fit s':>6} {'score s':>7}")
     print(
-        f"{precision(truth, flags):9.3f} {recall(truth, flags):6.3f} {f1_score(truth, flags):6.3f} {s.s_ttd:6.3f}"
-        f" {s.s_cm:6.3f} {s.s:6.3f} {fitted - started:6.2f} {scored - fitted:7.2f}"
+        f"{'':<22} {'precision':>9} {'recall':>6} {'F1':>6} {'S_TTD':>6} {'S_CM':>6} {'S':>6} {'unlabelled':>9}"
+        " fit/score s"
     )
+    pca = pd.Series(score_detector(dataclasses.replace(detector, controls=()), attacked)["flag"], index=flags.index)
+    _row("PCA alone", truth, pca)
+    _row("control rules alone", truth, result["control"])
+    _row("both (the default)", truth, flags, f"{fitted - started:.2f} / {scored - fitted:.2f}")
     for start, stop in attack_spans(truth):
         hits = flags.iloc[start:stop].to_numpy().nonzero()[0]
+        by_rule = result["control"].iloc[start:stop].to_numpy().nonzero()[0]
         delay = f"{hits[0]} h" if hits.size else "missed"
         print(
-            f"  attack {attacked.index[start]:%Y-%m-%d %H:00}, {stop - start} h: detected after {delay},"
+            f"  attack {attacked.index[start]:%Y-%m-%d %H:00}, {stop - start} h: detected after {delay}"
+            f" (control rules: {f'{by_rule[0]} h' if by_rule.size else 'no'}),"
             f" {flags.iloc[start:stop].mean():.0%} of its hours flagged"
         )
+    for rule, count, first in broken_summary(list(detector.controls), attacked):
+        print(f"  rule broken: {rule.describe()}, {count} samples from {first:%Y-%m-%d %H:00}")
     normal_flags = score_detector(detector, normal)["flag"]
     print(
         f"  unlabelled hours of dataset04 flagged: {flags[truth == 0].mean():.2%};"

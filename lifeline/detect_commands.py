@@ -82,10 +82,22 @@ def read_wide_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
     help="Load a fitted model (without --fit), or save the one fitted (with --fit): a numpy .npz archive with a "
     "JSON header; anything else (a pickle included) is refused.",
 )
-def detect(csv_path: Path, out_path: Path, fit_path: Path | None, model_path: Path | None) -> None:
+@click.option(
+    "--inp",
+    "inp_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The network's EPANET model (with --fit): its pump and valve controls are checked against the record "
+    "(a tank above the level that stops a pump while the pump runs is flagged), using the rules the normal "
+    "period obeys.",
+)
+def detect(
+    csv_path: Path, out_path: Path, fit_path: Path | None, model_path: Path | None, inp_path: Path | None
+) -> None:
     """Flag anomalies in a wide sensor CSV (fit on a normal period with --fit, or load a saved --model)."""
     import pandas as pd
 
+    from models.control_rules import ControlRule, broken_summary, rules_from_inp
     from models.offline import (
         coarser_columns,
         data_resolution,
@@ -97,12 +109,32 @@ def detect(csv_path: Path, out_path: Path, fit_path: Path | None, model_path: Pa
 
     if fit_path is None and model_path is None:
         raise click.UsageError("give --fit NORMAL.csv, or --model FILE saved by an earlier --fit")
+    if inp_path is not None and fit_path is None:
+        raise click.UsageError("--inp is read when fitting: give it with --fit (a saved --model keeps its rules)")
     try:
+        rules: list[ControlRule] = []
+        if inp_path is not None:
+            rules, skipped = rules_from_inp(inp_path)
+            click.echo(
+                f"{len(rules)} control rules read from {inp_path.name}"
+                + (f" ({len(skipped)} controls of other kinds not checked)" if skipped else "")
+            )
         frame, stamps = read_wide_csv(csv_path)
         if fit_path is not None:
             normal = read_wide_csv(fit_path)[0]
             own = data_resolution(normal)
-            detector = fit_detector(normal, resolution=data_resolution(frame))
+            detector = fit_detector(normal, resolution=data_resolution(frame), controls=rules)
+            if rules:
+                unused = [r for r in rules if r not in detector.controls]
+                click.echo(
+                    f"{len(detector.controls)} control rules hold on {fit_path.name} and are checked"
+                    + (
+                        f"; not used ({len(unused)}): {', '.join(r.describe() for r in unused[:5])}"
+                        f"{' …' if len(unused) > 5 else ''} (columns missing, or broken in the normal period)"
+                        if unused
+                        else ""
+                    )
+                )
             matched = sorted(c for c, step in detector.resolution.items() if step > own.get(c, 0.0))
             if matched:
                 click.echo(
@@ -131,6 +163,8 @@ def detect(csv_path: Path, out_path: Path, fit_path: Path | None, model_path: Pa
                     err=True,
                 )
         result = score_detector(detector, frame)
+        for rule, count, first in broken_summary(list(detector.controls), frame):
+            click.echo(f"control rule broken: {rule.describe()} at {count} samples, first {first}")
     except LifelineError as exc:
         raise click.ClickException(str(exc)) from exc
     out = pd.DataFrame(

@@ -57,7 +57,7 @@ import io
 import json
 import logging
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Final
@@ -66,15 +66,17 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from models.control_rules import ControlRule, control_alarm, rules_that_hold
 from twin.errors import LifelineError
 
 logger = logging.getLogger(__name__)
 
-MODEL_VERSION: Final = "offline-4"
+MODEL_VERSION: Final = "offline-5"
 """Changes whenever a fitted model's contents or meaning change; :func:`load_detector` refuses other versions."""
 
-_READABLE_VERSIONS: Final = {"offline-2": {"adapt_h": 0.0}, "offline-3": {}, MODEL_VERSION: {}}
-"""Saved versions this code reads, with the settings an older one lacked (``offline-2`` had no adaptation)."""
+_READABLE_VERSIONS: Final = {"offline-2": {"adapt_h": 0.0}, "offline-3": {}, "offline-4": {}, MODEL_VERSION: {}}
+"""Saved versions this code reads, with the settings an older one lacked (``offline-2`` had no adaptation; before
+``offline-5`` no model carried control rules)."""
 
 METHODS: Final = ("pca", "ridge", "both")
 """The sensor models a detector can use: PCA, virtual sensors (ridge), or the mean of both scores."""
@@ -229,6 +231,8 @@ class OfflineDetector:
         resolution: column → the step its readings were fitted at (the normal period rounded to it), in the
             sensor's unit; columns recorded at full precision are absent. Scored readings are rounded to the same
             step, and a scored column recorded more coarsely than this is reported (:func:`coarser_columns`).
+        controls: the network model's pump and valve control rules that the normal period obeys
+            (:mod:`models.control_rules`); a scored sample is also flagged while a link's control alarm is on.
     """
 
     config: DetectorConfig
@@ -243,6 +247,7 @@ class OfflineDetector:
     calibration_score: FloatArray
     threshold: float
     resolution: Mapping[str, float] = field(default_factory=dict)
+    controls: tuple[ControlRule, ...] = ()
     version: str = field(default=MODEL_VERSION)
 
 
@@ -524,6 +529,7 @@ def fit_detector(
     config: DetectorConfig | None = None,
     kinds: Mapping[str, SensorKind] | None = None,
     resolution: Mapping[str, float] | None = None,
+    controls: Sequence[ControlRule] = (),
 ) -> OfflineDetector:
     """Learn what normal looks like from a period without anomalies.
 
@@ -539,6 +545,8 @@ def fit_detector(
             in the sensor's unit. Each column of the normal period is rounded to the coarser of this and its own
             step before fitting, so that the rounding of the scored export is part of what normal looks like.
             ``None``: the normal period's own steps.
+        controls: the network's control rules (:func:`models.control_rules.rules_from_inp`); those whose columns
+            are present and that the normal period obeys are kept (:func:`models.control_rules.rules_that_hold`).
 
     Returns:
         The fitted detector.
@@ -583,8 +591,13 @@ def fit_detector(
     medians = _medians(parts)
     calibration_score = _combine(parts, config, medians)
     threshold = _threshold(calibration_score, config, step_h)
+    kept_controls, _dropped = rules_that_hold(list(controls), normal) if controls else ([], [])
     logger.info(
-        "offline detector fitted: %s sensors, method %s, threshold %.3f", len(columns), config.method, threshold
+        "offline detector fitted: %s sensors, method %s, threshold %.3f, %d control rules",
+        len(columns),
+        config.method,
+        threshold,
+        len(kept_controls),
     )
     return OfflineDetector(
         config=config,
@@ -599,6 +612,7 @@ def fit_detector(
         calibration_score=calibration_score,
         threshold=threshold,
         resolution=fitted_steps,
+        controls=tuple(kept_controls),
     )
 
 
@@ -652,14 +666,19 @@ def score_detector(detector: OfflineDetector, frame: pd.DataFrame) -> pd.DataFra
 
     Returns:
         DataFrame (index = *frame*'s timestamps) with ``flag`` (int 0/1: 1 where the smoothed score stays above
-        the threshold for at least ``min_alarm_h``) and ``score`` (float, dimensionless: the smoothed score,
-        about 1 when normal).
+        the threshold for at least ``min_alarm_h``, or a control alarm is on), ``score`` (float, dimensionless:
+        the smoothed score, about 1 when normal) and ``control`` (int 0/1: a link's control alarm is on,
+        :mod:`models.control_rules`; 0 throughout without control rules).
 
     Raises:
         OfflineModelError: the index is not timestamps, the table is empty, or a fitted sensor is missing.
     """
     score, flags = flags_from_raw(detector, raw_score(detector, frame))
-    return pd.DataFrame({"flag": flags, "score": score}, index=frame.index)
+    control = control_alarm(detector.controls, frame) if detector.controls else np.zeros(len(frame), dtype=bool)
+    return pd.DataFrame(
+        {"flag": flags | control.astype(np.int64), "score": score, "control": control.astype(np.int64)},
+        index=frame.index,
+    )
 
 
 # --- saving and loading: numpy arrays and a JSON header in an .npz archive, never pickles -------------------------
@@ -682,6 +701,7 @@ def dump_detector(detector: OfflineDetector) -> bytes:
         "threshold": detector.threshold,
         "pca_features": list(detector.pca.feature_names) if detector.pca else None,
         "resolution": dict(detector.resolution),
+        "controls": [rule.to_json() for rule in detector.controls],
     }
     arrays: dict[str, FloatArray] = {
         "profile_centre": np.array([detector.profiles[c].centre for c in detector.columns]),
@@ -749,6 +769,7 @@ def load_detector(data: bytes) -> OfflineDetector:
             calibration_score=arrays["calibration_score"].astype(np.float64),
             threshold=float(header["threshold"]),
             resolution={str(c): float(v) for c, v in header.get("resolution", {}).items()},
+            controls=tuple(ControlRule.from_json(rule) for rule in header.get("controls", [])),
         )
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise OfflineModelError(f"saved offline detector is incomplete or damaged: {exc}") from exc

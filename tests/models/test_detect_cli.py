@@ -77,3 +77,35 @@ def test_detect_fits_at_the_resolution_of_the_file_it_scores(tmp_path: Path) -> 
     assert "4 sensors of export.csv are recorded more coarsely than the model was fitted at" in loaded.stderr
     assert "P_J2 (0.01 against 0)" in loaded.stderr
     assert pd.read_csv(out)["flag"].mean() > 0.5
+
+
+def test_detect_checks_the_network_models_control_rules(tmp_path: Path) -> None:
+    folder = _batadal_dir()
+    normal, attacked, inp = folder / "BATADAL_dataset03.csv", folder / "BATADAL_dataset04.csv", folder / "CTOWN.INP"
+    if not inp.exists():
+        pytest.skip(f"BATADAL data not found in {folder} (set LIFELINE_SHARED_DIR)")
+    out, model = tmp_path / "flags.csv", tmp_path / "model.npz"
+    args = ("detect", "--fit", str(normal), "--csv", str(attacked), "--out", str(out), "--model", str(model))
+    fitted = _lifeline(*args, "--inp", str(inp))
+    assert fitted.returncode == 0, fitted.stderr
+    assert "20 control rules read from CTOWN.INP" in fitted.stdout
+    assert "20 control rules hold on BATADAL_dataset03.csv and are checked" in fitted.stdout
+    assert "control rule broken: PU2 closed if T1 level > 4.5 m at 22 samples, first 2016-10-09 09:00" in (
+        fitted.stdout
+    )
+    assert "Curve was not used" not in fitted.stderr  # WNTR's chatter about the model is not the user's business
+    source = pd.read_csv(attacked, skipinitialspace=True)
+    result = pd.read_csv(out)
+    assert list(result.columns) == ["timestamp", "flag", "score"]
+    assert batadal_score((source["ATT_FLAG"] == 1).astype(int), result["flag"]).s >= 0.95  # 0.963
+
+    again = tmp_path / "again.csv"
+    loaded = _lifeline("detect", "--model", str(model), "--csv", str(attacked), "--out", str(again))
+    assert loaded.returncode == 0 and again.read_bytes() == out.read_bytes()  # the rules are saved with the model
+
+    alone = _lifeline("detect", "--model", str(model), "--csv", str(attacked), "--out", str(again), "--inp", str(inp))
+    assert alone.returncode == 2 and "--inp is read when fitting" in alone.stderr
+    broken = tmp_path / "broken.inp"
+    broken.write_text("[PIPES]\nP1 J1\n")
+    bad = _lifeline(*args, "--inp", str(broken))
+    assert bad.returncode == 1 and "broken.inp: cannot read as an EPANET model" in bad.stderr

@@ -77,7 +77,8 @@ def test_detector_finds_batadal_attacks_with_few_false_alarms(
     result = score_detector(detector, attacked)
     scored = time.perf_counter()
 
-    assert list(result.columns) == ["flag", "score"]
+    assert list(result.columns) == ["flag", "score", "control"]
+    assert not result["control"].any()  # no control rules given: the data-driven detector alone
     assert result.index.equals(attacked.index)
     assert set(np.unique(result["flag"])) <= {0, 1}
     score = batadal_score(truth, result["flag"])
