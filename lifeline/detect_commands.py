@@ -91,8 +91,21 @@ def read_wide_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
     "(a tank above the level that stops a pump while the pump runs is flagged), using the rules the normal "
     "period obeys.",
 )
+@click.option(
+    "--sensors",
+    "sensors_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A CSV describing columns whose names do not carry the quantity: column,quantity[,unit][,element] "
+    "(quantity pressure/flow/level/status/ignore; element: the EPANET id for --inp). Give it again with --model.",
+)
 def detect(
-    csv_path: Path, out_path: Path, fit_path: Path | None, model_path: Path | None, inp_path: Path | None
+    csv_path: Path,
+    out_path: Path,
+    fit_path: Path | None,
+    model_path: Path | None,
+    inp_path: Path | None,
+    sensors_path: Path | None,
 ) -> None:
     """Flag anomalies in a wide sensor CSV (fit on a normal period with --fit, or load a saved --model)."""
     import pandas as pd
@@ -106,6 +119,7 @@ def detect(
         load_detector,
         score_detector,
     )
+    from models.sensor_map import apply_sensor_map, read_sensor_map
 
     if fit_path is None and model_path is None:
         raise click.UsageError("give --fit NORMAL.csv, or --model FILE saved by an earlier --fit")
@@ -119,9 +133,19 @@ def detect(
                 f"{len(rules)} control rules read from {inp_path.name}"
                 + (f" ({len(skipped)} controls of other kinds not checked)" if skipped else "")
             )
+        entries = read_sensor_map(sensors_path) if sensors_path is not None else {}
         frame, stamps = read_wide_csv(csv_path)
+        if sensors_path is not None:
+            frame, absent = apply_sensor_map(frame, entries)
+            described = len(entries) - len(absent)
+            click.echo(
+                f"{described} columns of {csv_path.name} described by {sensors_path.name}"
+                + (f"; not in the file: {', '.join(absent[:5])}{' …' if len(absent) > 5 else ''}" if absent else "")
+            )
         if fit_path is not None:
             normal = read_wide_csv(fit_path)[0]
+            if entries:
+                normal = apply_sensor_map(normal, entries)[0]
             own = data_resolution(normal)
             detector = fit_detector(normal, resolution=data_resolution(frame), controls=rules)
             if rules:

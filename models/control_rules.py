@@ -211,13 +211,15 @@ def usable_rules(rules: Iterable[ControlRule], columns: Iterable[str]) -> list[C
     return [r for r in rules if r.value_column in have and (f"S_{r.link}" in have or f"F_{r.link}" in have)]
 
 
-def _tolerance(values: npt.NDArray[np.float64]) -> float:
-    """Two recording steps of *values* (the fewest decimals that hold them all, up to 6), at least MIN_TOLERANCE."""
+def _recorded(values: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], float]:
+    """*values* rounded to the step they were recorded at (the fewest decimals that hold them all, up to 6; so a
+    unit conversion's float noise does not move a value across a threshold), and the tolerance: two steps, at
+    least MIN_TOLERANCE."""
     finite = values[np.isfinite(values)]
     for decimals in range(7):
         if finite.size == 0 or np.allclose(finite, np.round(finite, decimals), rtol=0, atol=1e-9):
-            return max(2 * 10.0**-decimals, MIN_TOLERANCE)
-    return MIN_TOLERANCE
+            return np.round(values, decimals), max(2 * 10.0**-decimals, MIN_TOLERANCE)
+    return values, MIN_TOLERANCE
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,8 +237,7 @@ def check_rules(rules: Sequence[ControlRule], frame: pd.DataFrame) -> list[RuleC
     for rule in usable_rules(rules, frame.columns):
         status = link_status(frame, rule.link)
         assert status is not None
-        value = pd.to_numeric(frame[rule.value_column], errors="coerce").to_numpy(dtype=np.float64)
-        tolerance = _tolerance(value)
+        value, tolerance = _recorded(pd.to_numeric(frame[rule.value_column], errors="coerce").to_numpy(np.float64))
         with np.errstate(invalid="ignore"):
             holds = value < rule.threshold - tolerance if rule.below else value > rule.threshold + tolerance
         checked = holds & ~np.isnan(status)

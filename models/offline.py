@@ -639,7 +639,9 @@ def raw_score(detector: OfflineDetector, frame: pd.DataFrame) -> FloatArray:
     _check_frame(frame, "scored period")
     missing = [c for c in detector.columns if c not in frame.columns]
     if missing:
-        raise OfflineModelError(f"scored period: missing sensors {missing[:10]}")
+        raise OfflineModelError(
+            f"scored period: missing sensors {missing[:10]} (the columns fitted on, named as after any sensors file)"
+        )
     numeric = _quantised(_prepared(frame[list(detector.columns)]), detector.resolution)
     numeric = numeric.fillna(pd.Series({c: float(p.centre.mean()) for c, p in detector.profiles.items()}))
     core = _Core(dict(detector.profiles), detector.pca, detector.ridge)

@@ -109,3 +109,79 @@ def test_detect_checks_the_network_models_control_rules(tmp_path: Path) -> None:
     broken.write_text("[PIPES]\nP1 J1\n")
     bad = _lifeline(*args, "--inp", str(broken))
     assert bad.returncode == 1 and "broken.inp: cannot read as an EPANET model" in bad.stderr
+
+
+def test_a_sensors_file_describes_columns_named_otherwise(tmp_path: Path) -> None:
+    folder = _batadal_dir()
+    normal, attacked, inp = folder / "BATADAL_dataset03.csv", folder / "BATADAL_dataset04.csv", folder / "CTOWN.INP"
+    if not inp.exists():
+        pytest.skip(f"BATADAL data not found in {folder} (set LIFELINE_SHARED_DIR)")
+    quantity = {"P": "pressure", "F": "flow", "L": "level", "S": "status"}
+    rows = ["column,quantity,unit,element", "spare,ignore,,"]
+    renamed = {}
+    for path in (normal, attacked):
+        table = pd.read_csv(path, skipinitialspace=True)
+        table.columns = [c.strip() for c in table.columns]
+        names = {}
+        for k, column in enumerate(c for c in table.columns if c[:2] in ("P_", "F_", "L_", "S_")):
+            names[column] = f"channel {k:02d}"
+            if column.startswith("L_"):  # levels in centimetres
+                table[column] = (table[column] * 100).round(6)
+            if path == normal:
+                unit = "cm" if column.startswith("L_") else ""
+                rows.append(f"channel {k:02d},{quantity[column[0]]},{unit},{column[2:]}")
+        table["spare"] = 1.0
+        renamed[path] = tmp_path / path.name
+        table.rename(columns=names).to_csv(renamed[path], index=False)
+    sensors = tmp_path / "sensors.csv"
+    sensors.write_text("\n".join(rows) + "\n")
+
+    plain, mapped = tmp_path / "plain.csv", tmp_path / "mapped.csv"
+    first = _lifeline("detect", "--fit", str(normal), "--csv", str(attacked), "--out", str(plain), "--inp", str(inp))
+    assert first.returncode == 0, first.stderr
+    second = _lifeline(
+        "detect",
+        "--fit",
+        str(renamed[normal]),
+        "--csv",
+        str(renamed[attacked]),
+        "--out",
+        str(mapped),
+        "--inp",
+        str(inp),
+        "--sensors",
+        str(sensors),
+    )
+    assert second.returncode == 0, second.stderr
+    assert "44 columns of BATADAL_dataset04.csv described by sensors.csv" in second.stdout
+    assert "20 control rules hold" in second.stdout  # the elements found the rules' tanks and pumps
+    assert mapped.read_bytes() == plain.read_bytes()  # the same flags and scores as with BATADAL's own names
+
+    without = _lifeline(
+        "detect",
+        "--fit",
+        str(renamed[normal]),
+        "--csv",
+        str(renamed[attacked]),
+        "--out",
+        str(mapped),
+        "--inp",
+        str(inp),
+    )
+    assert without.returncode == 0 and "0 control rules hold" in without.stdout  # nothing to check them on
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("column,quantity,unit\nchannel 00,pressure,furlongs\n")
+    refused = _lifeline(
+        "detect",
+        "--fit",
+        str(renamed[normal]),
+        "--csv",
+        str(renamed[attacked]),
+        "--out",
+        str(mapped),
+        "--sensors",
+        str(bad),
+    )
+    assert refused.returncode == 1
+    assert "bad.csv:2 field 'unit': unit 'furlongs' for pressure: expected m, mh2o, kpa" in refused.stderr
