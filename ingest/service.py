@@ -451,6 +451,10 @@ class IngestService:
         self._stop_lock = threading.Lock()
         self._stopped = False
         self._subscribed = threading.Event()
+        """Set once the broker has acknowledged the subscription (SUBACK), not when it is sent: a QoS 1 message that
+        reaches the broker before the SUBSCRIBE matches nothing and is dropped (MQTT 5 acknowledges it to its
+        publisher as "no matching subscribers")."""
+        self._subscribe_mid: int | None = None
         self._generation = 0
         self._conn: DictConnection | None = None
         self._store: ReadingStore | None = None
@@ -499,6 +503,7 @@ class IngestService:
         client = make_client(self.mqtt_config, persistent=True)
         client.manual_ack_set(True)
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         if isinstance(client, BufferedClient):
@@ -530,7 +535,8 @@ class IngestService:
         return healthy, stats.as_dict()
 
     def wait_ready(self, timeout: float) -> bool:
-        """Wait until the subscription is in place; return False on timeout."""
+        """Wait until the broker has acknowledged the subscription (messages published from then on reach
+        ingest); return False on timeout."""
         return self._subscribed.wait(timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -586,9 +592,20 @@ class IngestService:
             return
         self._generation += 1
         self.stats.broker_connected = True
-        # Subscribe on every connect: a broker that lost our session must learn the subscription again.
-        client.subscribe(self.subscription, qos=1)
-        log.info("connected to %s, subscribed to %s", self.mqtt_config.url, self.subscription)
+        # Subscribe on every connect: a broker that lost our session must learn the subscription again. Ready (and
+        # "subscribed to" in the log, which the fault tests wait for) only on the SUBACK: the SUBSCRIBE is merely
+        # queued here, and what is published before the broker has it goes to nobody.
+        _rc, self._subscribe_mid = client.subscribe(self.subscription, qos=1)
+        log.info("connected to %s, subscribing to %s", self.mqtt_config.url, self.subscription)
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: object, mid: int, reasons: Any, _p: object = None) -> None:
+        if mid != self._subscribe_mid:
+            return
+        refused = [reason for reason in reasons if reason.is_failure]
+        if refused:
+            log.error("broker %s refused the subscription to %s: %s", self.mqtt_config.url, self.subscription, refused)
+            return
+        log.info("subscribed to %s", self.subscription)
         self._subscribed.set()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, reason: Any, _p: object = None) -> None:
