@@ -571,8 +571,13 @@ class IngestService:
         """Start and block until :meth:`stop` is called from another thread or KeyboardInterrupt."""
         self.start()
         try:
-            while not self._stop.wait(30.0):
-                log.info("ingest: %s", self.stats.as_dict())
+            # Short waits: a SIGTERM the kernel gave another thread (a process resumed after SIGSTOP) is only handled
+            # when the main thread runs again, which a 30 s wait put off past a supervisor's stop timeout.
+            logged = time.monotonic()
+            while not self._stop.wait(1.0):
+                if time.monotonic() - logged >= 30.0:
+                    logged = time.monotonic()
+                    log.info("ingest: %s", self.stats.as_dict())
         except KeyboardInterrupt:
             pass
         finally:
