@@ -2,6 +2,7 @@
 
     python bench/bench_transfer_streaming.py                 # 30 normal days, then 20 days with 10 leaks
     python bench/bench_transfer_streaming.py --cache /tmp/net6-stream   # keep (or reuse) the simulated readings
+    python bench/bench_transfer_streaming.py --network .venv/lib/python3.11/site-packages/wntr/library/networks/ky10.inp
 
 The same network, sensors, leaks and seeds as ``bench/bench_transfer.py`` (which scores the offline detector on
 hourly tables): sensors placed by ``models.transfer_data.place_sensors`` (25 pressures by farthest-point sampling,
@@ -40,6 +41,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
+from models.night_flow import NightFlowDetector
 from models.transfer_data import (
     SensorStream,
     mean_demand_l_s,
@@ -69,13 +71,22 @@ class Replay:
     statistic: list[float] = field(default_factory=list)
     threshold: float = float("nan")
     seconds: float = 0.0
+    night_changes: list[AlertChange] = field(default_factory=list)
+    night_seconds: float = 0.0
 
 
 def replay(
-    detector: WaterLeakDetector, stream: SensorStream, result: Replay, *, label: str, progress_days: float = 5.0
+    detector: WaterLeakDetector,
+    stream: SensorStream,
+    result: Replay,
+    *,
+    label: str,
+    night: NightFlowDetector | None = None,
+    progress_days: float = 5.0,
 ) -> None:
-    """Feed *stream* to *detector* one batch per sensor step (every sensor's reading at that time), in time order,
-    committing each result as ingest does; append what happened to *result*."""
+    """Feed *stream* to *detector* (and *night*, the night-flow detector ingest runs beside it) one batch per sensor
+    step (every sensor's reading at that time), in time order, committing each result as ingest does; append what
+    happened to *result*."""
     started = time.perf_counter()
     ids = stream.sensor_ids
     next_report = progress_days
@@ -89,6 +100,12 @@ def replay(
         judgement = detector.last_judgement
         result.times.append(ts)
         result.statistic.append(judgement.statistic if judgement is not None else float("nan"))
+        if night is not None:
+            tick = time.perf_counter()
+            verdict = night.evaluate(readings, now=ts, suspect=frozenset())
+            night.commit(verdict)
+            result.night_changes.extend(verdict.changes)
+            result.night_seconds += time.perf_counter() - tick
         done = (ts_pd - first).total_seconds() / 86_400.0
         if done >= next_report:
             print(f"  {label}: {done:.0f} days fed in {time.perf_counter() - started:.0f} s", flush=True)
@@ -120,7 +137,10 @@ def simulate(
     normal_span, leak_span = timedelta(days=args.normal_days), timedelta(days=args.leak_days)
     leak_start = START + normal_span
     cache: Path | None = args.cache
-    tag = f"n{args.normal_days}-l{args.leak_days}-k{args.leaks}-h{args.leak_h:g}-g{args.gap_h:g}-s{args.step_min:g}"
+    tag = (
+        f"{args.network.stem}-n{args.normal_days}-l{args.leak_days}-k{args.leaks}-h{args.leak_h:g}-g{args.gap_h:g}"
+        f"-s{args.step_min:g}"
+    )
     if cache is not None and (cache / f"{tag}.json").exists():
         meta = json.loads((cache / f"{tag}.json").read_text())
         demand = float(meta["demand_l_s"])
@@ -191,6 +211,59 @@ def rank_of(junction: str, candidates: list[str]) -> str:
     return str(candidates.index(junction) + 1) if junction in candidates else f">{len(candidates)}"
 
 
+def night_report(
+    night: NightFlowDetector,
+    leaks: Sequence[LeakEvent],
+    events: Sequence[dict[str, Any]],
+    normal_run: Replay,
+    leak_run: Replay,
+    demand: float,
+    args: argparse.Namespace,
+    outside: Any,
+    leak_found: Sequence[bool],
+) -> None:
+    """Per leak: whether the night-flow detector raised it while it lasted or within 24 h of its start, when, and
+    the flow it estimated; its windows and false alarms."""
+    night_h, reference_h = night.windows
+    print(
+        f"\nnight flow (default settings): night {night_h[0]:g}–{night_h[1]:g} h, reference"
+        f" {reference_h[0]:g}–{reference_h[1]:g} h local (configured {night.settings.night_h[0]:g}–"
+        f"{night.settings.night_h[1]:g}); {len(night.verdicts)} days judged"
+        if reference_h is not None
+        else f"\nnight flow: night {night_h[0]:g}–{night_h[1]:g} h, no reference"
+    )
+    raised = [c for c in leak_run.night_changes if c.event == "raised"]
+    found = either = 0
+    for leak, event, by_leak_detector in zip(leaks, events, leak_found, strict=True):
+        end = leak.end or leak.start + timedelta(hours=args.leak_h)
+        horizon = min(end, leak.start + timedelta(hours=args.within_h))
+        hit = next((c for c in raised if leak.start <= c.ts < horizon), None)
+        found += hit is not None
+        either += hit is not None or by_leak_detector
+        when = f"raised after {(hit.ts - leak.start).total_seconds() / 3600:5.2f} h, estimated" if hit else "not raised"
+        flow = f" {float(hit.value or 0):6.1f} L/s" if hit else ""
+        print(
+            f"  {leak.junction_id:>14} {leak.flow_l_s:6.1f} L/s ({leak.flow_l_s / demand:5.1%}, lost"
+            f" {event['flow_at_full_l_s']:6.1f}) {leak.growth:>9}: {when}{flow}"
+        )
+    normal_raised = [c for c in normal_run.night_changes if c.event == "raised"]
+    strays = [c for c in raised if outside(c, 0.0)]
+    print(
+        f"night flow: {found}/{len(leaks)} leaks raised within {args.within_h:g} h; {len(normal_raised)} raised in the"
+        f" normal month, {len(strays)} outside leaks in the leak month;"
+        f" {leak_run.night_seconds + normal_run.night_seconds:.0f} s"
+    )
+    print(f"either detector (water_leak or night flow): {either}/{len(leaks)} leaks raised within {args.within_h:g} h")
+    normal_days = [v.excess_l_s for v in night.verdicts if v.status == "normal"]
+    cfg = night.settings
+    if len(normal_days) > 1:
+        print(
+            f"night flow, days judged normal: {len(normal_days)}, estimate σ {float(np.std(normal_days)):.1f} L/s,"
+            f" largest {float(np.max(np.abs(normal_days))):.1f} L/s; raising level"
+            f" {max(cfg.threshold_l_s, cfg.threshold_sigma * night.verdicts[-1].sigma_l_s):.1f} L/s"
+        )
+
+
 def main() -> None:
     """Simulate, replay through the detector and print per-leak and overall figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -202,12 +275,13 @@ def main() -> None:
     parser.add_argument("--step-min", type=float, default=1.0, help="sensor step, minutes")
     parser.add_argument("--within-h", type=float, default=24.0, help="a leak counts if raised this soon")
     parser.add_argument("--cache", type=Path, default=None, help="folder to keep the simulated readings in")
+    parser.add_argument("--network", type=Path, default=net6_inp(), help="an EPANET .inp file (default: WNTR's Net6)")
     args = parser.parse_args()
     wall = time.perf_counter()
 
-    network = read_epanet(net6_inp())
+    network = read_epanet(args.network)
     sensors = place_sensors(network)
-    print(f"Net6: {len(sensors)} sensors, step {args.step_min:g} min")
+    print(f"{args.network.name}: {len(sensors)} sensors, step {args.step_min:g} min")
     normal, leaky, leaks, demand, events = simulate(network, sensors, args)
     simulated = time.perf_counter()
 
@@ -219,12 +293,14 @@ def main() -> None:
         f"detector: {used} sensors judged (pressure and flow), {len(detector.response.candidates)} candidate"
         f" junctions, {detector.response.modes.shape[1]} common modes; network response in {response_s:.1f} s"
     )
+    night = NightFlowDetector(network, {s.sensor_id: s for s in sensors}, require_metering=False)
+    print(f"night flow: {'idle, ' + night.unmetered if night.unmetered else f'{len(night.sensors)} inflow meters'}")
     normal_run, leak_run = Replay(), Replay()
-    replay(detector, normal, normal_run, label="normal month")
+    replay(detector, normal, normal_run, label="normal month", night=night)
     state = detector.dump_state()
     cfg = detector.settings
     threshold = max(cfg.threshold, cfg.threshold_factor * float(state["calib_max"]))
-    replay(detector, leaky, leak_run, label="leak month")
+    replay(detector, leaky, leak_run, label="leak month", night=night)
 
     # --- per leak ---
     graph = pipe_graph(network)
@@ -245,6 +321,7 @@ def main() -> None:
         f" {'dist m':>7} {'est L/s':>7}"
     )
     windows: list[tuple[datetime, datetime]] = []
+    found_by_leak_detector: list[bool] = []
     detected = 0
     delays: list[float] = []
     top3 = 0
@@ -255,6 +332,7 @@ def main() -> None:
         inside = stats[(stats.index >= leak.start) & (stats.index < end)]
         peak = float(inside.max()) if len(inside) else float("nan")
         hit = next((c for c in raised if leak.start <= c.ts < horizon), None)
+        found_by_leak_detector.append(hit is not None)
         # An alert raised before the leak and still active when it starts would hide it; say so.
         near = event["pressure_change"][0]["mean_drop_kpa"] if event["pressure_change"] else float("nan")
         share = float((daily_max >= peak).mean()) if len(daily_max) else float("nan")
@@ -315,6 +393,7 @@ def main() -> None:
     for change in raised:
         where = "in a leak" if not outside(change, 0.0) else ("after a repair" if not outside(change, 12.0) else "")
         print(f"  raised {change.ts:%m-%d %H:%M} stat {(change.detail or {}).get('statistic')} {where}")
+    night_report(night, leaks, events, normal_run, leak_run, demand, args, outside, found_by_leak_detector)
     print(
         f"wall time {time.perf_counter() - wall:.0f} s (simulation or cache {simulated - wall:.0f} s, network response"
         f" {response_s:.0f} s, detector {normal_run.seconds + leak_run.seconds:.0f} s for"

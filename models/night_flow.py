@@ -24,6 +24,16 @@ Method, and why:
   flows in both windows gives ``N = r·(W − L) + L``, so ``L = (N − r·W) / (1 − r)`` removes the day factor; the
   spread of that estimate on the same normal days is 0.8 L/s (06:00–12:00; 0.7 with 06:00–22:00, judged 10 h
   later; 0.9 with 04:00–12:00).
+- **Which hours are the night.** Not every zone is quietest at 02:00–04:00 (a network's demand patterns, an
+  industrial consumer, a meter clock in another zone). The learning days are accumulated hour by hour over the
+  whole day, and at the end of learning the configured night is kept if its median inflow is within
+  :data:`NIGHT_SLACK` (10 %) of the quietest window of the same length (whole hours, within the local day);
+  otherwise the quietest window becomes the night (logged, and named in every alert's ``detail``), and the
+  reference the window of its configured length right after it (right before it when the day has no room after):
+  the nearest hours share the night's day factor best, which is what the reference is for (with the night at
+  13:00–15:00 on a city whose demand day turns at 12:00, a reference at 06:00–12:00 belongs to the day before and
+  the estimates spread 25 times wider). On the demo city the configured windows stay; on WNTR's Net6, quietest at
+  17:00–19:00, the night moves there and the reference to 11:00–17:00 (``bench/bench_transfer_streaming.py``).
 - **Baseline.** The first ``learn_nights`` judged days (default 5) only learn; nothing is judged before. Then ``r``
   is the median of the remembered nights' ratios (the last ``memory_nights``), the centre and spread of their
   estimates ``L_i`` the median and 1.4826 × MAD (at least ``sigma_floor_l_s``). A day is added to the memory
@@ -50,6 +60,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import statistics
 from collections.abc import Mapping, Sequence
@@ -63,8 +74,13 @@ from twin.model import NodeKind, PipeNetwork
 from twin.readings import QUALITY_BAD, Reading
 from twin.sensors import Network, Quantity, Sensor
 
+log = logging.getLogger(__name__)
+
 KIND = "water_night_flow"
-STATE_VERSION = 1
+STATE_VERSION = 2
+NIGHT_SLACK = 0.1
+"""The configured night window is kept while its median inflow over the learning days is within this share of the
+quietest window of the same length; otherwise the quietest is used (see the module docstring)."""
 DAY_S = 86_400.0
 _SOURCES = (NodeKind.RESERVOIR, NodeKind.TANK)
 
@@ -84,6 +100,8 @@ class NightFlowSettings:
             night's mean is judged against the remembered nights' median, the day factor left as noise; judged
             at the night's end).
         utc_offset_h: local time minus UTC, hours.
+        learn_night: at the end of learning, move the night to the quietest hours if the configured ones are not
+            about as quiet (module docstring); False keeps the configured windows.
         min_coverage: each inflow sensor's share of its expected readings a window needs to count.
         grace_s: a day is judged this long after its last window ends (late readings), s.
         learn_nights: judged days that only learn before anything is judged.
@@ -100,6 +118,7 @@ class NightFlowSettings:
     night_h: tuple[float, float] = (2.0, 4.0)
     reference_h: tuple[float, float] | None = (6.0, 12.0)
     utc_offset_h: float = 8.0
+    learn_night: bool = True
     min_coverage: float = 0.8
     grace_s: float = 300.0
     learn_nights: int = 5
@@ -117,6 +136,8 @@ class NightFlowSettings:
         for lo, hi in windows:
             if not 0.0 <= lo < hi <= 24.0:
                 raise ValueError(f"a night-flow window must lie within one local day: {lo}–{hi} h")
+            if lo != int(lo) or hi != int(hi):
+                raise ValueError(f"a night-flow window must start and end on whole hours: {lo}–{hi} h")
         if self.reference_h is not None:
             (a, b), (c, d) = self.night_h, self.reference_h
             if a < d and c < b:
@@ -141,12 +162,14 @@ class _State:
 
     Attributes:
         last_ts: each inflow sensor's last trusted reading.
-        days: days not yet judged: window name (``night``/``reference``) → sensor → ``[sum, count]``.
+        days: days not yet judged: local hour (``"0"``–``"23"``) → sensor → ``[sum, count]``.
         judged: the last day judged (or skipped), -1: none.
         memory: remembered normal days, ``[day, night mean, reference mean]`` (reference NaN without one).
         learned: days that went into learning (nothing is judged until ``learn_nights``).
         alert: the active alert.
         last: the last day's figures (for ``detail`` and diagnostics).
+        profile: the learning days' signed mean inflow per local hour, ``[day, [24 values]]`` (NaN: not covered).
+        night_h, reference_h: the windows in force (None: the configured ones); set at the end of learning.
     """
 
     last_ts: dict[str, float] = field(default_factory=dict)
@@ -156,6 +179,9 @@ class _State:
     learned: int = 0
     alert: _Alert | None = None
     last: dict[str, Any] = field(default_factory=dict)
+    profile: list[list[Any]] = field(default_factory=list)
+    night_h: tuple[float, float] | None = None
+    reference_h: tuple[float, float] | None = None
 
     def copy(self) -> _State:
         return _State(
@@ -166,6 +192,9 @@ class _State:
             self.learned,
             None if self.alert is None else copy.copy(self.alert),
             dict(self.last),
+            [[p[0], list(p[1])] for p in self.profile],
+            self.night_h,
+            self.reference_h,
         )
 
 
@@ -240,9 +269,10 @@ class NightFlowDetector:
         changes: list[AlertChange] = []
         verdicts: list[NightVerdict] = []
         for day in sorted(st.days):
-            if clock < self._judge_ts(day):
+            due = self._judge_ts(st, day)
+            if clock < due:
                 break
-            verdicts.append(self._judge(st, day, self._judge_ts(day), changes))
+            verdicts.append(self._judge(st, day, due, changes))
         return StreamResult(changes, (st, verdicts))
 
     def commit(self, result: StreamResult) -> None:
@@ -273,6 +303,9 @@ class NightFlowDetector:
             if st.alert is None
             else {k: getattr(st.alert, k) for k in ("grade", "flow_l_s", "raised_ts", "normal_nights")},
             "last": {k: float_to_json(v) if isinstance(v, float) else v for k, v in st.last.items()},
+            "profile": [[int(p[0]), [float_to_json(v) for v in p[1]]] for p in st.profile],
+            "night_h": None if st.night_h is None else list(st.night_h),
+            "reference_h": None if st.reference_h is None else list(st.reference_h),
         }
 
     def load_state(self, data: Mapping[str, Any]) -> None:
@@ -280,7 +313,8 @@ class NightFlowDetector:
         st = _State()
         known = set(self._signs)
         st.last_ts = {str(s): float_from_json(t) for s, t in dict(data.get("last_ts", {})).items() if str(s) in known}
-        for d, ws in dict(data.get("days", {})).items():
+        hourly = data.get("version") == STATE_VERSION  # version 1 kept window sums: those days start afresh
+        for d, ws in dict(data.get("days", {}) if hourly else {}).items():
             st.days[int(d)] = {
                 str(w): {str(s): [float(v[0]), float(v[1])] for s, v in dict(per).items() if str(s) in known}
                 for w, per in dict(ws).items()
@@ -300,7 +334,17 @@ class NightFlowDetector:
             st.last = {
                 k: float_from_json(v) if k.endswith("_l_s") else v for k, v in dict(data.get("last", {})).items()
             }
+            st.profile = [[int(p[0]), [float_from_json(v) for v in p[1]]] for p in data.get("profile", [])]
+            for name in ("night_h", "reference_h"):
+                window = data.get(name)
+                setattr(st, name, None if window is None else (float(window[0]), float(window[1])))
         self._state = st
+
+    @property
+    def windows(self) -> tuple[tuple[float, float], tuple[float, float] | None]:
+        """The night and reference windows in force (local hours): the configured ones, or those chosen at the end
+        of learning."""
+        return self._window_hours(self._state)
 
     # --- internals ---
 
@@ -343,23 +387,27 @@ class NightFlowDetector:
         self._signature = sorted([link_id, signs[sid]] for link_id, sid in metered.items())
         self.sensors = {sid: sensors[sid] for sid in signs}
 
-    def _windows(self) -> list[tuple[str, float, float]]:
+    def _window_hours(self, st: _State) -> tuple[tuple[float, float], tuple[float, float] | None]:
+        """The night and reference windows in force, local hours."""
         cfg = self.settings
-        out = [("night", cfg.night_h[0] * 3600.0, cfg.night_h[1] * 3600.0)]
-        if cfg.reference_h is not None:
-            out.append(("reference", cfg.reference_h[0] * 3600.0, cfg.reference_h[1] * 3600.0))
+        return (st.night_h or cfg.night_h), (st.reference_h or cfg.reference_h)
+
+    def _windows(self, st: _State) -> list[tuple[str, float, float]]:
+        night, reference = self._window_hours(st)
+        out = [("night", night[0] * 3600.0, night[1] * 3600.0)]
+        if reference is not None:
+            out.append(("reference", reference[0] * 3600.0, reference[1] * 3600.0))
         return out
 
-    def _judge_ts(self, day: int) -> float:
-        """When *day* (local) is judged, POSIX s."""
-        end = max(hi for _name, _lo, hi in self._windows())
+    def _judge_ts(self, st: _State, day: int) -> float:
+        """When *day* (local) is judged, POSIX s: after its last window, or after the whole day while learning."""
+        end = DAY_S if st.learned < self.settings.learn_nights else max(hi for _n, _lo, hi in self._windows(st))
         return day * DAY_S + end - self.settings.utc_offset_h * 3600.0 + self.settings.grace_s
 
     def _ingest(self, st: _State, readings: Sequence[Reading], suspect: Suspect) -> float:
         """Add the trusted inflow readings to their day's windows; return the newest inflow reading's time or NaN."""
         signs = self._signs
         offset = self.settings.utc_offset_h * 3600.0
-        windows = self._windows()
         newest = math.nan
         for r in readings:
             sid = r.sensor_id
@@ -379,28 +427,86 @@ class NightFlowDetector:
             day = int(local // DAY_S)
             if day <= st.judged:
                 continue
-            clock = local - day * DAY_S
-            for name, lo, hi in windows:
-                if lo <= clock < hi:
-                    acc = st.days.setdefault(day, {}).setdefault(name, {}).setdefault(sid, [0.0, 0.0])
-                    acc[0] += value
-                    acc[1] += 1.0
-                    break
-            else:
-                st.days.setdefault(day, {})
+            hour = str(min(int((local - day * DAY_S) // 3600.0), 23))
+            acc = st.days.setdefault(day, {}).setdefault(hour, {}).setdefault(sid, [0.0, 0.0])
+            acc[0] += value
+            acc[1] += 1.0
         return newest
 
-    def _mean(self, per: Mapping[str, list[float]] | None, length_s: float) -> float:
-        """The window's signed mean inflow, or NaN if a sensor delivered less than ``min_coverage``."""
-        if per is None:
-            return math.nan
+    def _mean(self, hours: Mapping[str, Mapping[str, list[float]]], lo_s: float, hi_s: float) -> float:
+        """The signed mean inflow over the local hours [lo, hi) of a day's hourly sums, or NaN if a sensor delivered
+        less than ``min_coverage`` of its readings there."""
         total = 0.0
         for sid, sign in self._signs.items():
-            acc = per.get(sid)
-            if acc is None or acc[1] < self.settings.min_coverage * length_s / self._interval[sid]:
+            value = count = 0.0
+            for hour in range(int(lo_s // 3600.0), math.ceil(hi_s / 3600.0)):
+                acc = hours.get(str(hour), {}).get(sid)
+                if acc is not None:
+                    value += acc[0]
+                    count += acc[1]
+            if count == 0.0 or count < self.settings.min_coverage * (hi_s - lo_s) / self._interval[sid]:
                 return math.nan
-            total += sign * acc[0] / acc[1]
+            total += sign * value / count
         return total
+
+    def _learn_windows(self, st: _State) -> None:
+        """At the end of learning: keep the configured night if it is about as quiet as the quietest window of its
+        length, else take that one (and move an overlapping reference); re-read the remembered days with them."""
+        cfg = self.settings
+        profile = (
+            [
+                statistics.median(v for v in values if not math.isnan(v))
+                if any(not math.isnan(v) for v in values)
+                else math.nan
+                for values in zip(*(p[1] for p in st.profile), strict=True)
+            ]
+            if st.profile
+            else []
+        )
+        if len(profile) != 24 or any(math.isnan(v) for v in profile):
+            return  # an hour never covered: keep the configured windows
+
+        def mean(lo: float, hi: float) -> float:
+            return statistics.fmean(profile[int(lo) : int(hi)])
+
+        length = cfg.night_h[1] - cfg.night_h[0]
+        starts = [float(a) for a in range(0, 25 - int(length))]
+        quietest = min(starts, key=lambda a: mean(a, a + length))
+        if mean(*cfg.night_h) <= (1.0 + NIGHT_SLACK) * mean(quietest, quietest + length):
+            return
+        night = (quietest, quietest + length)
+        reference = cfg.reference_h
+        if reference is not None:
+            # The reference must share the night's day factor: the nearest window of its length, right after the
+            # night if the day has room, else right before it.
+            span = reference[1] - reference[0]
+            if night[1] + span <= 24.0:
+                reference = (night[1], night[1] + span)
+            elif night[0] - span >= 0.0:
+                reference = (night[0] - span, night[0])
+            else:
+                reference = None
+        st.night_h, st.reference_h = night, reference
+        log.info(
+            "%s: the night-flow window moves from %g–%g h to the quietest hours %g–%g h (median inflow %.1f against "
+            "%.1f L/s)%s",
+            self.zone,
+            cfg.night_h[0],
+            cfg.night_h[1],
+            night[0],
+            night[1],
+            mean(*night),
+            mean(*cfg.night_h),
+            "" if reference == cfg.reference_h else f"; the reference window to {reference}",
+        )
+        by_day = {int(p[0]): p[1] for p in st.profile}
+        for m in st.memory:
+            values = by_day.get(int(m[0]))
+            if values is not None:
+                m[1] = statistics.fmean(values[int(night[0]) : int(night[1])])
+                m[2] = (
+                    math.nan if reference is None else statistics.fmean(values[int(reference[0]) : int(reference[1])])
+                )
 
     def _baseline(self, st: _State) -> tuple[float, float, float]:
         """Return the remembered nights' ratio (NaN without a reference), the centre and robust σ of their
@@ -408,7 +514,7 @@ class NightFlowDetector:
         cfg = self.settings
         nights = [m[1] for m in st.memory]
         ratio = math.nan
-        if cfg.reference_h is not None:
+        if self._window_hours(st)[1] is not None:
             ratio = statistics.median(m[1] / m[2] for m in st.memory)
             if ratio > 0.95:  # night flow as large as the day's: the reference would only amplify the noise
                 ratio = math.nan
@@ -424,16 +530,21 @@ class NightFlowDetector:
     def _judge(self, st: _State, day: int, ts: float, changes: list[AlertChange]) -> NightVerdict:
         """Judge *day* (its windows are over): learn, remember, raise, update or clear; return its figures."""
         cfg = self.settings
-        windows = st.days.pop(day)
+        hours = st.days.pop(day)
         st.judged = max(st.judged, day)
-        means = {name: self._mean(windows.get(name), hi - lo) for name, lo, hi in self._windows()}
+        means = {name: self._mean(hours, lo, hi) for name, lo, hi in self._windows(st)}
         night = means["night"]
         reference = means.get("reference", math.nan)
-        if math.isnan(night) or (cfg.reference_h is not None and (math.isnan(reference) or reference <= 0)):
+        night_h, reference_h = self._window_hours(st)
+        if math.isnan(night) or (reference_h is not None and (math.isnan(reference) or reference <= 0)):
             return NightVerdict(day, ts, night, reference, math.nan, math.nan, "skipped")
         if st.learned < cfg.learn_nights:
             st.learned += 1
             self._remember(st, day, night, reference)
+            st.profile.append([day, [self._mean(hours, h * 3600.0, (h + 1) * 3600.0) for h in range(24)]])
+            if st.learned == cfg.learn_nights and cfg.learn_night:
+                self._learn_windows(st)
+                st.profile = []
             return NightVerdict(day, ts, night, reference, math.nan, math.nan, "learning")
         ratio, centre, sigma = self._baseline(st)
         if math.isnan(ratio):
@@ -456,8 +567,8 @@ class NightFlowDetector:
         verdict = NightVerdict(day, ts, night, reference, excess, sigma, "leak" if leak else "normal")
         detail = {
             "night": self._local_date(day),
-            "night_window_h": list(cfg.night_h),
-            "reference_window_h": None if cfg.reference_h is None else list(cfg.reference_h),
+            "night_window_h": list(night_h),
+            "reference_window_h": None if reference_h is None else list(reference_h),
             "night_flow_l_s": round(night, 2),
             "reference_flow_l_s": None if math.isnan(reference) else round(reference, 2),
             "expected_night_flow_l_s": round(expected, 2),

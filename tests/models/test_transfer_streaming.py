@@ -9,6 +9,8 @@ This guards the path that makes Net6 visible at all (without the measured tanks 
 the 96 tank modes absorb every leak) and the leak the bench finds most clearly. It is not a recall figure: the
 bench raises 3 of its 10 leaks (2 clearly above any normal day), and a 10 % abrupt leak at another junction
 (JUNCTION-633, 6 h) was not raised in a reduced run like this one.
+
+The night-flow detector's test (7 days) guards its learned quiet hours on Net6 (the bench: 9 of 10 leaks).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from models.water_leak import WaterLeakDetector
 from simulators.water_scenarios import LeakEvent
 from twin.alerts import AlertChange
 from twin.readings import Reading
+from twin.sensors import Quantity
 from twin.water import read_epanet
 
 START = datetime(2025, 2, 28, 16, tzinfo=UTC)  # midnight, 1 March 2025, China Standard Time
@@ -71,3 +74,40 @@ def test_the_large_abrupt_leak_is_raised_within_24_h(
     assert leak.start <= raised[0].ts <= leak.start + timedelta(hours=24)
     assert (raised[0].detail or {})["statistic"] > (raised[0].detail or {})["threshold"]
     assert (raised[0].detail or {})["estimated_flow_l_s"] > 0
+
+
+def test_night_flow_learns_net6s_quiet_hours_and_finds_a_2_percent_leak() -> None:
+    """Net6 is quietest at 17:00–19:00, not 02:00–04:00: the night-flow detector moves its night there at the end of
+    learning (5 days) and finds the bench's abrupt 2 % leak (its 3rd) at that day's verdict, with nothing before."""
+    from models.night_flow import NightFlowDetector
+
+    network = read_epanet(net6_inp())
+    sensors = [s for s in place_sensors(network) if s.quantity is Quantity.FLOW]  # the inflow meters
+    detector = NightFlowDetector(network, {s.sensor_id: s for s in sensors})
+    assert detector.unmetered is None and len(detector.sensors) == 42
+    demand = 1336.6  # L/s, the bench's mean demand (bench_transfer_streaming's normal month)
+    planned = plan_leaks(network, start=START, duration=timedelta(days=20), count=10, mean_demand_l_s=demand, seed=12)[
+        2
+    ]
+    assert planned.growth == "abrupt" and abs(planned.flow_l_s - 0.02 * demand) < 0.01
+    leak_at = START + timedelta(days=6)  # local midnight of the 7th day
+    leak = LeakEvent(
+        junction_id=planned.junction_id, flow_l_s=planned.flow_l_s, start=leak_at, end=leak_at + timedelta(hours=24)
+    )
+    assert leak.end is not None
+    stream, _truth = simulate_stream(network, sensors, start=START, duration=leak.end - START, seed=31, events=[leak])
+    changes: list[AlertChange] = []
+    for ts_pd, row in zip(stream.times, stream.values.tolist(), strict=True):
+        ts = ts_pd.to_pydatetime()
+        result = detector.evaluate(
+            [Reading(sid, ts, value, 0) for sid, value in zip(stream.sensor_ids, row, strict=True)],
+            now=ts,
+            suspect=frozenset(),
+        )
+        detector.commit(result)
+        changes.extend(result.changes)
+    assert detector.windows == ((17.0, 19.0), (11.0, 17.0))
+    assert [v.status for v in detector.verdicts] == ["learning"] * 5 + ["normal", "leak"]
+    assert [c.event for c in changes] == ["raised"]
+    assert changes[0].ts == leak_at + timedelta(hours=19, minutes=5)
+    assert abs(float(changes[0].value or 0.0) - planned.flow_l_s) < 0.3 * planned.flow_l_s  # 26.7 L/s
