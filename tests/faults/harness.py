@@ -131,6 +131,10 @@ class Load:
         return f"{self.prefix}/{sensor.network.value}/{sensor.sensor_id}", payload
 
 
+NO_MATCHING_SUBSCRIBERS = 16
+"""MQTT 5 PUBACK reason code: the broker accepted the message but no subscription matched, so it went nowhere."""
+
+
 class LoadPublisher:
     """Publish a :class:`Load` at a fixed rate from a thread, as a sensor gateway would.
 
@@ -157,6 +161,9 @@ class LoadPublisher:
         self._connected = threading.Event()
         self.connects = 0
         self._acked = 0
+        self.unrouted: list[int] = []
+        """Packet ids the broker acknowledged with MQTT 5 reason 16, "No matching subscribers": counted as acked
+        (the broker answered), but it kept them for nobody."""
         self._mids: list[int] = []
         self._acked_at_by_mid: dict[int, float] = {}
         self._client.on_connect = self._on_connect
@@ -168,11 +175,13 @@ class LoadPublisher:
             self.connects += 1
             self._connected.set()
 
-    def _on_publish(self, _c: mqtt.Client, _u: object, mid: int, _reason: object, _p: object = None) -> None:
+    def _on_publish(self, _c: mqtt.Client, _u: object, mid: int, reason: object, _p: object = None) -> None:
         # Called once per QoS 1 message, on its PUBACK (MQTTMessageInfo.is_published() raises for a message
         # that was queued while disconnected, even after it has been sent and acknowledged).
         self._acked += 1
         self._acked_at_by_mid[mid] = time.time()
+        if getattr(reason, "value", 0) == NO_MATCHING_SUBSCRIBERS:
+            self.unrouted.append(mid)
 
     def acked_at(self, k: int) -> float | None:
         """Wall-clock time (epoch seconds) at which the broker acknowledged message *k*, or None if it has not.

@@ -100,7 +100,8 @@ def test_writes_blocked_by_a_lock_wait_or_spool_and_lose_nothing(
     if not tally.exact:  # say which readings and what ingest logged, so a rare loss can be traced
         lost = lost_readings(db, load)
         pytest.fail(
-            f"{tally}; lost readings (index: broker acknowledged it s after the lock): "
+            f"{tally}; {len(publisher.unrouted)} acknowledged with no matching subscriber; "
+            f"lost readings (index: broker acknowledged it s after the lock): "
             f"{[(k, round((publisher.acked_at(k) or math.nan) - locked_at, 2)) for k in lost[:40]]}; "
             f"ingest's log:\n{ingest.tail(200)}"
         )

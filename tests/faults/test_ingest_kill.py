@@ -79,7 +79,8 @@ def test_sigkill_mid_stream_then_restart_stores_every_reading_once(
     if not tally.exact:  # say which readings and what both ingest processes logged, so a rare loss can be traced
         lost = lost_readings(db, load)
         pytest.fail(
-            f"{tally}; lost readings (index: broker acknowledged it s after the kill): "
+            f"{tally}; {len(publisher.unrouted)} acknowledged with no matching subscriber; "
+            f"lost readings (index: broker acknowledged it s after the kill): "
             f"{[(k, round((publisher.acked_at(k) or math.nan) - killed_at, 3)) for k in lost[:40]]}; "
             f"first ingest's log:\n{first.tail(120)}\nrestarted ingest's log:\n{second.tail(120)}"
         )
