@@ -12,6 +12,8 @@ from twin.errors import LifelineError, ModelImportError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from models.offline import OfflineDetector
+
 LABEL_COLUMNS = ("ATT_FLAG", "LABEL", "FLAG")
 """Columns that carry a dataset's answer, never used as features."""
 
@@ -49,6 +51,40 @@ def read_wide_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
         )
     frame.index.name = column
     return frame.drop(columns=[c for c in frame.columns if c.strip().upper() in LABEL_COLUMNS]), list(raw)
+
+
+def explain(detector: OfflineDetector, frame: pd.DataFrame, result: pd.DataFrame, stamps: list[str]) -> pd.DataFrame:
+    """Why each flagged row of *result* (:func:`models.offline.score_detector` of *frame*) was flagged.
+
+    Returns:
+        One row per flagged row: ``timestamp`` (as in the input), ``cause`` (``score``: the data-driven alarm,
+        ``control``: a link's control alarm, ``both``), ``sensors`` (the three sensors with the largest shares of
+        the row's score, e.g. ``P_J280 34%; P_J14 8%; L_T1 7%``) and ``links`` (the links whose control alarm is
+        on, space-separated).
+    """
+    import pandas as pd
+
+    from models.control_rules import link_alarms
+    from models.offline import flags_from_raw, raw_score, sensor_shares
+
+    flagged = (result["flag"].to_numpy() == 1).nonzero()[0]
+    by_score = flags_from_raw(detector, raw_score(detector, frame))[1] == 1
+    by_control = result["control"].to_numpy() == 1
+    shares = sensor_shares(detector, frame).to_numpy()
+    links = link_alarms(list(detector.controls), frame)
+    sensors = list(detector.profiles)
+    rows = []
+    for i in flagged:
+        top = [k for k in shares[i].argsort()[::-1][:3] if shares[i, k] > 0]
+        rows.append(
+            {
+                "timestamp": stamps[i],
+                "cause": "both" if by_score[i] and by_control[i] else ("score" if by_score[i] else "control"),
+                "sensors": "; ".join(f"{sensors[k]} {shares[i, k]:.0%}" for k in top),
+                "links": " ".join(sorted(link for link, alarm in links.items() if alarm[i])),
+            }
+        )
+    return pd.DataFrame(rows, columns=["timestamp", "cause", "sensors", "links"])
 
 
 @click.command()
@@ -99,6 +135,14 @@ def read_wide_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
     help="A CSV describing columns whose names do not carry the quantity: column,quantity[,unit][,element] "
     "(quantity pressure/flow/level/status/ignore; element: the EPANET id for --inp). Give it again with --model.",
 )
+@click.option(
+    "--explain",
+    "explain_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write, for every flagged row, why: timestamp,cause,sensors,links — the cause (score, control or "
+    "both), the sensors that make most of its score with their shares, and the links whose control alarm is on.",
+)
 def detect(
     csv_path: Path,
     out_path: Path,
@@ -106,6 +150,7 @@ def detect(
     model_path: Path | None,
     inp_path: Path | None,
     sensors_path: Path | None,
+    explain_path: Path | None,
 ) -> None:
     """Flag anomalies in a wide sensor CSV (fit on a normal period with --fit, or load a saved --model)."""
     import pandas as pd
@@ -189,6 +234,8 @@ def detect(
         result = score_detector(detector, frame)
         for rule, count, first in broken_summary(list(detector.controls), frame):
             click.echo(f"control rule broken: {rule.describe()} at {count} samples, first {first}")
+        if explain_path is not None:
+            explain(detector, frame, result, stamps).to_csv(explain_path, index=False)
     except LifelineError as exc:
         raise click.ClickException(str(exc)) from exc
     out = pd.DataFrame(
@@ -200,3 +247,5 @@ def detect(
     )
     out.to_csv(out_path, index=False)
     click.echo(f"{len(out)} rows scored, {int(out['flag'].sum())} flagged → {out_path}")
+    if explain_path is not None:
+        click.echo(f"why each flagged row was flagged → {explain_path}")

@@ -402,10 +402,16 @@ def _fit_core(
     return _Core(profiles, pca, ridge)
 
 
-def _score_parts(core: _Core, numeric: pd.DataFrame, config: DetectorConfig, step_h: float) -> dict[str, FloatArray]:
-    """Raw score parts per sample: ``spe`` and ``t2`` (PCA) and ``ridge`` (mean squared residual)."""
+def _residuals(
+    core: _Core, numeric: pd.DataFrame, config: DetectorConfig, step_h: float
+) -> tuple[dict[str, FloatArray], dict[str, FloatArray]]:
+    """Raw score parts per sample (``spe`` and ``t2`` from PCA, ``ridge`` the mean squared residual) and each
+    sensor's part in them (``spe``: the reconstruction-based contribution of its features; ``ridge``: its clipped
+    squared residual), each of shape (n, len(core.profiles))."""
     z = _standardise(numeric, core.profiles, config, step_h)
+    sensors = list(core.profiles)
     parts: dict[str, FloatArray] = {}
+    per_sensor: dict[str, FloatArray] = {}
     if core.pca is not None:
         pca = core.pca
         features = _pca_features(z, core.profiles, _steps(config.rolling_h, step_h))
@@ -415,15 +421,41 @@ def _score_parts(core: _Core, numeric: pd.DataFrame, config: DetectorConfig, ste
         residual = centred - projected @ pca.components
         parts["spe"] = np.einsum("ij,ij->i", residual, residual)
         parts["t2"] = np.einsum("ij,ij->i", projected / pca.component_variance, projected)
+        # Reconstruction-based contribution of each sensor's features J (Alcala and Qin, 2009): r_Jᵀ C̃_JJ⁺ r_J with
+        # C̃ = I − PᵀP and r = C̃x; unlike the plain squared residuals, it does not smear a fault onto sensors
+        # whose features the residual subspace happens to weigh more.
+        owner = np.array([sensors.index(_feature_sensor(name, sensors)) for name in pca.feature_names])
+        c_tilde = np.eye(len(pca.feature_names)) - pca.components.T @ pca.components
+        by_sensor = np.zeros((len(x), len(sensors)))
+        for k in range(len(sensors)):
+            j = np.flatnonzero(owner == k)
+            if j.size:
+                r_j = residual[:, j]
+                by_sensor[:, k] = np.einsum("ij,jk,ik->i", r_j, np.linalg.pinv(c_tilde[np.ix_(j, j)]), r_j)
+        per_sensor["spe"] = np.maximum(by_sensor, 0.0)
     if core.ridge is not None:
         residual = (
             z.to_numpy(dtype=np.float64) - _ridge_predict(core.ridge, _ridge_inputs(z))
         ) / core.ridge.residual_scale
         squared = np.minimum(residual**2, config.clip**2)
+        per_sensor["ridge"] = squared
         if 0 < config.top_k < squared.shape[1]:
             squared = np.sort(squared, axis=1)[:, -config.top_k :]
         parts["ridge"] = np.mean(squared, axis=1)
-    return parts
+    return parts, per_sensor
+
+
+def _feature_sensor(feature: str, sensors: list[str]) -> str:
+    """The sensor a PCA feature belongs to (``P_J1``, ``P_J1_mean``, ``P_J1_step``)."""
+    for suffix in ("_mean", "_step"):
+        if feature.endswith(suffix) and feature[: -len(suffix)] in sensors:
+            return feature[: -len(suffix)]
+    return feature
+
+
+def _score_parts(core: _Core, numeric: pd.DataFrame, config: DetectorConfig, step_h: float) -> dict[str, FloatArray]:
+    """Raw score parts per sample: ``spe`` and ``t2`` (PCA) and ``ridge`` (mean squared residual)."""
+    return _residuals(core, numeric, config, step_h)[0]
 
 
 def _combine(parts: Mapping[str, FloatArray], config: DetectorConfig, medians: Mapping[str, float]) -> FloatArray:
@@ -630,12 +662,8 @@ def with_alarm(
     return dataclasses.replace(detector, config=config, threshold=threshold)
 
 
-def raw_score(detector: OfflineDetector, frame: pd.DataFrame) -> FloatArray:
-    """Return the unsmoothed score of every row of *frame*, shape (n,), dimensionless (about 1 when normal).
-
-    Raises:
-        OfflineModelError: the index is not timestamps, the table is empty, or a fitted sensor is missing.
-    """
+def _scored_numeric(detector: OfflineDetector, frame: pd.DataFrame) -> pd.DataFrame:
+    """The fitted sensors of *frame*, rounded to the fitted steps, gaps filled with each sensor's mean level."""
     _check_frame(frame, "scored period")
     missing = [c for c in detector.columns if c not in frame.columns]
     if missing:
@@ -643,11 +671,44 @@ def raw_score(detector: OfflineDetector, frame: pd.DataFrame) -> FloatArray:
             f"scored period: missing sensors {missing[:10]} (the columns fitted on, named as after any sensors file)"
         )
     numeric = _quantised(_prepared(frame[list(detector.columns)]), detector.resolution)
-    numeric = numeric.fillna(pd.Series({c: float(p.centre.mean()) for c, p in detector.profiles.items()}))
+    return numeric.fillna(pd.Series({c: float(p.centre.mean()) for c, p in detector.profiles.items()}))
+
+
+def raw_score(detector: OfflineDetector, frame: pd.DataFrame) -> FloatArray:
+    """Return the unsmoothed score of every row of *frame*, shape (n,), dimensionless (about 1 when normal).
+
+    Raises:
+        OfflineModelError: the index is not timestamps, the table is empty, or a fitted sensor is missing.
+    """
+    numeric = _scored_numeric(detector, frame)
     core = _Core(dict(detector.profiles), detector.pca, detector.ridge)
     parts = _score_parts(core, numeric, detector.config, detector.step_h)
     medians = {"spe": detector.spe_median, "t2": detector.t2_median, "ridge": detector.ridge_median}
     return _combine(parts, detector.config, medians)
+
+
+def sensor_shares(detector: OfflineDetector, frame: pd.DataFrame) -> pd.DataFrame:
+    """Each fitted sensor's share of every row's raw score: which sensors make an alarm.
+
+    PCA: each sensor's reconstruction-based contribution to the squared prediction error (how much of it goes if
+    that sensor's features are corrected), as a share of all sensors'; virtual sensors: its share of the squared
+    residuals; with both, the two shares averaged. Rows sum to 1 (0 where the score is 0).
+
+    Returns:
+        DataFrame (index = *frame*'s, columns = the fitted sensors), shares 0–1.
+
+    Raises:
+        OfflineModelError: as :func:`raw_score`.
+    """
+    numeric = _scored_numeric(detector, frame)
+    core = _Core(dict(detector.profiles), detector.pca, detector.ridge)
+    _parts, per_sensor = _residuals(core, numeric, detector.config, detector.step_h)
+    shares = []
+    for squared in per_sensor.values():
+        total = squared.sum(axis=1, keepdims=True)
+        shares.append(np.divide(squared, total, out=np.zeros_like(squared), where=total > 0))
+    mean_share: FloatArray = np.mean(shares, axis=0)
+    return pd.DataFrame(mean_share, index=frame.index, columns=list(detector.profiles))
 
 
 def flags_from_raw(detector: OfflineDetector, raw: FloatArray) -> tuple[FloatArray, npt.NDArray[np.int64]]:

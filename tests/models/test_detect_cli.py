@@ -86,7 +86,8 @@ def test_detect_checks_the_network_models_control_rules(tmp_path: Path) -> None:
         pytest.skip(f"BATADAL data not found in {folder} (set LIFELINE_SHARED_DIR)")
     out, model = tmp_path / "flags.csv", tmp_path / "model.npz"
     args = ("detect", "--fit", str(normal), "--csv", str(attacked), "--out", str(out), "--model", str(model))
-    fitted = _lifeline(*args, "--inp", str(inp))
+    why = tmp_path / "why.csv"
+    fitted = _lifeline(*args, "--inp", str(inp), "--explain", str(why))
     assert fitted.returncode == 0, fitted.stderr
     assert "20 control rules read from CTOWN.INP" in fitted.stdout
     assert "20 control rules hold on BATADAL_dataset03.csv and are checked" in fitted.stdout
@@ -98,6 +99,11 @@ def test_detect_checks_the_network_models_control_rules(tmp_path: Path) -> None:
     result = pd.read_csv(out)
     assert list(result.columns) == ["timestamp", "flag", "score"]
     assert batadal_score((source["ATT_FLAG"] == 1).astype(int), result["flag"]).s >= 0.95  # 0.963
+    reasons = pd.read_csv(why, dtype=str, keep_default_na=False).set_index("timestamp")
+    assert list(reasons.index) == result.loc[result["flag"] == 1, "timestamp"].tolist()  # one row per flagged row
+    assert set(reasons["cause"]) == {"score", "control", "both"}
+    assert reasons.loc["09/10/16 09", "cause"] == "control" and reasons.loc["09/10/16 09", "links"] == "PU2"
+    assert all(len(s.split("; ")) == 3 for s in reasons["sensors"])
 
     again = tmp_path / "again.csv"
     loaded = _lifeline("detect", "--model", str(model), "--csv", str(attacked), "--out", str(again))

@@ -36,6 +36,7 @@ from models.offline import (
     fit_detector,
     load_detector,
     score_detector,
+    sensor_shares,
 )
 
 
@@ -464,3 +465,24 @@ def test_metrics_refuse_mismatched_or_non_binary_series() -> None:
         recall([0, 2], [0, 1])
     with pytest.raises(EvaluationError, match="no attack"):
         s_ttd([0, 0], [0, 1])
+
+
+def test_the_sensor_that_moved_carries_the_score() -> None:
+    ts = pd.date_range("2024-01-01", periods=24 * 60, freq="h", tz="UTC")
+    rng = np.random.default_rng(0)
+    day = np.sin(2 * np.pi * ts.hour / 24)
+    demand = rng.normal(0, 1, ts.size)  # what moves the whole network together, as demand does
+    columns = {
+        f"P_J{k}": 40 + (2 + k % 3) * day - (0.4 + 0.05 * k) * demand + rng.normal(0, 0.1, ts.size) for k in range(8)
+    }
+    columns |= {f"F_PU{k}": 80 + 10 * day + (3.0 + k) * demand + rng.normal(0, 0.5, ts.size) for k in range(3)}
+    normal = pd.DataFrame(columns, index=ts)
+    suspect = normal.copy()
+    suspect.loc[suspect.index[500:520], "P_J3"] -= 2.0  # one pressure drops by 2 m
+    for method in ("pca", "ridge", "both"):
+        shares = sensor_shares(fit_detector(normal, config=DetectorConfig(method=method)), suspect)
+        assert list(shares.columns) == list(columns)
+        assert np.allclose(shares.sum(axis=1), 1.0)
+        assert (shares.iloc[500:520].idxmax(axis=1) == "P_J3").all(), method
+        # 0.35 (PCA), 0.87 (virtual sensors): three times an even share of 1/11 at least
+        assert shares["P_J3"].iloc[500:520].mean() > 3 / 11, method
