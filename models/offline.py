@@ -425,13 +425,19 @@ def _residuals(
         # C̃ = I − PᵀP and r = C̃x; unlike the plain squared residuals, it does not smear a fault onto sensors
         # whose features the residual subspace happens to weigh more.
         owner = np.array([sensors.index(_feature_sensor(name, sensors)) for name in pca.feature_names])
-        c_tilde = np.eye(len(pca.feature_names)) - pca.components.T @ pca.components
         by_sensor = np.zeros((len(x), len(sensors)))
-        for k in range(len(sensors)):
-            j = np.flatnonzero(owner == k)
-            if j.size:
-                r_j = residual[:, j]
-                by_sensor[:, k] = np.einsum("ij,jk,ik->i", r_j, np.linalg.pinv(c_tilde[np.ix_(j, j)]), r_j)
+        group = int(np.bincount(owner).max())
+        if len(pca.feature_names) - len(pca.components) > group:
+            c_tilde = np.eye(len(pca.feature_names)) - pca.components.T @ pca.components
+            for k in range(len(sensors)):
+                j = np.flatnonzero(owner == k)
+                if j.size:
+                    r_j = residual[:, j]
+                    by_sensor[:, k] = np.einsum("ij,jk,ik->i", r_j, np.linalg.pinv(c_tilde[np.ix_(j, j)]), r_j)
+        else:
+            # A residual subspace no wider than one sensor's features: any sensor could explain all of it, so the
+            # reconstruction says nothing; each sensor's own squared residuals are the fallback.
+            np.add.at(by_sensor.T, owner, (residual**2).T)
         per_sensor["spe"] = np.maximum(by_sensor, 0.0)
     if core.ridge is not None:
         residual = (

@@ -31,6 +31,7 @@ from models.offline import (
     flags_from_raw,
     load_detector,
     raw_score,
+    sensor_shares,
 )
 from models.streaming import StreamResult, Suspect
 from twin.alerts import AlertChange
@@ -242,7 +243,9 @@ class ZoneDetector:
             z.quiet = 0
             if not z.active:
                 z.active = True
-                changes.append(self._change(zone, True, at, value, det.threshold, z.version))
+                shares = sensor_shares(det, frame).iloc[-1].sort_values(ascending=False)
+                top = [(str(sid), float(share)) for sid, share in shares.iloc[:3].items() if share > 0]
+                changes.append(self._change(zone, True, at, value, det.threshold, z.version, top))
         elif z.active:
             z.quiet += 1
             if z.quiet >= self.clear_h:
@@ -250,15 +253,26 @@ class ZoneDetector:
                 changes.append(self._change(zone, False, at, value, det.threshold, z.version))
 
     def _change(
-        self, zone: str, raising: bool, at: datetime, score: float, threshold: float, version: int
+        self,
+        zone: str,
+        raising: bool,
+        at: datetime,
+        score: float,
+        threshold: float,
+        version: int,
+        top: Sequence[tuple[str, float]] = (),
     ) -> AlertChange:
+        """Build a raise (with *top*: the sensors carrying most of the score and their shares) or a clear."""
         network, _, district = zone.partition(":")
         net_zh = {"water": "供水", "gas": "燃气"}.get(network, network)
+        named = "、".join(f"{sid} {share:.0%}" for sid, share in top)
         if raising:
-            zh = f"{district}{net_zh}管网多传感器联合异常（综合评分 {score:.2f}，阈值 {threshold:.2f}）"
+            zh = f"{district}{net_zh}管网多传感器联合异常（综合评分 {score:.2f}，阈值 {threshold:.2f}"
+            zh += f"；主要来自 {named}）" if top else "）"
             en = (
                 f"{network} network in {district}: sensors jointly abnormal"
-                f" (score {score:.2f}, threshold {threshold:.2f})"
+                f" (score {score:.2f}, threshold {threshold:.2f}"
+                + (f"; mostly {', '.join(f'{sid} {share:.0%}' for sid, share in top)})" if top else ")")
             )
         else:
             zh, en = f"{district}{net_zh}管网联合异常已解除", f"{network} network in {district}: back to normal"
@@ -275,7 +289,8 @@ class ZoneDetector:
             threshold=round(threshold, 4),
             message=zh,
             message_en=en,
-            detail={"zone": zone, "model_version": version},
+            detail={"zone": zone, "model_version": version}
+            | ({"sensors": [{"sensor_id": sid, "share": round(share, 3)} for sid, share in top]} if top else {}),
         )
 
 
