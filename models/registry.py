@@ -14,6 +14,9 @@ the detectors here need the twin (its networks and underground spaces), so they 
   carry a flow sensor. Without that metering :func:`build_all` logs it and leaves it out; the chain that ingest
   and ``lifeline evaluate`` build from the factories (which must not fail) gets it idle instead, and it starts
   learning once the sensors it needs are defined.
+- ``water_control`` (:class:`models.pump_control.PumpControlDetector`): a pump or valve that does not obey the
+  level or pressure controls of the water network's EPANET model — when that model has such controls (the demo
+  city's has none); idle until a control has sensors on both its node and its link.
 """
 
 from __future__ import annotations
@@ -60,6 +63,18 @@ def learned_detectors(city: City | None) -> list[Factory]:
             return detector
 
         factories.append(night_flow)
+        from models.pump_control import PumpControlDetector, rules_of
+
+        rules = rules_of(water)
+        if rules:
+
+            def pump_control(sensors: Mapping[str, Sensor]) -> StreamDetector:
+                detector = PumpControlDetector(water, sensors, rules=rules)
+                if detector.unmetered:
+                    log.info("water_control is idle: %s", detector.unmetered)
+                return detector
+
+            factories.append(pump_control)
     return factories
 
 
