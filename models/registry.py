@@ -56,26 +56,26 @@ def learned_detectors(city: City | None) -> list[Factory]:
         factories.append(water_leak)
         from models.night_flow import NightFlowDetector
 
-        def night_flow(sensors: Mapping[str, Sensor]) -> StreamDetector:
-            detector = NightFlowDetector(water, sensors, require_metering=False)
-            if detector.unmetered:
-                log.info("water_night_flow is idle: %s", detector.unmetered)
-            return detector
-
-        factories.append(night_flow)
+        factories.append(_idle_logged(lambda sensors: NightFlowDetector(water, sensors, require_metering=False)))
         from models.pump_control import PumpControlDetector, rules_of
 
         rules = rules_of(water)
         if rules:
-
-            def pump_control(sensors: Mapping[str, Sensor]) -> StreamDetector:
-                detector = PumpControlDetector(water, sensors, rules=rules)
-                if detector.unmetered:
-                    log.info("water_control is idle: %s", detector.unmetered)
-                return detector
-
-            factories.append(pump_control)
+            factories.append(_idle_logged(lambda sensors: PumpControlDetector(water, sensors, rules=rules)))
     return factories
+
+
+def _idle_logged(make: Factory) -> Factory:
+    """*make*, saying in the log when the detector it builds is idle for want of sensors (``unmetered``)."""
+
+    def factory(sensors: Mapping[str, Sensor]) -> StreamDetector:
+        detector = make(sensors)
+        unmetered = getattr(detector, "unmetered", None)
+        if unmetered:
+            log.info("%s is idle: %s", detector.name, unmetered)
+        return detector
+
+    return factory
 
 
 def build_all(city: City | None, sensors: Mapping[str, Sensor]) -> list[StreamDetector]:

@@ -145,49 +145,18 @@ def test_a_sensors_file_describes_columns_named_otherwise(tmp_path: Path) -> Non
     plain, mapped = tmp_path / "plain.csv", tmp_path / "mapped.csv"
     first = _lifeline("detect", "--fit", str(normal), "--csv", str(attacked), "--out", str(plain), "--inp", str(inp))
     assert first.returncode == 0, first.stderr
-    second = _lifeline(
-        "detect",
-        "--fit",
-        str(renamed[normal]),
-        "--csv",
-        str(renamed[attacked]),
-        "--out",
-        str(mapped),
-        "--inp",
-        str(inp),
-        "--sensors",
-        str(sensors),
-    )
+    renamed_args = ("detect", "--fit", str(renamed[normal]), "--csv", str(renamed[attacked]), "--out", str(mapped))
+    second = _lifeline(*renamed_args, "--inp", str(inp), "--sensors", str(sensors))
     assert second.returncode == 0, second.stderr
     assert "44 columns of BATADAL_dataset04.csv described by sensors.csv" in second.stdout
     assert "20 control rules hold" in second.stdout  # the elements found the rules' tanks and pumps
     assert mapped.read_bytes() == plain.read_bytes()  # the same flags and scores as with BATADAL's own names
 
-    without = _lifeline(
-        "detect",
-        "--fit",
-        str(renamed[normal]),
-        "--csv",
-        str(renamed[attacked]),
-        "--out",
-        str(mapped),
-        "--inp",
-        str(inp),
-    )
+    without = _lifeline(*renamed_args, "--inp", str(inp))
     assert without.returncode == 0 and "0 control rules hold" in without.stdout  # nothing to check them on
 
     bad = tmp_path / "bad.csv"
     bad.write_text("column,quantity,unit\nchannel 00,pressure,furlongs\n")
-    refused = _lifeline(
-        "detect",
-        "--fit",
-        str(renamed[normal]),
-        "--csv",
-        str(renamed[attacked]),
-        "--out",
-        str(mapped),
-        "--sensors",
-        str(bad),
-    )
+    refused = _lifeline(*renamed_args, "--sensors", str(bad))
     assert refused.returncode == 1
     assert "bad.csv:2 field 'unit': unit 'furlongs' for pressure: expected m, mh2o, kpa" in refused.stderr
