@@ -87,6 +87,8 @@ class _State:
     """link → broken judgements in a row."""
     active: dict[str, float] = field(default_factory=dict)
     """link → when its alert was raised (POSIX s)."""
+    judged: dict[str, float] = field(default_factory=dict)
+    """link → the newest reading time of its last judgement: a pair of readings is counted once."""
 
 
 class PumpControlDetector:
@@ -120,23 +122,29 @@ class PumpControlDetector:
     def evaluate(self, readings: Sequence[Reading], *, now: datetime, suspect: Suspect) -> StreamResult:
         """Keep the newest readings of the watched sensors and judge the rules they touch; change nothing."""
         st = _State(
-            {k: list(v) for k, v in self._state.last.items()}, dict(self._state.broken), dict(self._state.active)
+            {k: list(v) for k, v in self._state.last.items()},
+            dict(self._state.broken),
+            dict(self._state.active),
+            dict(self._state.judged),
         )
-        touched: set[str] = set()
-        for r in readings:
-            links = self._links_of.get(r.sensor_id)
-            if links is None or r.quality == QUALITY_BAD or (suspect and (r.sensor_id, r.ts) in suspect):
-                continue
+        watched = [
+            r
+            for r in readings
+            if r.sensor_id in self._links_of
+            and r.quality != QUALITY_BAD
+            and not (suspect and (r.sensor_id, r.ts) in suspect)
+        ]
+        changes: list[AlertChange] = []
+        # In time order, each reading judged as it came: a batch may hold hours of a backlog.
+        for r in sorted(watched, key=lambda r: r.ts):
             value = float(r.value)
             ts = r.ts.timestamp()
             last = st.last.get(r.sensor_id)
             if not math.isfinite(value) or (last is not None and ts <= last[0]):
                 continue
             st.last[r.sensor_id] = [ts, value]
-            touched.update(links)
-        changes: list[AlertChange] = []
-        for link in sorted(touched):
-            self._judge(st, link, changes)
+            for link in sorted(self._links_of[r.sensor_id]):
+                self._judge(st, link, changes)
         return StreamResult(changes, st)
 
     def commit(self, result: StreamResult) -> None:
@@ -150,11 +158,18 @@ class PumpControlDetector:
         st.last = {sid: v for sid, v in st.last.items() if sid in self._links_of}
         st.broken = {link: n for link, n in st.broken.items() if link in self._watched}
         st.active = {link: t for link, t in st.active.items() if link in self._watched}
+        st.judged = {link: t for link, t in st.judged.items() if link in self._watched}
 
     def dump_state(self) -> dict[str, Any]:
         """Return the committed state as JSON-ready data."""
         st = self._state
-        return {"version": STATE_VERSION, "last": st.last, "broken": st.broken, "active": st.active}
+        return {
+            "version": STATE_VERSION,
+            "last": st.last,
+            "broken": st.broken,
+            "active": st.active,
+            "judged": st.judged,
+        }
 
     def load_state(self, data: Mapping[str, Any]) -> None:
         """Restore a state returned by :meth:`dump_state`; sensors and links no longer watched are dropped."""
@@ -164,6 +179,7 @@ class PumpControlDetector:
         }
         st.broken = {str(k): int(n) for k, n in dict(data.get("broken", {})).items() if k in self._watched}
         st.active = {str(k): float(t) for k, t in dict(data.get("active", {})).items() if k in self._watched}
+        st.judged = {str(k): float(t) for k, t in dict(data.get("judged", {})).items() if k in self._watched}
         self._state = st
 
     # --- internals ---
@@ -200,10 +216,12 @@ class PumpControlDetector:
         cfg = self.settings
         broken = kept = False
         evidence: dict[str, Any] = {}
+        newest = -math.inf
         for rule, value_sid, flow_sid in self._watched[link]:
             value, flow = st.last.get(value_sid), st.last.get(flow_sid)
             if value is None or flow is None or abs(value[0] - flow[0]) > cfg.max_skew_s:
                 continue
+            newest = max(newest, value[0], flow[0])
             if rule.quantity == "level":
                 threshold, tolerance, unit = rule.threshold, cfg.tolerance_m, "m"
             else:
@@ -227,6 +245,10 @@ class PumpControlDetector:
                     "flow_sensor": flow_sid,
                     "running": running,
                 }
+        if newest <= st.judged.get(link, -math.inf):
+            return  # the same readings judged already (the other end's reading came in later)
+        if broken or kept:
+            st.judged[link] = newest
         if broken:
             st.broken[link] = st.broken.get(link, 0) + 1
             if link not in st.active and st.broken[link] >= cfg.confirm:
