@@ -36,7 +36,7 @@ from models.control_rules import ControlRule, rules_from_inp
 from models.streaming import StreamResult, Suspect
 from twin.alerts import AlertChange
 from twin.errors import LifelineError
-from twin.model import PipeNetwork
+from twin.model import LinkKind, PipeNetwork
 from twin.readings import QUALITY_BAD, Reading
 from twin.sensors import Grade, Network, Quantity, Sensor
 
@@ -264,7 +264,11 @@ class PumpControlDetector:
 
     def _change(self, event: str, link: str, ts: float, evidence: Mapping[str, Any]) -> AlertChange:
         if event == "raised":
-            state_zh, state_en = ("运行", "running") if evidence["running"] else ("停运", "stopped")
+            pump = getattr(self.network.links.get(link), "kind", None) == LinkKind.PUMP
+            if pump:
+                state_zh, state_en = ("运行", "running") if evidence["running"] else ("停运", "stopped")
+            else:  # a valve
+                state_zh, state_en = ("开启", "open") if evidence["running"] else ("关闭", "closed")
             side_zh = "低于" if "<" in evidence["rule"] else "高于"
             side_en = "below" if "<" in evidence["rule"] else "above"
             zh = (
