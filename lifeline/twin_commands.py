@@ -86,6 +86,15 @@ def import_(ctx: click.Context, files: tuple[Path, ...], crs: str) -> None:
                         f"{network.kind.value}: {len(network.nodes)} nodes, {len(network.links)} links, "
                         f"{len(network.valves)} valves"
                     )
+                    if kind == "epanet":
+                        from models.pump_control import rules_of
+
+                        rules = rules_of(network)
+                        if rules:
+                            summary += (
+                                f", {len(rules)} level/pressure controls (watched live where their node and link"
+                                " have sensors)"
+                            )
             except LifelineError as exc:
                 raise click.ClickException(str(exc)) from exc
             click.echo(f"{path}: {summary} → version {version} ({time.perf_counter() - started:.1f} s)")

@@ -49,6 +49,7 @@ def test_import_info_reimport_and_export_scene(pg_url: str, schema: str, db: Dic
     lines = result.stdout.splitlines()
     assert "drainage:" in lines[0] and "→ version 1" in lines[0]
     assert "water: 97 nodes" in lines[1] and "→ version 1" in lines[1]  # Net3: 92 junctions, 2 reservoirs, 3 tanks
+    assert "4 level/pressure controls (watched live" in lines[1]  # pipes 330 and 335 on tank 1's level
     assert "1 buildings → version 1" in lines[2]
 
     again = _lifeline(pg_url, schema, "twin", "import", str(NET3))
