@@ -87,6 +87,30 @@ def explain(detector: OfflineDetector, frame: pd.DataFrame, result: pd.DataFrame
     return pd.DataFrame(rows, columns=["timestamp", "cause", "sensors", "links"])
 
 
+def flagged_runs(result: pd.DataFrame, reasons: pd.DataFrame, stamps: list[str]) -> list[str]:
+    """One line per run of consecutive flagged rows, longest first: its span, length, causes, the sensors most often
+    on top and the links in alarm (``reasons`` from :func:`explain`)."""
+    flagged = (result["flag"].to_numpy() == 1).nonzero()[0]
+    runs: list[list[int]] = []
+    for i in flagged:
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(int(i))
+        else:
+            runs.append([int(i)])
+    by_stamp = reasons.set_index("timestamp")
+    lines = []
+    for run in sorted(runs, key=len, reverse=True):
+        rows = by_stamp.loc[[stamps[i] for i in run]]
+        causes = ", ".join(f"{c} {n}" for c, n in rows["cause"].value_counts().items())
+        tops = rows["sensors"].str.split(" ").str[0].value_counts().index[:3].tolist()
+        links = sorted({link for cell in rows["links"].fillna("") for link in str(cell).split()})
+        lines.append(
+            f"flagged {stamps[run[0]]} – {stamps[run[-1]]} ({len(run)} rows; {causes}): mostly {', '.join(tops)}"
+            + (f"; control alarm on {' '.join(links)}" if links else "")
+        )
+    return lines
+
+
 @click.command()
 @click.option(
     "--csv",
@@ -235,7 +259,10 @@ def detect(
         for rule, count, first in broken_summary(list(detector.controls), frame):
             click.echo(f"control rule broken: {rule.describe()} at {count} samples, first {first}")
         if explain_path is not None:
-            explain(detector, frame, result, stamps).to_csv(explain_path, index=False)
+            reasons = explain(detector, frame, result, stamps)
+            reasons.to_csv(explain_path, index=False)
+            for line in flagged_runs(result, reasons, stamps)[:10]:
+                click.echo(line)
     except LifelineError as exc:
         raise click.ClickException(str(exc)) from exc
     out = pd.DataFrame(

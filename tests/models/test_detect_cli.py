@@ -104,6 +104,10 @@ def test_detect_checks_the_network_models_control_rules(tmp_path: Path) -> None:
     assert set(reasons["cause"]) == {"score", "control", "both"}
     assert reasons.loc["09/10/16 09", "cause"] == "control" and reasons.loc["09/10/16 09", "links"] == "PU2"
     assert all(len(s.split("; ")) == 3 for s in reasons["sensors"])
+    # The runs of flagged rows, longest first, with what carries them: the 9 October attack whole, on PU2's rules.
+    runs = [line for line in fitted.stdout.splitlines() if line.startswith("flagged ")]
+    assert 1 <= len(runs) <= 10 and "(84 rows;" in runs[0]
+    assert any(line.startswith("flagged 09/10/16 09 – 11/10/16 20 (60 rows") and "on PU2" in line for line in runs)
 
     again = tmp_path / "again.csv"
     loaded = _lifeline("detect", "--model", str(model), "--csv", str(attacked), "--out", str(again))
