@@ -32,8 +32,9 @@ Method, and why:
   reference the window of its configured length right after it (right before it when the day has no room after):
   the nearest hours share the night's day factor best, which is what the reference is for (with the night at
   13:00–15:00 on a city whose demand day turns at 12:00, a reference at 06:00–12:00 belongs to the day before and
-  the estimates spread by tens of L/s instead of under 1). On the demo city the configured windows stay; on WNTR's Net6, quietest at
-  17:00–19:00, the night moves there and the reference to 11:00–17:00 (``bench/bench_transfer_streaming.py``).
+  the estimates spread by tens of L/s instead of under 1). On the demo city the configured windows stay; on
+  WNTR's Net6, quietest at 17:00–19:00, the night moves there and the reference to 11:00–17:00
+  (``bench/bench_transfer_streaming.py``).
 - **Baseline.** The first ``learn_nights`` judged days (default 5) only learn; nothing is judged before. Then ``r``
   is the median of the remembered nights' ratios (the last ``memory_nights``), the centre and spread of their
   estimates ``L_i`` the median and 1.4826 × MAD (at least ``sigma_floor_l_s``). A day is added to the memory
