@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -36,7 +37,8 @@ def _run(*, drop_closing: bool) -> list[list[Reading]]:
         model.remove_control(next(name for name, c in model.controls() if "CLOSED" in str(c)))
     model.options.time.duration = 7 * 24 * 3600
     model.options.time.report_timestep = 3600
-    results = wntr.sim.EpanetSimulator(model).run_sim()
+    with tempfile.TemporaryDirectory() as folder:  # EPANET's files, not in the working directory
+        results = wntr.sim.EpanetSimulator(model).run_sim(file_prefix=str(Path(folder) / "run"))
     level = results.node["pressure"]["2"].to_numpy()
     flow = results.link["flowrate"]["9"].to_numpy() * 1000.0
     return [
