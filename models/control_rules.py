@@ -263,7 +263,8 @@ def rules_that_hold(
             dropped.append((check.rule, f"broken in {n_broken} of the {n_checked} normal samples it applies to"))
         else:
             kept.append(check.rule)
-    kept = [r for r in rules if r in set(kept)]  # in the model's order
+    holding = set(kept)
+    kept = [r for r in rules if r in holding]  # in the model's order
     if dropped:
         logger.info("control rules not used: %s", "; ".join(f"{r.describe()} ({why})" for r, why in dropped))
     return kept, dropped

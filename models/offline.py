@@ -403,11 +403,11 @@ def _fit_core(
 
 
 def _residuals(
-    core: _Core, numeric: pd.DataFrame, config: DetectorConfig, step_h: float
+    core: _Core, numeric: pd.DataFrame, config: DetectorConfig, step_h: float, *, per_sensor_parts: bool = False
 ) -> tuple[dict[str, FloatArray], dict[str, FloatArray]]:
-    """Raw score parts per sample (``spe`` and ``t2`` from PCA, ``ridge`` the mean squared residual) and each
-    sensor's part in them (``spe``: the reconstruction-based contribution of its features; ``ridge``: its clipped
-    squared residual), each of shape (n, len(core.profiles))."""
+    """Raw score parts per sample (``spe`` and ``t2`` from PCA, ``ridge`` the mean squared residual) and, with
+    *per_sensor_parts* (else empty), each sensor's part in them (``spe``: the reconstruction-based contribution of
+    its features; ``ridge``: its clipped squared residual), each of shape (n, len(core.profiles))."""
     z = _standardise(numeric, core.profiles, config, step_h)
     sensors = list(core.profiles)
     parts: dict[str, FloatArray] = {}
@@ -421,6 +421,7 @@ def _residuals(
         residual = centred - projected @ pca.components
         parts["spe"] = np.einsum("ij,ij->i", residual, residual)
         parts["t2"] = np.einsum("ij,ij->i", projected / pca.component_variance, projected)
+    if core.pca is not None and per_sensor_parts:
         # Reconstruction-based contribution of each sensor's features J (Alcala and Qin, 2009): r_Jᵀ C̃_JJ⁺ r_J with
         # C̃ = I − PᵀP and r = C̃x; unlike the plain squared residuals, it does not smear a fault onto sensors
         # whose features the residual subspace happens to weigh more.
@@ -444,7 +445,8 @@ def _residuals(
             z.to_numpy(dtype=np.float64) - _ridge_predict(core.ridge, _ridge_inputs(z))
         ) / core.ridge.residual_scale
         squared = np.minimum(residual**2, config.clip**2)
-        per_sensor["ridge"] = squared
+        if per_sensor_parts:
+            per_sensor["ridge"] = squared
         if 0 < config.top_k < squared.shape[1]:
             squared = np.sort(squared, axis=1)[:, -config.top_k :]
         parts["ridge"] = np.mean(squared, axis=1)
@@ -708,7 +710,7 @@ def sensor_shares(detector: OfflineDetector, frame: pd.DataFrame) -> pd.DataFram
     """
     numeric = _scored_numeric(detector, frame)
     core = _Core(dict(detector.profiles), detector.pca, detector.ridge)
-    _parts, per_sensor = _residuals(core, numeric, detector.config, detector.step_h)
+    _parts, per_sensor = _residuals(core, numeric, detector.config, detector.step_h, per_sensor_parts=True)
     shares = []
     for squared in per_sensor.values():
         total = squared.sum(axis=1, keepdims=True)
