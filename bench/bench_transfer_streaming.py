@@ -14,8 +14,9 @@ one (each run starts a day early from the model's initial tank levels; that day 
 
 Every minute's readings of all 99 sensors go to :class:`models.water_leak.WaterLeakDetector` as one batch in time
 order, ``now`` = the batch's time, and the result is committed, as ingest does; the detector has its default
-settings (nothing chosen on Net6). It learns its baseline on the first day and calibrates on the second; the rest
-of the normal month is judged for false alarms, then the leak month.
+settings (nothing chosen on Net6). It learns its baseline on the first day and calibrates on the next three (on a
+network run by its tanks and pumps, as Net6, ky10 and ky4 are; one day elsewhere); the rest of the normal month is
+judged for false alarms, then the leak month.
 
 Printed per leak: size (L/s and % of the mean demand), growth, whether an alert was raised within 24 h of its start
 (while it lasts), the delay, the true junction's rank among the alert's listed candidates at the raise and at its
@@ -306,7 +307,7 @@ def main() -> None:
     graph = pipe_graph(network)
     stats = pd.Series(leak_run.statistic, index=pd.DatetimeIndex(leak_run.times))
     raised = [c for c in leak_run.changes if c.event == "raised"]
-    judged_from = normal.times[0] + pd.Timedelta(seconds=cfg.learn_s + cfg.calibrate_s)
+    judged_from = normal.times[0] + pd.Timedelta(seconds=cfg.learn_s + detector.calibration_s)
     normal_stats = pd.Series(normal_run.statistic, index=pd.DatetimeIndex(normal_run.times))
     normal_stats = normal_stats[normal_stats.index >= judged_from]
     # The largest statistic of each whole judged day of the normal month: how often a leak-free day reaches a
@@ -374,7 +375,10 @@ def main() -> None:
     def rate(count: int, days: float) -> float:
         return count / days / used * 100.0
 
-    print(f"\nthreshold {threshold:.2f} (max({cfg.threshold:g}, {cfg.threshold_factor:g} × calibration max))")
+    print(
+        f"\nthreshold {threshold:.2f} (max({cfg.threshold:g}, {cfg.threshold_factor:g} × calibration max); calibrated"
+        f" {detector.calibration_s / 86_400:g} days after {cfg.learn_s / 86_400:g} of learning)"
+    )
     print(f"leaks raised within {args.within_h:g} h: {detected}/{len(leaks)}", end="")
     print(f"; median delay {float(np.median(delays)):.2f} h" if delays else "")
     print(f"true junction in the top 3 at the raise: {top3}/{detected}" if detected else "")

@@ -3,8 +3,9 @@
 Each leak runs in its own scenario (:class:`simulators.water_scenarios.WaterScenario`, default demand variation and
 sensor noise): two normal days for the detector to learn its baseline (24 h) and calibrate (24 h), then the leak
 starts on the third day at a chosen local hour and the scenario runs on for ``WINDOW_H`` hours. Normal scenarios
-(no event) run four days with other seeds; their third and fourth days are judged for false alarms. Readings are
-replayed one batch per minute, ``now`` = the batch's time, as ``lifeline evaluate`` does.
+(no event) run four days with other seeds; their third and fourth days are judged for false alarms. On a network
+whose EPANET controls switch its pumps (``--net3``) the detector calibrates for three days, and the lead-in grows to
+four. Readings are replayed one batch per minute, ``now`` = the batch's time, as ``lifeline evaluate`` does.
 
     python bench/bench_water_leak.py                 # the whole evaluation (a few minutes, 2 workers)
     python bench/bench_water_leak.py --leaks 6 --normal 1 --workers 1
@@ -46,6 +47,7 @@ from twin.water import read_epanet
 START = datetime(2025, 7, 1, 16, tzinfo=UTC)
 """Local midnight in the demo city (UTC+8)."""
 LEAD_IN = timedelta(hours=48)
+"""The demo city's lead-in: learning (24 h) and calibration (24 h)."""
 WINDOW_H = 2.0
 """A leak counts as detected if raised within this many hours of its start."""
 TRAIN_SEEDS = range(100, 106)
@@ -179,16 +181,18 @@ def run_case(
 ) -> Outcome:
     """Run one scenario (a leak, or a normal one judged for *normal_days*) and score the detector on it."""
     started = time.perf_counter()
+    detector = WaterLeakDetector(network, sensors, settings=settings or LeakSettings())
+    # The demo city's 48 h; longer on a network whose controls switch its pumps (its calibration lasts longer).
+    lead_in = timedelta(seconds=detector.settings.learn_s + detector.calibration_s)
     if case is None:
-        duration = LEAD_IN + timedelta(days=normal_days)
+        duration = lead_in + timedelta(days=normal_days)
         events: list[LeakEvent] = []
     else:
-        leak_at = START + LEAD_IN + timedelta(hours=case.hour)
+        leak_at = START + lead_in + timedelta(hours=case.hour)
         duration = leak_at - START + timedelta(hours=WINDOW_H + 0.25)
         events = [case.event(leak_at)]
     scenario = WaterScenario(network, sensors, start=START, duration=duration, events=events, seed=seed)
-    detector = WaterLeakDetector(network, sensors, settings=settings or LeakSettings())
-    judged_from = START + LEAD_IN
+    judged_from = START + lead_in
     outcome = Outcome(case, seed, (START + duration - judged_from).total_seconds() / 3600.0, len(detector.sensors))
     raised: AlertChange | None = None
     last: AlertChange | None = None
@@ -203,13 +207,13 @@ def run_case(
             if case is None:
                 outcome.early_alarms += int(ts >= judged_from)
                 continue
-            start = START + LEAD_IN + timedelta(hours=case.hour)
+            start = START + lead_in + timedelta(hours=case.hour)
             if ts < start:
                 outcome.early_alarms += 1
             elif raised is None and ts <= start + timedelta(hours=WINDOW_H):
                 raised = last = change
     if case is not None and raised is not None:
-        outcome.delay_min = (raised.ts - (START + LEAD_IN + timedelta(hours=case.hour))).total_seconds() / 60.0
+        outcome.delay_min = (raised.ts - (START + lead_in + timedelta(hours=case.hour))).total_seconds() / 60.0
         outcome.grade = raised.grade
         outcome.top_at_raise = [str(c["asset"]).rsplit(":", 1)[1] for c in (raised.detail or {})["candidates"]]
         final = last or raised
