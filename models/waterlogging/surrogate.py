@@ -34,6 +34,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass
@@ -299,6 +300,7 @@ class Surrogate:
         Raises:
             ConfigError: fewer than 5 runs, or runs of different networks.
         """
+        from sklearn.exceptions import ConvergenceWarning  # type: ignore[import-untyped]
         from sklearn.gaussian_process import GaussianProcessRegressor  # type: ignore[import-untyped]
         from sklearn.gaussian_process.kernels import (  # type: ignore[import-untyped]
             RBF,
@@ -322,10 +324,16 @@ class Surrogate:
             1e-3, (1e-8, 1e0)
         )
         gp = GaussianProcessRegressor(kernel, normalize_y=False, n_restarts_optimizer=2, random_state=0)
-        gp.fit(xs, ys)
+        with warnings.catch_warnings():
+            # A length scale at its upper bound is a feature the fit found no use for: said below, in the log.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            gp.fit(xs, ys)
         fitted = gp.kernel_
         amplitude = float(fitted.k1.k1.constant_value)
         lengths = np.atleast_1d(np.asarray(fitted.k1.k2.length_scale, dtype=float))
+        unused = [name for name, length in zip(FEATURES, lengths, strict=False) if length >= 0.99e3]
+        if unused:
+            log.info("surrogate: %s change nothing among these storms (length scale at its bound)", ", ".join(unused))
         info = {
             "network": network_name,
             "storms": len(runs),
