@@ -366,12 +366,14 @@ class FaultReport:
     recover_s: float | None
     redelivered: int = 0
     note: str = ""
+    unrouted: int | None = None
 
     def line(self) -> str:
         recover = "-" if self.recover_s is None else f"{self.recover_s:.1f} s"
+        unrouted = "" if self.unrouted is None else f" (of them with no matching subscriber {self.unrouted})"
         text = (
-            f"FAULT {self.fault}: published {self.published}, acked by broker {self.acked}, stored {self.stored}, "
-            f"duplicated {self.duplicated}, lost {self.lost}, time to recover {recover}, "
+            f"FAULT {self.fault}: published {self.published}, acked by broker {self.acked}{unrouted}, stored "
+            f"{self.stored}, duplicated {self.duplicated}, lost {self.lost}, time to recover {recover}, "
             f"redelivered (duplicates ignored by ingest) {self.redelivered}"
         )
         return f"{text}; {self.note}" if self.note else text
@@ -382,9 +384,17 @@ REPORTED: list[FaultReport] = []
 
 
 def report(
-    fault: str, tally: Tally, *, acked: int, recover_s: float | None, redelivered: int = 0, note: str = ""
+    fault: str,
+    tally: Tally,
+    *,
+    acked: int,
+    recover_s: float | None,
+    redelivered: int = 0,
+    note: str = "",
+    unrouted: int | None = None,
 ) -> FaultReport:
-    """Print the fault's line and append it to ``tests/artifacts/faults.jsonl``; return it."""
+    """Print the fault's line and append it to ``tests/artifacts/faults.jsonl``; return it. *unrouted*: of the
+    acked messages, how many the broker acknowledged with "no matching subscribers" (kept for nobody)."""
     result = FaultReport(
         fault=fault,
         published=tally.published,
@@ -395,6 +405,7 @@ def report(
         recover_s=None if recover_s is None else round(recover_s, 2),
         redelivered=redelivered,
         note=note,
+        unrouted=unrouted,
     )
     print(result.line())
     REPORTED.append(result)

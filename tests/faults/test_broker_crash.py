@@ -91,6 +91,7 @@ def test_broker_crash_loses_only_messages_acknowledged_after_its_last_save(
         f"broker crash (SIGKILL) with ingest {BEHIND_S:.0f} s behind, autosave_interval 10 s",
         tally,
         acked=acked,
+        unrouted=len(publisher.unrouted),
         recover_s=recover_s,
         redelivered=ingest.duplicates_ignored(),
         note=(

@@ -73,6 +73,7 @@ def test_broker_restart_mid_stream_loses_nothing(
         f"broker restart (SIGTERM, down {DOWN_S:.0f} s, persistence on) at 1/3 of the stream",
         tally,
         acked=acked,
+        unrouted=len(publisher.unrouted),
         recover_s=recover_s,
         redelivered=ingest.duplicates_ignored(),
         note=f"broker stopped with {stopped_at[1]} stored of {stopped_at[0]} sent",

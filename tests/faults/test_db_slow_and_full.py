@@ -87,6 +87,7 @@ def test_writes_blocked_by_a_lock_wait_or_spool_and_lose_nothing(
         f"slow database: writes blocked by a table lock for {HOLD_S:.0f} s (statement timeout {timeout_s} s)",
         tally,
         acked=acked,
+        unrouted=len(publisher.unrouted),
         recover_s=recover_s,
         redelivered=ingest.duplicates_ignored(),
         note=(
@@ -176,6 +177,7 @@ def test_disk_full_errors_are_spooled_or_retried_and_lose_nothing(
         f"disk full (SQLSTATE 53100 on every write) for {HOLD_S:.0f} s, {'spool on' if spool else 'spool off'}",
         tally,
         acked=acked,
+        unrouted=len(publisher.unrouted),
         recover_s=recover_s,
         redelivered=ingest.duplicates_ignored(),
         note=(

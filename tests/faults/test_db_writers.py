@@ -64,6 +64,7 @@ def test_killed_writer_connections_hand_their_batches_back(
         "database writers' connections terminated 3 times mid-stream",
         tally,
         acked=acked,
+        unrouted=len(publisher.unrouted),
         recover_s=recover_s,
         note=f"{killed} writer backends terminated, {handed_back} batches handed back to the writer thread",
     )

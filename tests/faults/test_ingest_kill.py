@@ -67,6 +67,7 @@ def test_sigkill_mid_stream_then_restart_stores_every_reading_once(
         "ingest SIGKILL at 1/3 of the stream, restarted (same client id)",
         tally,
         acked=acked,
+        unrouted=len(publisher.unrouted),
         recover_s=recover_s,
         redelivered=redelivered,
         note=(

@@ -77,6 +77,7 @@ def test_two_workers_on_a_shared_subscription_store_each_reading_once_when_one_i
         "two workers on one shared subscription, one SIGKILLed at 1/3 and restarted",
         tally,
         acked=acked,
+        unrouted=len(publisher.unrouted),
         recover_s=recover_s,
         redelivered=redelivered,
         note=(
@@ -137,6 +138,7 @@ def test_a_dead_workers_share_waits_in_its_session_until_it_returns(
         "shared subscription: one of two workers SIGKILLed at 1/4 and left down until the stream ended",
         tally,
         acked=acked,
+        unrouted=len(publisher.unrouted),
         recover_s=back_s,
         redelivered=worker_b.duplicates_ignored() + restarted_a.duplicates_ignored(),
         note=(
