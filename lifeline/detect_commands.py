@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -58,10 +60,12 @@ def explain(detector: OfflineDetector, frame: pd.DataFrame, result: pd.DataFrame
 
     Returns:
         One row per flagged row: ``timestamp`` (as in the input), ``cause`` (``score``: the data-driven alarm,
-        ``control``: a link's control alarm, ``both``), ``sensors`` (the three sensors with the largest shares of
+        ``control``: a link's control alarm, ``both``; ``night_flow`` alone or after ``+``: a minimum-night-flow
+        alert is open), ``sensors`` (the three sensors with the largest shares of
         the row's score, e.g. ``P_J280 34%; P_J14 8%; L_T1 7%``) and ``links`` (the links whose control alarm is
         on, space-separated).
     """
+    import numpy as np
     import pandas as pd
 
     from models.control_rules import link_alarms
@@ -70,21 +74,60 @@ def explain(detector: OfflineDetector, frame: pd.DataFrame, result: pd.DataFrame
     flagged = (result["flag"].to_numpy() == 1).nonzero()[0]
     by_score = flags_from_raw(detector, raw_score(detector, frame))[1] == 1
     by_control = result["control"].to_numpy() == 1
+    by_night = result["night_flow"].to_numpy() == 1 if "night_flow" in result else np.zeros(len(result), dtype=bool)
     shares = sensor_shares(detector, frame).to_numpy()
     links = link_alarms(list(detector.controls), frame)
     sensors = list(detector.profiles)
     rows = []
     for i in flagged:
         top = [k for k in shares[i].argsort()[::-1][:3] if shares[i, k] > 0]
+        cause = "both" if by_score[i] and by_control[i] else ("score" if by_score[i] else "control")
+        if by_night[i]:
+            cause = f"{cause}+night_flow" if by_score[i] or by_control[i] else "night_flow"
         rows.append(
             {
                 "timestamp": stamps[i],
-                "cause": "both" if by_score[i] and by_control[i] else ("score" if by_score[i] else "control"),
+                "cause": cause,
                 "sensors": "; ".join(f"{sensors[k]} {shares[i, k]:.0%}" for k in top),
                 "links": " ".join(sorted(link for link, alarm in links.items() if alarm[i])),
             }
         )
     return pd.DataFrame(rows, columns=["timestamp", "cause", "sensors", "links"])
+
+
+def _night_flow(inp_path: Path, normal: pd.DataFrame, frame: pd.DataFrame, utc_offset_h: float) -> Any:
+    """Run the night-flow check on the tables; print what it did; return its per-row flags (None when idle)."""
+    from models.night_flow_table import night_flow_on_tables
+    from twin.water import read_epanet
+
+    loggers = [logging.getLogger(name) for name in ("wntr.epanet.io", "twin.water")]
+    levels = [lg.level for lg in loggers]
+    try:
+        # Unused curves and the like: WNTR's remarks about the model, not the user's business here.
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            network = read_epanet(inp_path)
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+    night = night_flow_on_tables(network, normal, frame, utc_offset_h=utc_offset_h)
+    if night.unmetered is not None:
+        click.echo(f"night flow: not judged ({night.unmetered})")
+        return None
+    assert night.windows is not None
+    (n0, n1), reference = night.windows
+    raised = [c for c in night.changes if c.event == "raised"]
+    early = sum(c.event == "raised" for c in night.changes_normal)
+    click.echo(
+        f"night flow: {len(night.meters)} inflow meters; night {n0:g}–{n1:g} h"
+        + (f", reference {reference[0]:g}–{reference[1]:g} h" if reference else "")
+        + f" local; {len(raised)} leak alerts raised"
+        + (f" (first {raised[0].ts:%Y-%m-%d %H:%M} UTC, {float(raised[0].value or 0):.1f} L/s)" if raised else "")
+        + (f"; {early} in the normal period" if early else "")
+    )
+    return night.flags
 
 
 def flagged_runs(result: pd.DataFrame, reasons: pd.DataFrame, stamps: list[str]) -> list[str]:
@@ -149,7 +192,8 @@ def flagged_runs(result: pd.DataFrame, reasons: pd.DataFrame, stamps: list[str])
     default=None,
     help="The network's EPANET model (with --fit): its pump and valve controls are checked against the record "
     "(a tank above the level that stops a pump while the pump runs is flagged), using the rules the normal "
-    "period obeys.",
+    "period obeys; and where every link at a tank or reservoir has a flow column (F_<link>), the zone's minimum "
+    "night flow is judged day by day, as ingest judges it.",
 )
 @click.option(
     "--sensors",
@@ -164,8 +208,18 @@ def flagged_runs(result: pd.DataFrame, reasons: pd.DataFrame, stamps: list[str])
     "explain_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Also write, for every flagged row, why: timestamp,cause,sensors,links — the cause (score, control or "
-    "both), the sensors that make most of its score with their shares, and the links whose control alarm is on.",
+    help="Also write, for every flagged row, why: timestamp,cause,sensors,links — the cause (score, control, "
+    "both, night_flow), the sensors that make most of its score with their shares, and the links whose control "
+    "alarm is on.",
+)
+@click.option(
+    "--utc-offset",
+    "utc_offset_h",
+    type=click.FloatRange(-14.0, 14.0),
+    default=8.0,
+    show_default=True,
+    help="Local time minus UTC, hours, for timestamps written without a zone (the night-flow check's windows are "
+    "in local time).",
 )
 def detect(
     csv_path: Path,
@@ -175,8 +229,15 @@ def detect(
     inp_path: Path | None,
     sensors_path: Path | None,
     explain_path: Path | None,
+    utc_offset_h: float,
 ) -> None:
-    """Flag anomalies in a wide sensor CSV (fit on a normal period with --fit, or load a saved --model)."""
+    """Flag anomalies in a wide sensor CSV (fit on a normal period with --fit, or load a saved --model).
+
+    With --inp and --fit, the network's controls are checked, and where every link between a tank or reservoir
+    and the network carries a flow column (``F_<link>``), the zone's minimum night flow is judged as ingest judges
+    it (:mod:`models.night_flow_table`): learned on the normal period, then judged day by day.
+    """
+    import numpy as np
     import pandas as pd
 
     from models.control_rules import ControlRule, broken_summary, rules_from_inp
@@ -256,6 +317,11 @@ def detect(
                     err=True,
                 )
         result = score_detector(detector, frame)
+        if inp_path is not None and fit_path is not None:
+            night = _night_flow(inp_path, normal, frame, utc_offset_h)
+            if night is not None:
+                result["night_flow"] = night.astype(np.int64)
+                result["flag"] = result["flag"].to_numpy() | result["night_flow"].to_numpy()
         for rule, count, first in broken_summary(list(detector.controls), frame):
             click.echo(f"control rule broken: {rule.describe()} at {count} samples, first {first}")
         if explain_path is not None:

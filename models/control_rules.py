@@ -266,7 +266,8 @@ def rules_that_hold(
     holding = set(kept)
     kept = [r for r in rules if r in holding]  # in the model's order
     if dropped:
-        logger.info("control rules not used: %s", "; ".join(f"{r.describe()} ({why})" for r, why in dropped))
+        # Every rule and why, at debug: a large model drops a hundred (the caller names the first few).
+        logger.debug("control rules not used: %s", "; ".join(f"{r.describe()} ({why})" for r, why in dropped))
     return kept, dropped
 
 

@@ -347,6 +347,11 @@ class NightFlowDetector:
         of learning."""
         return self._window_hours(self._state)
 
+    @property
+    def active(self) -> bool:
+        """Whether a leak alert is open (in the committed state)."""
+        return self._state.alert is not None
+
     # --- internals ---
 
     def _bind(self, sensors: Mapping[str, Sensor]) -> None:
