@@ -93,7 +93,7 @@ def import_(ctx: click.Context, files: tuple[Path, ...], crs: str) -> None:
                         if rules:
                             summary += (
                                 f", {len(rules)} level/pressure controls (watched live where their node and link"
-                                " have sensors)"
+                                " have sensors; leak detection calibrates for 3 days after its first day, not 1)"
                             )
             except LifelineError as exc:
                 raise click.ClickException(str(exc)) from exc
