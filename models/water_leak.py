@@ -406,8 +406,8 @@ class _State:
         first_ts: time of the first reading (NaN: none yet).
         cross_num, cross_den: the least-squares sums that scale the demand-noise covariance (see ``_calibrate``).
         calib_max: the largest statistic seen during calibration.
-        samples: where the calibration is re-scored (measured tanks), its kept moments: time, each row's smoothed
-            deviation and whether it was fresh; emptied once the threshold is set.
+        samples: where the calibration is re-scored (a network run by its tanks and pumps), its kept moments:
+            time, each row's smoothed deviation and whether it was fresh; emptied once the threshold is set.
         above_since, below_since: since when the statistic has been above the threshold / under the clearing level.
         alert: the active alert, if any.
     """
