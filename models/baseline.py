@@ -37,10 +37,10 @@ import numpy as np
 import numpy.typing as npt
 
 from models import baseline_kernel as kern
-from models.streaming import StreamResult, Suspect, float_from_json, float_to_json, trusted_mask
+from models.streaming import StreamResult, Suspect, columns_of, float_from_json, float_to_json
 from models.thresholds import QUANTITY_ZH
 from twin.alerts import AlertChange
-from twin.readings import QUALITY_BAD, Reading, ReadingBatch
+from twin.readings import Reading
 from twin.sensors import Grade, Quantity, Sensor
 
 KIND = "anomaly"
@@ -220,26 +220,9 @@ class BaselineDetector:
         """
         if not readings:
             return None
-        get = self._row.get
-        if isinstance(readings, ReadingBatch):
-            names, codes = readings.groups()
-            row = np.array([get(name, -1) for name in names], dtype=np.int64)[codes]
-            ts = readings.ts_us / 1e6  # what datetime.timestamp() gives, exactly
-            val = readings.values
-            usable = (row >= 0) & (readings.quality != QUALITY_BAD) & ~np.isnan(val)
-            if suspect:
-                usable &= trusted_mask(readings, suspect)
-        else:
-            # Named tuples: transposed at C speed, one column per field; each distinct time converted once.
-            sids, stamps, values, qualities, *_seq = zip(*readings, strict=True)
-            row = np.array([get(sid, -1) for sid in sids], dtype=np.int64)
-            seconds = {t: t.timestamp() for t in set(stamps)}
-            ts = np.fromiter(map(seconds.__getitem__, stamps), dtype=np.float64, count=len(stamps))
-            val = np.asarray(values, dtype=np.float64)
-            usable = (row >= 0) & (np.asarray(qualities) != QUALITY_BAD) & ~np.isnan(val)
-            if suspect:
-                usable &= np.array([(sid, t) not in suspect for sid, t in zip(sids, stamps, strict=True)], dtype=bool)
-        return row, ts, val, usable
+        row, ts, val, usable = columns_of(readings, self._row, suspect)
+        usable &= ~np.isnan(val)
+        return row.astype(np.int64, copy=False), ts, val, usable
 
     def commit(self, result: StreamResult) -> None:
         """Adopt the state of a result whose changes have been stored."""

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from models.streaming import StreamResult, Suspect
+from models.streaming import StreamResult, Suspect, of_sensors
 from twin.alerts import AlertChange
 from twin.model import City
 from twin.readings import QUALITY_BAD, Reading
@@ -214,7 +214,7 @@ class DrainageDetector:
         """Judge a batch of readings received at *now*; change nothing."""
         touched: dict[str, LevelState] = {}
         changes: list[AlertChange] = []
-        for reading in sorted(readings, key=lambda r: (r.sensor_id, r.ts)):
+        for reading in sorted(of_sensors(readings, self.sensors), key=lambda r: (r.sensor_id, r.ts)):
             sid = reading.sensor_id
             sensor = self.sensors.get(sid)
             if sensor is None or reading.quality == QUALITY_BAD or (sid, reading.ts) in suspect:

@@ -92,7 +92,7 @@ from typing import Any
 import numpy as np
 import shapely
 
-from models.streaming import StreamResult, Suspect
+from models.streaming import StreamResult, Suspect, of_sensors
 from twin.alerts import AlertChange
 from twin.model import City, NodeKind, PipeNetwork
 from twin.readings import QUALITY_BAD, Reading
@@ -376,7 +376,7 @@ class GasLeakDetector:
                     forget.held_ts = None
                 else:
                     forget.level, forget.slope, forget.run = forget.background, 0.0, 0
-        for reading in sorted(readings, key=lambda r: (r.ts, r.sensor_id)):
+        for reading in sorted(of_sensors(readings, self.sensors), key=lambda r: (r.ts, r.sensor_id)):
             sid = reading.sensor_id
             sensor = self.sensors.get(sid)
             if sensor is None or reading.quality == QUALITY_BAD or (sid, reading.ts) in suspect:

@@ -69,7 +69,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from models.streaming import StreamResult, Suspect, float_from_json, float_to_json
+from models.streaming import StreamResult, Suspect, float_from_json, float_to_json, of_sensors
 from twin.alerts import AlertChange
 from twin.model import NodeKind, PipeNetwork
 from twin.readings import QUALITY_BAD, Reading
@@ -185,9 +185,12 @@ class _State:
     reference_h: tuple[float, float] | None = None
 
     def copy(self) -> _State:
+        """Return a copy to evaluate a batch on. The days' hour entries are shared with this state: whoever adds
+        to an hour copies that hour's entry first (:meth:`NightFlowDetector._ingest`), so a batch copies an hour or
+        two, not every hour of the days in progress."""
         return _State(
             dict(self.last_ts),
-            {d: {w: {s: list(v) for s, v in per.items()} for w, per in ws.items()} for d, ws in self.days.items()},
+            {d: dict(ws) for d, ws in self.days.items()},
             self.judged,
             [list(m) for m in self.memory],
             self.learned,
@@ -415,7 +418,8 @@ class NightFlowDetector:
         signs = self._signs
         offset = self.settings.utc_offset_h * 3600.0
         newest = math.nan
-        for r in readings:
+        private: set[tuple[int, str]] = set()
+        for r in of_sensors(readings, signs):
             sid = r.sensor_id
             if sid not in signs or r.quality == QUALITY_BAD or (suspect and (sid, r.ts) in suspect):
                 continue
@@ -434,7 +438,11 @@ class NightFlowDetector:
             if day <= st.judged:
                 continue
             hour = str(min(int((local - day * DAY_S) // 3600.0), 23))
-            acc = st.days.setdefault(day, {}).setdefault(hour, {}).setdefault(sid, [0.0, 0.0])
+            hours = st.days.setdefault(day, {})
+            if (day, hour) not in private:  # the entry may be the committed state's (see _State.copy)
+                hours[hour] = {s: list(v) for s, v in hours.get(hour, {}).items()}
+                private.add((day, hour))
+            acc = hours[hour].setdefault(sid, [0.0, 0.0])
             acc[0] += value
             acc[1] += 1.0
         return newest

@@ -90,11 +90,11 @@ from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
 from wntr.epanet.toolkit import ENepanet
 
 from models.pump_control import rules_of
-from models.streaming import StreamResult, Suspect
+from models.streaming import StreamResult, Suspect, columns_of
 from twin.alerts import AlertChange
 from twin.errors import SimulationError
 from twin.model import NodeKind, PipeNetwork
-from twin.readings import QUALITY_BAD, Reading
+from twin.readings import Reading
 from twin.sensors import Network, Quantity, Sensor
 from twin.water import load_model
 
@@ -696,16 +696,7 @@ class WaterLeakDetector:
         cfg = self.settings
         if not readings:
             return math.nan
-        # Readings are named tuples: transposed at C speed, one column per field.
-        sids, stamps, values, qualities, *_seq = zip(*readings, strict=True)
-        get = self._row.get
-        row_a = np.array([get(sid, -1) for sid in sids], dtype=np.intp)
-        seconds = {t: t.timestamp() for t in set(stamps)}
-        ts_a = np.fromiter(map(seconds.__getitem__, stamps), dtype=np.float64, count=len(stamps))
-        val_a = np.asarray(values, dtype=np.float64)
-        usable = (row_a >= 0) & (np.asarray(qualities) != QUALITY_BAD)
-        if suspect:
-            usable &= np.array([(sid, t) not in suspect for sid, t in zip(sids, stamps, strict=True)], dtype=bool)
+        row_a, ts_a, val_a, usable = columns_of(readings, self._row, suspect)
         if not usable.all():
             row_a, ts_a, val_a = row_a[usable], ts_a[usable], val_a[usable]
             if not len(row_a):

@@ -42,6 +42,16 @@ def test_columns_give_back_the_same_readings(readings: list[Reading]) -> None:
         assert rebuilt[1:] == readings[1:]
 
 
+@given(_readings, st.data())
+def test_rows_at_makes_the_readings_at_an_index(readings: list[Reading], data: st.DataObject) -> None:
+    index = np.array(data.draw(st.lists(st.integers(0, max(len(readings) - 1, 0)), max_size=len(readings))), np.intp)
+    batch = ReadingBatch.from_readings(readings)
+    fresh = ReadingBatch(batch.sensor_ids, batch.ts_us, batch.values, batch.quality, batch.seqs)
+    expected = [readings[i] for i in index.tolist()]
+    assert fresh.rows_at(index) == expected  # made from the columns
+    assert batch.rows_at(index) == expected  # taken from the rows already made
+
+
 @given(_readings, _readings)
 def test_concat_keeps_order_and_sequence_numbers(first: list[Reading], second: list[Reading]) -> None:
     joined = ReadingBatch.concat([ReadingBatch.from_readings(first), ReadingBatch.from_readings(second)])

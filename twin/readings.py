@@ -165,6 +165,21 @@ class ReadingBatch(Sequence[Reading]):
             ]
         return self._rows
 
+    def rows_at(self, index: npt.NDArray[np.intp]) -> list[Reading]:
+        """Return the readings at *index* as :class:`Reading` objects, making only those (or taking them from the
+        rows already made)."""
+        positions = index.tolist()
+        if self._rows is not None:
+            rows = self._rows
+            return [rows[i] for i in positions]
+        epoch = _EPOCH
+        ids, seqs = self.sensor_ids, self.seqs
+        micros, values, quality = self.ts_us[index].tolist(), self.values[index].tolist(), self.quality[index].tolist()
+        return [
+            Reading(ids[i], epoch + timedelta(0, us // 1_000_000, us % 1_000_000), v, q, seqs[i] if seqs else None)
+            for i, us, v, q in zip(positions, micros, values, quality, strict=True)
+        ]
+
     def timestamps(self) -> list[datetime]:
         """Return each reading's time as an aware UTC datetime."""
         epoch = _EPOCH
