@@ -67,6 +67,7 @@ BENCHES: tuple[Bench, ...] = (
         ("--seconds", "5", "--rates", "0", "1000"),
         "publish → websocket alert latency",
     ),
+    Bench("retention", "bench_retention.py", (), ("--repeats", "1"), "deleting a day of raw readings (plain mode)"),
     Bench("detect", "bench_detect.py", (), ("--runs", "1"), "streaming detector chain"),
     Bench(
         "detect-twin",

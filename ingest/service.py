@@ -46,6 +46,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from ingest.gc_tuning import settle_collector
 from ingest.health import HealthServer
 from ingest.protocol import Decoded, PayloadDecoder, PayloadLimits, PlainBatch
+from ingest.retention import RetentionThread
 from ingest.spool import (
     DEFAULT_MAX_BYTES,
     Spool,
@@ -364,6 +365,8 @@ class IngestService:
         live_batch_messages: a batch of at least this many messages is also closed when nothing more is waiting
             (ingest keeps up): at 40,000 messages/s a 25 ms window holds ~1,000 messages, and closing at 500 halves
             the wait at ~1.3 ms of CPU a batch; a backlog still fills batches to ``batch_max``. 0: never early.
+        raw_retention_days: on plain PostgreSQL, delete raw readings older than this many days once a day, the
+            rollups kept (:mod:`ingest.retention`; TimescaleDB's own policy does it there); 0: keep everything.
         queue_max_bytes: payload bytes decoded ahead of the writer at most; beyond, the network thread waits (the
             broker keeps the rest). 16 MiB: ~5,000 messages of 50 readings, or 200,000 single readings.
         settle_gc: once started, freeze what start-up made out of the garbage collector's walks and make its young
@@ -403,6 +406,7 @@ class IngestService:
         live_batch_messages: int = 500,
         settle_gc: bool = False,
         queue_max_bytes: int = 16 * 2**20,
+        raw_retention_days: int = 400,
     ) -> None:
         self.conninfo = conninfo
         self.schema = schema
@@ -415,6 +419,8 @@ class IngestService:
         self.live_batch_messages = live_batch_messages
         self.queue_max_bytes = queue_max_bytes
         self.settle_gc = settle_gc
+        self.raw_retention_days = raw_retention_days
+        self._retention: RetentionThread | None = None
         self.registry_refresh_s = registry_refresh_s
         self.failpoint = failpoint
         self.clock = clock
@@ -513,6 +519,13 @@ class IngestService:
         client.loop_start()
         self._writers = [_DbWriter(self, k) for k in range(self.db_writers)]
         self._folder = _Folder(self) if self.fold_interval_s > 0 else None
+        if self.raw_retention_days > 0 and self._mode is not StorageMode.TIMESCALEDB:
+            self._retention = RetentionThread(
+                lambda: _writer_connection(self, "ingest-retention"),
+                schema=self.schema,
+                keep_days=self.raw_retention_days,
+                clock=self.clock,
+            )
         self._worker = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
         self._worker.start()
         if self.settle_gc:
@@ -549,6 +562,8 @@ class IngestService:
                 return
             self._stopped = True
         self._stop.set()
+        if self._retention is not None:
+            self._retention.close()
         if self._worker is not None:
             self._worker.join(timeout)
             if not self._worker.is_alive():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,69 @@ def db_migrate(ctx: click.Context) -> None:
     click.echo(f"schema {s.db_schema}: up to date ({mode.value})")
 
 
+@db.command("prune")
+@click.option(
+    "--keep-days",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Raw history to keep, days (default: LIFELINE_RAW_RETENTION_DAYS, 400).",
+)
+@click.option(
+    "--slice-hours",
+    type=click.FloatRange(min=0.01),
+    default=1.0,
+    show_default=True,
+    help="Hours deleted per transaction.",
+)
+@click.pass_context
+def db_prune(ctx: click.Context, keep_days: int | None, slice_hours: float) -> None:
+    """Delete raw readings older than the retention, on plain PostgreSQL (the rollups are kept).
+
+    TimescaleDB's retention policy does this by itself there. Safe beside a running ingest; a stopped run keeps
+    what it deleted and the next one goes on from the oldest reading left.
+    """
+    from datetime import datetime, timedelta
+
+    from twin.store.db import connect
+    from twin.store.retention import prune_readings
+
+    s = _settings(ctx)
+    days = keep_days if keep_days is not None else s.raw_retention_days
+    if days <= 0:
+        raise click.UsageError("LIFELINE_RAW_RETENTION_DAYS is 0 (keep everything): give --keep-days")
+    shown = [0.0]
+
+    def progress(end: datetime, deleted: int, done: int, planned: int) -> None:
+        now = time.monotonic()
+        if done == planned or now - shown[0] >= 2.0:
+            shown[0] = now
+            click.echo(f"  up to {end.isoformat(timespec='minutes')}: {deleted:,} rows deleted, slice {done}/{planned}")
+
+    with connect(_need(s.database_url, "DATABASE_URL"), schema=s.db_schema, autocommit=True) as conn:
+        try:
+            result = prune_readings(
+                conn,
+                schema=s.db_schema,
+                keep=timedelta(days=days),
+                slice_span=timedelta(hours=slice_hours),
+                progress=progress,
+            )
+        except LifelineError as exc:
+            raise click.ClickException(str(exc)) from exc
+    cutoff = result.cutoff.isoformat(timespec="minutes")
+    if result.skipped:
+        click.echo(f"schema {s.db_schema}: nothing deleted — {result.skipped}")
+    elif result.oldest is None:
+        click.echo(f"schema {s.db_schema}: no readings")
+    elif result.slices == 0:
+        click.echo(f"schema {s.db_schema}: nothing before {cutoff} (oldest reading {result.oldest.isoformat()})")
+    else:
+        click.echo(
+            f"schema {s.db_schema}: {result.deleted:,} raw readings before {cutoff} deleted in {result.slices} slices,"
+            f" {result.seconds:.1f} s; the 1-minute and 1-hour rollups are kept"
+        )
+
+
 @cli.group()
 def sensors() -> None:
     """The sensors the twin knows."""
@@ -161,6 +225,7 @@ def ingest(ctx: click.Context, health_port: int | None) -> None:
         health_port=health_port if health_port is not None else s.ingest_health_port,
         health_host=s.ingest_health_host,
         statement_timeout_s=s.ingest_statement_timeout_s,
+        raw_retention_days=s.raw_retention_days,
     )
     _stop_on_signals(svc.stop)
     try:

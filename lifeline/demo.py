@@ -125,6 +125,7 @@ def run_demo(settings: Settings, *, interval_s: float = 2.0, whatif: bool = True
             batch_idle_s=settings.ingest_batch_idle_s,
             live_batch_messages=settings.ingest_live_batch_messages,
             settle_gc=True,
+            raw_retention_days=settings.raw_retention_days,
         )
         ingest.start()
         if not ingest.wait_ready(15):

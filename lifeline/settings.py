@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     ingest_statement_timeout_s: float = Field(
         30.0, ge=0, description="a slower database statement counts as the database away (spooled); 0: no limit"
     )
+    raw_retention_days: int = Field(
+        400,
+        ge=0,
+        description="plain PostgreSQL: ingest deletes raw readings older than this once a day, keeping the rollups"
+        " (TimescaleDB's own retention policy, 400 days, does it there); 0 keeps everything",
+    )
 
     spool_dir: Path | None = Field(
         None,
