@@ -209,14 +209,34 @@ class _Ask:
     start: datetime
     end: datetime
     district: str
+    shared: dict[Any, list[dict[str, Any]]] | None = None
+    """City-wide rows kept for the district scopes of the same computation (:func:`compute_all`), or None."""
 
     @property
     def params(self) -> Mapping[str, Any]:
         return self.definition.params
 
     def rows(self, *query: LiteralString, **args: Any) -> list[dict[str, Any]]:
+        return self._rows(self.district, *query, **args)
+
+    def district_rows(self, *query: LiteralString, **args: Any) -> list[dict[str, Any]]:
+        """Rows of a query that filters on ``%(district)s`` and returns a ``district`` column.
+
+        Within :func:`compute_all` the city-wide rows are fetched once and each district keeps its own (in the
+        same order); the heavy per-sensor queries over a year of hourly rollups were otherwise read again for every
+        district, twice the work of the city alone.
+        """
+        if self.shared is None:
+            return self.rows(*query, **args)
+        key = (query, self.start, self.end, tuple(sorted((k, repr(v)) for k, v in args.items())))
+        rows = self.shared.get(key)
+        if rows is None:
+            rows = self.shared[key] = self._rows(CITY, *query, **args)
+        return rows if self.district == CITY else [r for r in rows if r["district"] == self.district]
+
+    def _rows(self, district: str, *query: LiteralString, **args: Any) -> list[dict[str, Any]]:
         cur = self.conn.cursor(row_factory=dict_row)
-        cur.execute(_query(*query), {"start": self.start, "end": self.end, "district": self.district, **args})
+        cur.execute(_query(*query), {"start": self.start, "end": self.end, "district": district, **args})
         return cur.fetchall()
 
     def value(self, value: float | None, evidence: Evidence = Evidence(), **detail: Any) -> IndicatorValue:
@@ -231,14 +251,17 @@ def compute_indicator(
     start: datetime,
     end: datetime,
     district: str = CITY,
+    shared: dict[Any, list[dict[str, Any]]] | None = None,
 ) -> IndicatorValue:
     """Compute *definition* over ``start`` … ``end`` (aware, end excluded) for *district* (``""``: the city).
 
-    A city-scope indicator asked for a district returns a value of None with ``detail["reason"]``.
+    A city-scope indicator asked for a district returns a value of None with ``detail["reason"]``. *shared*: a
+    dict kept across the scopes of one computation, so the per-sensor methods read the city once (see
+    :func:`compute_all`).
     """
     if start.utcoffset() is None or end.utcoffset() is None or end <= start:
         raise ValueError("start and end must be aware, with end after start")
-    ask = _Ask(conn, definition, definitions, start, end, district)
+    ask = _Ask(conn, definition, definitions, start, end, district, shared)
     if definition.scope == "city" and district != CITY:
         return ask.value(None, reason="measured city-wide only (no district metering)")
     return METHODS[definition.method](ask)
@@ -258,10 +281,13 @@ def compute_all(
         cur.execute("SELECT DISTINCT district FROM sensors WHERE district <> '' ORDER BY district")
         districts = [str(r["district"]) for r in cur.fetchall()]
     out: list[IndicatorValue] = []
+    shared: dict[Any, list[dict[str, Any]]] = {}
     for district in [CITY, *districts]:
         for definition in definitions.indicators:
             out.append(
-                compute_indicator(conn, definition, definitions=definitions, start=start, end=end, district=district)
+                compute_indicator(
+                    conn, definition, definitions=definitions, start=start, end=end, district=district, shared=shared
+                )
             )
     return out
 
@@ -341,7 +367,8 @@ def _alert_count(ask: _Ask) -> IndicatorValue:
 
 _LIMITS = """
     WITH lim AS (
-        SELECT s.sensor_id, s.interval_s, l->>'direction' AS direction, (l->>'threshold')::float8 AS threshold
+        SELECT s.sensor_id, s.district, s.interval_s, l->>'direction' AS direction,
+               (l->>'threshold')::float8 AS threshold
         FROM sensors s, jsonb_array_elements(s.limits) l
         WHERE s.network = %(network)s AND s.quantity = %(quantity)s AND l->>'grade' = %(grade)s
           AND (%(district)s = '' OR s.district = %(district)s))
@@ -379,13 +406,13 @@ def _limit_hours(ask: _Ask) -> IndicatorValue:
 
 def _surcharge_share(ask: _Ask) -> IndicatorValue:
     """Per cent of monitored points (with a limit and readings) whose hourly peak passed the limit of the grade."""
-    rows = ask.rows(
+    rows = ask.district_rows(
         _LIMITS,
-        """SELECT lim.sensor_id, lim.direction, lim.threshold, max(h.max_value) AS peak, min(h.min_value) AS low,
-                    min(h.bucket) FILTER (WHERE h.max_value > lim.threshold) AS first
+        """SELECT lim.sensor_id, lim.district, lim.direction, lim.threshold, max(h.max_value) AS peak,
+                    min(h.min_value) AS low, min(h.bucket) FILTER (WHERE h.max_value > lim.threshold) AS first
              FROM lim JOIN readings_1h h ON h.sensor_id = lim.sensor_id
                   AND h.bucket >= %(start)s AND h.bucket < %(end)s
-             GROUP BY lim.sensor_id, lim.direction, lim.threshold ORDER BY lim.sensor_id""",
+             GROUP BY lim.sensor_id, lim.district, lim.direction, lim.threshold ORDER BY lim.sensor_id""",
         network=ask.params["network"],
         quantity=ask.params["quantity"],
         grade=ask.params.get("grade", "IV"),
@@ -402,13 +429,13 @@ def _surcharge_share(ask: _Ask) -> IndicatorValue:
 
 def _completeness(ask: _Ask) -> IndicatorValue:
     """Per cent of the readings expected from each sensor's interval that are stored (from the hourly rollup)."""
-    rows = ask.rows(
-        """SELECT s.sensor_id, s.network, s.interval_s, coalesce(sum(h.n), 0) AS got
+    rows = ask.district_rows(
+        """SELECT s.sensor_id, s.district, s.network, s.interval_s, coalesce(sum(h.n), 0) AS got
            FROM sensors s LEFT JOIN readings_1h h ON h.sensor_id = s.sensor_id
                 AND h.bucket >= %(start)s AND h.bucket < %(end)s
            WHERE """,
         _IN_DISTRICT_S,
-        " GROUP BY s.sensor_id, s.network, s.interval_s ORDER BY s.sensor_id",
+        " GROUP BY s.sensor_id, s.district, s.network, s.interval_s ORDER BY s.sensor_id",
     )
     if not rows:
         return ask.value(None, reason="no sensors")
@@ -513,9 +540,9 @@ def _level_events(ask: _Ask) -> IndicatorValue:
     Readings beyond the limit less than ``min_gap_s`` apart (default 3600 s) belong to one event, so a level
     bobbing at the limit is one overflow, not dozens.
     """
-    rows = ask.rows(
+    rows = ask.district_rows(
         _LIMITS,
-        """SELECT lim.sensor_id, r.ts FROM lim JOIN readings r ON r.sensor_id = lim.sensor_id
+        """SELECT lim.sensor_id, lim.district, r.ts FROM lim JOIN readings r ON r.sensor_id = lim.sensor_id
                   AND r.ts >= %(start)s AND r.ts < %(end)s
              WHERE (lim.direction = 'high' AND r.value > lim.threshold)
                 OR (lim.direction = 'low' AND r.value < lim.threshold)
