@@ -406,7 +406,7 @@ class IngestService:
         live_batch_messages: int = 500,
         settle_gc: bool = False,
         queue_max_bytes: int = 16 * 2**20,
-        raw_retention_days: int = 400,
+        raw_retention_days: int = 800,
     ) -> None:
         self.conninfo = conninfo
         self.schema = schema

@@ -102,7 +102,7 @@ def db_migrate(ctx: click.Context) -> None:
     "--keep-days",
     type=click.IntRange(min=1),
     default=None,
-    help="Raw history to keep, days (default: LIFELINE_RAW_RETENTION_DAYS, 400).",
+    help="Raw history to keep, days (default: LIFELINE_RAW_RETENTION_DAYS, 800).",
 )
 @click.option(
     "--slice-hours",

@@ -69,10 +69,11 @@ class Settings(BaseSettings):
         30.0, ge=0, description="a slower database statement counts as the database away (spooled); 0: no limit"
     )
     raw_retention_days: int = Field(
-        400,
+        800,
         ge=0,
         description="plain PostgreSQL: ingest deletes raw readings older than this once a day, keeping the rollups"
-        " (TimescaleDB's own retention policy, 400 days, does it there); 0 keeps everything",
+        " (TimescaleDB's own retention policy does it there); 0 keeps everything. The yearly health check reads a"
+        " year's raw readings and the year's before: 800 days keep both until the spring after",
     )
 
     spool_dir: Path | None = Field(

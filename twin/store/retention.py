@@ -1,6 +1,6 @@
 """How long raw readings are kept, on plain PostgreSQL: the application's side of TimescaleDB's retention policy.
 
-On TimescaleDB the schema's retention policy (:class:`twin.store.schema.RetentionPolicy`, 400 days) drops raw
+On TimescaleDB the schema's retention policy (:class:`twin.store.schema.RetentionPolicy`, 800 days) drops raw
 chunks, and the continuous aggregates keep their buckets (their refresh windows reach back 2–3 days only). On plain
 PostgreSQL nothing did, and ``readings`` grew without end (the demo city's 638 sensors at one reading a minute add
 about 335 million rows a year). :func:`prune_readings` does the same there: it deletes the raw readings older than

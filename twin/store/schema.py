@@ -33,9 +33,16 @@ class StorageMode(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class RetentionPolicy:
-    """How long data is kept and when raw chunks are compressed (TimescaleDB only), as intervals."""
+    """How long data is kept and when raw chunks are compressed (TimescaleDB only), as intervals.
 
-    raw_retention: timedelta = timedelta(days=400)
+    Raw readings are kept 800 days: the yearly health check reads a year's raw readings (hours over limits,
+    overflow events, drain times) and those of the year before for comparison, so both must still be there in the
+    spring after the year checked. With 400 days (the value of earlier versions, which the schemas they migrated
+    keep: ``SELECT remove_retention_policy('readings')`` and ``add_retention_policy`` with 800 days changes it),
+    the year before was partly gone by then and its figures undercounted.
+    """
+
+    raw_retention: timedelta = timedelta(days=800)
     compress_after: timedelta = timedelta(days=7)
 
 
