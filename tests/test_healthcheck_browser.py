@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from simulators.year import plan_years, simulate_year
 from twin.democity.city import build_demo_city
 from twin.store.db import DictConnection
+from twin.store.retention import prune_readings
 from twin.store.sensors import upsert_sensors
 from viewer.app import create_app
 from viewer.auth import Authenticator, Role, add_token
@@ -69,6 +71,7 @@ def test_operator_reads_the_health_check_and_gives_a_problem_a_task(
         page.wait_for_selector("#hc-table tbody tr", timeout=60_000)
         page.wait_for_selector("#hc-trend polyline", timeout=60_000)
         assert page.locator("#hc-table tbody tr").count() == 16
+        assert page.locator("#hc-raw-note").is_hidden()  # nothing pruned: no note
         assert page.locator("#hc-cards .hc-card").count() == 3
         assert page.locator("#hc-map polygon").count() == 2  # both districts drawn
         assert page.locator("#hc-bars rect").count() >= 6  # this year and last, three places
@@ -85,6 +88,14 @@ def test_operator_reads_the_health_check_and_gives_a_problem_a_task(
         assert "Water network leakage rate" in page.inner_text("tr[data-indicator=water_leakage_rate]")
         page.screenshot(path=str(ARTIFACTS / "healthcheck_page_en.png"), full_page=True)
         page.click("#lang")
+        # Raw readings of early 2025 deleted by retention: the page says the year before counts only what is left.
+        pruned = prune_readings(db, schema=schema, keep=timedelta(days=600), now=datetime(2026, 12, 1, tzinfo=UTC))
+        assert pruned.deleted > 0
+        page.goto(f"{url}/healthcheck?year=2026")
+        page.wait_for_selector("#hc-raw-note:visible", timeout=60_000)
+        note = page.inner_text("#hc-raw-note")
+        assert "上期" in note and "本期" not in note and "退水时间" in note and "2025" in note, note
+        page.locator("#hc-raw-note").screenshot(path=str(ARTIFACTS / "healthcheck_raw_note.png"))
         page.close()
     assert errors == []
     row = db.execute("SELECT t.owner, p.status FROM hc_tasks t JOIN hc_problems p ON p.id = t.problem_id").fetchone()

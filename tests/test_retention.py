@@ -25,7 +25,7 @@ from lifeline.cli import cli
 from twin.errors import SchemaError
 from twin.store.db import DictConnection, connect
 from twin.store.readings import ReadingRow, ReadingStore
-from twin.store.retention import prune_readings
+from twin.store.retention import prune_readings, raw_deleted_before
 from twin.store.schema import StorageMode, current_mode
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -55,6 +55,7 @@ def _snapshot(db: DictConnection, table: str) -> list[tuple[object, ...]]:
 
 def test_old_raw_readings_go_in_slices_and_everything_else_stays(db: DictConnection, schema: str) -> None:
     rows = _fill(db)
+    assert raw_deleted_before(db, schema=schema) is None  # nothing pruned yet
     rollups = {t: _snapshot(db, t) for t in ("readings_1m", "readings_1h", "sensor_latest")}
     cutoff = NOW - timedelta(days=3)
     seen: list[tuple[datetime, int, int, int]] = []
@@ -70,6 +71,9 @@ def test_old_raw_readings_go_in_slices_and_everything_else_stays(db: DictConnect
     assert left is not None and left["n"] == len(rows) - expected_gone and left["first"] >= cutoff
     for table, before in rollups.items():
         assert _snapshot(db, table) == before, table  # the rollups keep the history; latest values unchanged
+    assert raw_deleted_before(db, schema=schema) == cutoff  # recorded for the health check
+    recorded = db.execute("SELECT deleted_rows FROM raw_retention").fetchone()
+    assert recorded is not None and recorded["deleted_rows"] == expected_gone
 
     again = prune_readings(db, schema=schema, keep=timedelta(days=3), now=NOW)
     assert again.deleted == 0 and again.slices == 0 and again.oldest is not None and again.oldest >= cutoff
@@ -85,6 +89,8 @@ def test_a_stopped_run_keeps_what_it_deleted_and_the_next_goes_on(db: DictConnec
 
     first = prune_readings(db, schema=schema, keep=timedelta(days=1), now=NOW, stop=stop, progress=progress)
     assert first.stopped and first.slices == 5
+    # What is recorded as deleted is what was: up to the fifth slice's end.
+    assert raw_deleted_before(db, schema=schema) == NOW - timedelta(days=4) + timedelta(hours=5)
     assert first.deleted == sum(1 for _s, ts, _v, _q in rows if ts < NOW - timedelta(days=4) + timedelta(hours=5))
     rest = prune_readings(db, schema=schema, keep=timedelta(days=1), now=NOW)
     assert not rest.stopped and first.deleted + rest.deleted == sum(1 for r in rows if r[1] < NOW - timedelta(days=1))

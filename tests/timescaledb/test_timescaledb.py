@@ -12,7 +12,7 @@ from psycopg.rows import dict_row
 
 from twin.demo import demo_sensors
 from twin.store.readings import ReadingStore, query_series
-from twin.store.retention import prune_readings
+from twin.store.retention import prune_readings, raw_deleted_before
 from twin.store.schema import StorageMode, migrate
 from twin.store.sensors import upsert_sensors
 
@@ -103,6 +103,9 @@ def test_timescaledb_schema_runs_on_real_timescaledb(timescaledb_port: int, capl
         # The application's pruning is for plain PostgreSQL: here the retention policy above does it.
         pruned = prune_readings(conn, schema="tsdb", keep=timedelta(days=1))  # type: ignore[arg-type]
         assert pruned.skipped is not None and "TimescaleDB" in pruned.skipped and pruned.deleted == 0
+        # What the health check is told is gone: now less the policy's 800 days.
+        gone = raw_deleted_before(conn, schema="tsdb")  # type: ignore[arg-type]
+        assert gone is not None and abs((datetime.now(UTC) - gone) - timedelta(days=800)) < timedelta(hours=1)
         # Real-time aggregation answers before any refresh; then run every policy job as the scheduler would.
         _check_queries(conn)
         for job in jobs:

@@ -135,7 +135,16 @@ def prune_readings(
                     cur = conn.execute("DELETE FROM readings WHERE ts < %s", (end,))
                 else:
                     cur = conn.execute("DELETE FROM readings WHERE ts >= %s AND ts < %s", (start, end))
-                deleted += max(cur.rowcount, 0)
+                n = max(cur.rowcount, 0)
+                deleted += n
+                # In the same transaction: what is recorded as deleted always is.
+                conn.execute(
+                    """INSERT INTO raw_retention (deleted_before, deleted_rows) VALUES (%s, %s)
+                       ON CONFLICT (id) DO UPDATE SET
+                           deleted_before = greatest(raw_retention.deleted_before, excluded.deleted_before),
+                           deleted_rows = raw_retention.deleted_rows + excluded.deleted_rows, updated_at = now()""",
+                    (end, n),
+                )
             start = end
             if progress is not None:
                 progress(end, deleted, k + 1, len(ends))
@@ -150,6 +159,28 @@ def prune_readings(
         return result(oldest, deleted, len(ends))
     finally:
         conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (lock,))
+
+
+def raw_deleted_before(conn: DictConnection, *, schema: str) -> datetime | None:
+    """Return the time before which raw readings have been deleted, or None if none were.
+
+    Plain PostgreSQL: as far as :func:`prune_readings` has reached (recorded with each slice). TimescaleDB: now
+    less the retention policy's interval (the policy drops whole days of chunks once a day, so a little less may
+    be gone). The rollups are kept either way: what is missing is what only raw readings give.
+    """
+    mode = current_mode(conn, schema=schema)
+    if mode is StorageMode.TIMESCALEDB:
+        row = conn.execute(
+            """SELECT now() - (config->>'drop_after')::interval AS before FROM timescaledb_information.jobs
+               WHERE proc_name = 'policy_retention' AND hypertable_schema = %s AND hypertable_name = 'readings'""",
+            (schema,),
+        ).fetchone()
+    elif mode is StorageMode.POSTGRESQL:
+        row = conn.execute("SELECT deleted_before AS before FROM raw_retention").fetchone()
+    else:
+        return None
+    value = None if row is None else row["before"]
+    return value if isinstance(value, datetime) else None
 
 
 def _oldest(conn: DictConnection) -> datetime | None:

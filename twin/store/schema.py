@@ -508,6 +508,23 @@ def _v12_rain_forecasts(conn: psycopg.Connection[object], mode: StorageMode, pol
     forecasts.create_tables(conn)
 
 
+def _v13_raw_retention(conn: psycopg.Connection[object], mode: StorageMode, policy: RetentionPolicy) -> None:
+    """Where the application's pruning of raw readings has reached (:mod:`twin.store.retention`), one row.
+
+    Kept so that whoever reads raw readings later (the health check) can tell a period whose raw readings were
+    deleted from one that had none. On TimescaleDB the retention policy's interval says it instead.
+    """
+    conn.execute(
+        """
+        CREATE TABLE raw_retention (
+            id              boolean PRIMARY KEY DEFAULT true CHECK (id),
+            deleted_before  timestamptz NOT NULL,
+            deleted_rows    bigint NOT NULL DEFAULT 0,
+            updated_at      timestamptz NOT NULL DEFAULT now()
+        )"""
+    )
+
+
 MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
     (1, "sensors, readings, rollups, alerts, dead letter", _v1_core),
     (2, "twin assets, versioned per import", _v2_twin_assets),
@@ -521,6 +538,7 @@ MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
     (10, "readings' aggregates pending their fold into the rollups", _v10_pending_fold),
     (11, "pending aggregates as one row of arrays per batch", _v11_pending_per_batch),
     (12, "rain forecasts", _v12_rain_forecasts),
+    (13, "how far raw readings have been pruned", _v13_raw_retention),
 )
 
 

@@ -44,6 +44,7 @@ from models.healthcheck.ledger import (
     set_task_status,
 )
 from models.healthcheck.report import PeriodResult, evaluate, year_bounds
+from twin.store.retention import raw_deleted_before
 from viewer.auth import Principal, Role
 from viewer.deps import DbDep, Reader, audit
 
@@ -262,6 +263,13 @@ def health_check(
     if district and district not in current.indices:
         raise HTTPException(404, f"no district {district!r} (known: {sorted(d for d in current.indices if d)})")
     before = {(v.indicator_id, v.district): v for v in previous.values}
+    # Raw readings deleted by retention: the indicators counted from them (hours over limits, overflow events,
+    # drain times) cover only what is left of a period that starts before this.
+    deleted_before = raw_deleted_before(db, schema=request.app.state.schema)
+
+    def raw_incomplete(start: datetime) -> bool:
+        return deleted_before is not None and start < deleted_before
+
     indicators = []
     for definition in table.indicators:
         per_district: dict[str, Any] = {}
@@ -281,8 +289,18 @@ def health_check(
             }
         indicators.append({**_definition_json(table, definition.id), "values": per_district})
     return {
-        "period": {"start": period.start, "end": period.end, "label": period.label},
-        "previous_period": {"start": previous.start, "end": previous.end},
+        "period": {
+            "start": period.start,
+            "end": period.end,
+            "label": period.label,
+            "raw_incomplete": raw_incomplete(period.start),
+        },
+        "previous_period": {
+            "start": previous.start,
+            "end": previous.end,
+            "raw_incomplete": raw_incomplete(previous.start),
+        },
+        "raw_readings_deleted_before": deleted_before,
         "districts": districts,
         "index": {
             d: {

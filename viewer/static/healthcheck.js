@@ -17,6 +17,8 @@ const I18N = {
     st_open: "待治理", st_treating: "治理中", st_closed: "已销号", st_reopened: "复查未通过",
     ts_planned: "计划", ts_in_progress: "进行中", ts_done: "完成", recheckResult: "复查",
     signIn: "请先在监测总览页登录。", lang: "EN", drainage: "排水", water: "供水", gas: "燃气", rain: "雨量",
+    rawThis: "本期", rawPrev: "上期",
+    rawNote: "{periods}的部分原始读数已按保留期删除（{date} 之前）：超限时长、溢流次数、退水时间只计入保留下来的读数；其他指标取自小时汇总，不受影响。",
     note: "健康指数 0–100：各指标按色带评分（达标 100，关注 75，预警 50，超标 0，之间线性），按指标表中的权重加权平均；无数据的指标不参与计算。漏损率为估算值（水量平衡）。",
   },
   en: {
@@ -36,6 +38,8 @@ const I18N = {
     ts_planned: "planned", ts_in_progress: "in progress", ts_done: "done", recheckResult: "re-check",
     signIn: "Sign in on the monitor page first.", lang: "中文", drainage: "Drainage", water: "Water", gas: "Gas",
     rain: "Rain",
+    rawThis: "this period", rawPrev: "the period before",
+    rawNote: "Raw readings before {date} were deleted by the retention period ({periods}): hours over limits, overflow events and drain times count only the readings kept; the other indicators come from the hourly rollups and are complete.",
     note: "Health index 0–100: each indicator scored from its bands (100 on target, 75 watch, 50 warning, 0 off target, linear between) and weighted as the indicator table says; indicators without a value are left out. The leakage rate is an estimate (water balance).",
   },
 };
@@ -90,7 +94,19 @@ function applyLang() {
 
 function render() {
   if (!state.data) return;
-  renderCards(); renderBars(); renderMap(); renderTable(); renderScores(); renderTrend(); renderProblems();
+  renderRawNote(); renderCards(); renderBars(); renderMap(); renderTable(); renderScores(); renderTrend(); renderProblems();
+}
+
+function renderRawNote() {
+  // Raw readings deleted by retention within this period or the one before: say which figures that touches.
+  const d = state.data, el = $("#hc-raw-note");
+  const which = [];
+  if (d.period.raw_incomplete) which.push(t("rawThis"));
+  if (d.previous_period.raw_incomplete) which.push(t("rawPrev"));
+  el.hidden = !which.length;
+  if (!which.length) return;
+  const when = new Date(d.raw_readings_deleted_before).toLocaleDateString(state.lang === "zh" ? "zh-CN" : "en-GB");
+  el.textContent = t("rawNote").replace("{periods}", which.join(state.lang === "zh" ? "、" : ", ")).replace("{date}", when);
 }
 
 function renderCards() {
