@@ -20,6 +20,7 @@ from psycopg.rows import dict_row
 from models.healthcheck.index import BANDS, HealthIndex, Problem, diagnose, health_index
 from models.healthcheck.indicators import CITY, Definitions, IndicatorValue, compute_all
 from models.healthcheck.ledger import ledger
+from twin.store.retention import raw_deleted_before
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,22 @@ def build_report(
     cur.execute("SELECT sensor_id, network, district, x_m, y_m FROM sensors ORDER BY sensor_id")
     sensors = cur.fetchall()
     tasks = ledger(conn, start=start, end=end)
-    return _page(definitions, current, previous, trend, sensors, tasks)
+    deleted_before = raw_deleted_before(conn)
+    touched = [
+        name
+        for name, begins in (("本期", start), ("上一期", previous.start))
+        if deleted_before and begins < deleted_before
+    ]
+    raw_note = None
+    if deleted_before is not None and touched:
+        since = (deleted_before + timedelta(hours=definitions.water_balance.utc_offset_h)).date().isoformat()
+        raw_note = (
+            f"{'、'.join(touched)}的部分原始读数已按保留期删除（{since} 之前）："
+            "越限时长、溢流次数、退水时间只计入保留下来的读数；其他指标取自小时汇总，不受影响。"
+            f"<span class='en'>Raw readings before {since} were deleted by the retention period: hours over limits,"
+            " overflow events and drain times count only the readings kept.</span>"
+        )
+    return _page(definitions, current, previous, trend, sensors, tasks, raw_note)
 
 
 # --- page -----------------------------------------------------------------------------------------------------------
@@ -118,6 +134,7 @@ td.num { text-align: right; white-space: nowrap; }
 td.nowrap { white-space: nowrap; }
 .chip { display: inline-block; min-width: 10px; height: 10px; border-radius: 2px; margin-right: 4px; }
 .note { color: #4a5562; font-size: 12.5px; }
+.warn { background: #fff4d6; border-left: 4px solid #e3b505; padding: 6px 10px; font-size: 12.5px; }
 section { break-inside: avoid; }
 @page { size: A4; margin: 14mm; }
 """
@@ -151,6 +168,7 @@ def _page(
     trend: Sequence[tuple[str, float | None]],
     sensors: Sequence[Mapping[str, Any]],
     tasks: Sequence[Mapping[str, Any]],
+    raw_note: str | None = None,
 ) -> str:
     districts = list(current.indices)
     cards = []
@@ -217,6 +235,7 @@ def _page(
 <style>{_CSS}</style></head><body>
 <h1>城市生命线体检报告 · {_e(current.label)}</h1>
 <div class="en">Lifeline health check report · {_e(period)} (local time) · generated {generated}</div>
+{f'<p class="warn">{raw_note}</p>' if raw_note else ""}
 <div class="cards">{"".join(cards)}</div>
 <section><h2>一、健康指数 <span class="en">Health index by district, this period and the one before</span></h2>
 <div class="row"><div>{index_chart}</div><div>{map_svg}</div></div>

@@ -30,6 +30,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
 
 from twin.errors import SchemaError
 from twin.store.db import DictConnection
@@ -161,22 +165,28 @@ def prune_readings(
         conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (lock,))
 
 
-def raw_deleted_before(conn: DictConnection, *, schema: str) -> datetime | None:
+def raw_deleted_before(conn: psycopg.Connection[Any], *, schema: str | None = None) -> datetime | None:
     """Return the time before which raw readings have been deleted, or None if none were.
+
+    *schema*: the store's schema (default: the connection's current schema).
 
     Plain PostgreSQL: as far as :func:`prune_readings` has reached (recorded with each slice). TimescaleDB: now
     less the retention policy's interval (the policy drops whole days of chunks once a day, so a little less may
     be gone). The rollups are kept either way: what is missing is what only raw readings give.
     """
+    cur = conn.cursor(row_factory=dict_row)  # whatever rows the connection gives
+    if schema is None:
+        current = cur.execute("SELECT current_schema() AS s").fetchone()
+        schema = str(current["s"]) if current is not None else "public"
     mode = current_mode(conn, schema=schema)
     if mode is StorageMode.TIMESCALEDB:
-        row = conn.execute(
+        row = cur.execute(
             """SELECT now() - (config->>'drop_after')::interval AS before FROM timescaledb_information.jobs
                WHERE proc_name = 'policy_retention' AND hypertable_schema = %s AND hypertable_name = 'readings'""",
             (schema,),
         ).fetchone()
     elif mode is StorageMode.POSTGRESQL:
-        row = conn.execute("SELECT deleted_before AS before FROM raw_retention").fetchone()
+        row = cur.execute("SELECT deleted_before AS before FROM raw_retention").fetchone()
     else:
         return None
     value = None if row is None else row["before"]

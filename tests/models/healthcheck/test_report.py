@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +94,15 @@ def test_report_command_writes_the_period_report(db: DictConnection, schema: str
     assert "2026-06-01 至 2026-06-30" in out.read_text(encoding="utf-8")
     both = CliRunner().invoke(report, ["--year", "2026", "--from", "2026-06-01"], obj=settings)
     assert both.exit_code != 0 and "not both" in both.output
+
+
+def test_the_report_says_when_raw_readings_of_its_periods_were_deleted(db: DictConnection) -> None:
+    start, end = year_bounds(2026)
+    page = build_report(db, DEFS, start=start, end=end, title="2026 年度", months=False)
+    assert "保留期" not in page  # nothing pruned
+    # As the pruning records it (twin.store.retention): raw readings before 10 February 2025 are gone.
+    db.execute("INSERT INTO raw_retention (deleted_before) VALUES (%s)", (datetime(2025, 2, 9, 16, tzinfo=UTC),))
+    page = build_report(db, DEFS, start=start, end=end, title="2026 年度", months=False)
+    assert "上一期的部分原始读数已按保留期删除（2025-02-10 之前）" in page and "本期、" not in page
+    older = build_report(db, DEFS, start=start - (end - start), end=start, title="2025 年度", months=False)
+    assert "本期、上一期的部分原始读数" in older
