@@ -139,7 +139,9 @@ def test_ingest_prunes_on_its_schedule(
 
     with caplog.at_level(logging.WARNING, logger="ingest.retention"):
         failing = RetentionThread(no_database, schema=schema, keep_days=2, clock=lambda: NOW, first_s=0.01, retry_s=60)
-        time.sleep(0.3)
+        deadline = time.monotonic() + 30
+        while "no database connection" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
         failing.close()
     assert failing.runs == 0 and "no database connection" in caplog.text and "trying again in 1 h" in caplog.text
 
