@@ -111,8 +111,9 @@ def db_migrate(ctx: click.Context) -> None:
     show_default=True,
     help="Hours deleted per transaction.",
 )
+@click.option("--dry-run", is_flag=True, help="Delete nothing: say how many raw readings would go.")
 @click.pass_context
-def db_prune(ctx: click.Context, keep_days: int | None, slice_hours: float) -> None:
+def db_prune(ctx: click.Context, keep_days: int | None, slice_hours: float, dry_run: bool) -> None:
     """Delete raw readings older than the retention, on plain PostgreSQL (the rollups are kept).
 
     TimescaleDB's retention policy does this by itself there. Safe beside a running ingest; a stopped run keeps
@@ -143,6 +144,7 @@ def db_prune(ctx: click.Context, keep_days: int | None, slice_hours: float) -> N
                 keep=timedelta(days=days),
                 slice_span=timedelta(hours=slice_hours),
                 progress=progress,
+                dry_run=dry_run,
             )
         except LifelineError as exc:
             raise click.ClickException(str(exc)) from exc
@@ -151,8 +153,13 @@ def db_prune(ctx: click.Context, keep_days: int | None, slice_hours: float) -> N
         click.echo(f"schema {s.db_schema}: nothing deleted — {result.skipped}")
     elif result.oldest is None:
         click.echo(f"schema {s.db_schema}: no readings")
-    elif result.slices == 0:
+    elif result.planned == 0:
         click.echo(f"schema {s.db_schema}: nothing before {cutoff} (oldest reading {result.oldest.isoformat()})")
+    elif dry_run:
+        click.echo(
+            f"schema {s.db_schema}: would delete {result.to_delete:,} raw readings before {cutoff} (oldest"
+            f" {result.oldest.isoformat(timespec='minutes')}) in {result.planned} slices; nothing deleted"
+        )
     else:
         click.echo(
             f"schema {s.db_schema}: {result.deleted:,} raw readings before {cutoff} deleted in {result.slices} slices,"

@@ -150,6 +150,10 @@ def test_the_command_prunes_and_says_what_it_did(db: DictConnection, schema: str
     now = datetime.now(UTC).replace(microsecond=0)
     rows = _fill(db, end=now, days=3)
     env = {"LIFELINE_DATABASE_URL": pg_url, "LIFELINE_DB_SCHEMA": schema, "LIFELINE_RAW_RETENTION_DAYS": "2"}
+    dry = CliRunner().invoke(cli, ["db", "prune", "--dry-run"], env=env)
+    assert dry.exit_code == 0 and "would delete" in dry.output and "nothing deleted" in dry.output, dry.output
+    kept = db.execute("SELECT count(*) AS n FROM readings").fetchone()
+    assert kept is not None and kept["n"] == len(rows)  # a dry run deletes nothing
     out = CliRunner().invoke(cli, ["db", "prune", "--slice-hours", "6"], env=env)
     assert out.exit_code == 0, out.output
     gone = sum(1 for r in rows if r[1] < now - timedelta(days=2))
@@ -157,6 +161,7 @@ def test_the_command_prunes_and_says_what_it_did(db: DictConnection, schema: str
     left = db.execute("SELECT count(*) AS n FROM readings").fetchone()
     assert left is not None and len(rows) - left["n"] in (gone, gone + len(SENSORS))
     assert f"{len(rows) - left['n']:,} raw readings before" in out.output and "rollups are kept" in out.output
+    assert f"would delete {len(rows) - left['n']:,} raw readings" in dry.output
     assert "slice 5/5" in out.output  # progress: 24 h in slices of 6 h, the last one ending at the cutoff
     again = CliRunner().invoke(cli, ["db", "prune", "--keep-days", "2"], env=env)
     assert again.exit_code == 0 and "nothing before" in again.output

@@ -58,6 +58,8 @@ class PruneResult:
         seconds: how long the run took.
         skipped: why nothing was done (TimescaleDB's own policy applies, another process is pruning), or None.
         stopped: the run was asked to stop before it reached the cutoff.
+        planned: slices the run needed.
+        to_delete: for a dry run, the raw readings before the cutoff (None otherwise).
     """
 
     mode: StorageMode
@@ -68,6 +70,8 @@ class PruneResult:
     seconds: float
     skipped: str | None = None
     stopped: bool = False
+    planned: int = 0
+    to_delete: int | None = None
 
 
 Progress = Callable[[datetime, int, int, int], None]
@@ -83,6 +87,7 @@ def prune_readings(
     slice_span: timedelta = SLICE,
     stop: threading.Event | None = None,
     progress: Progress | None = None,
+    dry_run: bool = False,
 ) -> PruneResult:
     """Delete the raw readings older than *keep* before *now*, on plain PostgreSQL (see the module docstring).
 
@@ -94,6 +99,7 @@ def prune_readings(
         slice_span: the span of time deleted per transaction.
         stop: when set, the run ends after the current slice (``stopped`` in the result).
         progress: called after each slice.
+        dry_run: delete nothing; count the raw readings before the cutoff (``to_delete``) and the slices needed.
 
     Returns:
         What was done. On TimescaleDB nothing is (its policy does it): ``skipped`` says so.
@@ -112,9 +118,17 @@ def prune_readings(
         raise SchemaError(f"schema {schema!r} is not migrated: run 'lifeline db migrate'")
 
     def result(
-        oldest: datetime | None, deleted: int, slices: int, *, skipped: str | None = None, stopped: bool = False
+        oldest: datetime | None,
+        deleted: int,
+        slices: int,
+        *,
+        skipped: str | None = None,
+        stopped: bool = False,
+        planned: int = 0,
+        to_delete: int | None = None,
     ) -> PruneResult:
-        return PruneResult(mode, cutoff, oldest, deleted, slices, time.monotonic() - began, skipped, stopped)
+        seconds = time.monotonic() - began
+        return PruneResult(mode, cutoff, oldest, deleted, slices, seconds, skipped, stopped, planned, to_delete)
 
     if mode is StorageMode.TIMESCALEDB:
         return result(None, 0, 0, skipped="TimescaleDB's retention policy drops old chunks itself")
@@ -127,13 +141,16 @@ def prune_readings(
     try:
         oldest = _oldest(conn)
         if oldest is None or oldest >= cutoff:
-            return result(oldest, 0, 0)
+            return result(oldest, 0, 0, to_delete=0 if dry_run else None)
         ends = _slice_ends(oldest, cutoff, slice_span)
+        if dry_run:
+            counted = conn.execute("SELECT count(*) AS n FROM readings WHERE ts < %s", (cutoff,)).fetchone()
+            return result(oldest, 0, 0, planned=len(ends), to_delete=int(counted["n"]) if counted else 0)
         deleted = 0
         start: datetime | None = None
         for k, end in enumerate(ends):
             if stop is not None and stop.is_set():
-                return result(oldest, deleted, k, stopped=True)
+                return result(oldest, deleted, k, stopped=True, planned=len(ends))
             with conn.transaction():
                 if start is None:
                     cur = conn.execute("DELETE FROM readings WHERE ts < %s", (end,))
@@ -160,7 +177,7 @@ def prune_readings(
             len(ends),
             time.monotonic() - began,
         )
-        return result(oldest, deleted, len(ends))
+        return result(oldest, deleted, len(ends), planned=len(ends))
     finally:
         conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (lock,))
 
