@@ -97,6 +97,34 @@ def db_migrate(ctx: click.Context) -> None:
     click.echo(f"schema {s.db_schema}: up to date ({mode.value})")
 
 
+@db.command("status")
+@click.pass_context
+def db_status(ctx: click.Context) -> None:
+    """What the store holds: mode, migrations, table sizes, the raw readings' span and retention."""
+    from twin.store.db import connect
+    from twin.store.status import store_status
+
+    s = _settings(ctx)
+    with connect(_need(s.database_url, "DATABASE_URL"), schema=s.db_schema, autocommit=True) as conn:
+        try:
+            st = store_status(conn, schema=s.db_schema)
+        except LifelineError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    def when(ts: object) -> str:
+        return ts.isoformat(timespec="minutes") if hasattr(ts, "isoformat") else "—"
+
+    pending = f"; {len(st.pending)} pending: run 'lifeline db migrate'" if st.pending else ", up to date"
+    click.echo(f"schema {st.schema}: {st.mode.value}, migration {st.version}{pending}; {st.sensors} sensors")
+    for t in st.tables:
+        click.echo(f"  {t.name:<17} {'~' + format(t.rows, ','):>15} rows {t.bytes / 2**20:>10,.1f} MiB")
+    click.echo(f"raw readings: {when(st.oldest_raw)} … {when(st.newest_raw)}")
+    if st.raw_deleted_before is not None:
+        click.echo(f"deleted by retention before {when(st.raw_deleted_before)} (rollups kept)")
+    else:
+        click.echo(f"retention: nothing deleted yet (plain PostgreSQL keeps {s.raw_retention_days} days, 0: all)")
+
+
 @db.command("prune")
 @click.option(
     "--keep-days",

@@ -27,6 +27,7 @@ from twin.store.db import DictConnection, connect
 from twin.store.readings import ReadingRow, ReadingStore
 from twin.store.retention import prune_readings, raw_deleted_before
 from twin.store.schema import StorageMode, current_mode
+from twin.store.status import store_status
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 SENSORS = ["D-L-001", "W-P-001", "G-M-001", "R-001"]
@@ -183,3 +184,26 @@ def test_a_running_ingest_prunes_its_store(
     assert left is not None and left["n"] == sum(1 for r in rows if r[1] >= NOW - timedelta(days=2))
     svc.stop()
     assert svc._retention is not None and not svc._retention.thread.is_alive()
+
+
+def test_db_status_shows_what_the_store_holds(db: DictConnection, schema: str, pg_url: str) -> None:
+    rows = _fill(db, days=3)
+    status = store_status(db, schema=schema)
+    sizes = {t.name: t for t in status.tables}
+    assert status.mode is StorageMode.POSTGRESQL and status.pending == () and status.version >= 13
+    assert sizes["readings"].rows == len(rows) and sizes["readings"].bytes > 0  # not analysed yet: counted
+    assert status.oldest_raw == NOW - timedelta(days=3) and status.newest_raw == rows[-1][1]
+    assert status.raw_deleted_before is None
+    prune_readings(db, schema=schema, keep=timedelta(days=1), now=NOW)
+    db.execute("ANALYZE readings")
+    after = store_status(db, schema=schema)
+    assert after.raw_deleted_before == NOW - timedelta(days=1) and after.oldest_raw == NOW - timedelta(days=1)
+    estimated = {t.name: t for t in after.tables}["readings"].rows
+    assert abs(estimated - 144 * len(SENSORS)) <= 0.1 * 144 * len(SENSORS)  # PostgreSQL's estimate after ANALYZE
+    env = {"LIFELINE_DATABASE_URL": pg_url, "LIFELINE_DB_SCHEMA": schema}
+    out = CliRunner().invoke(cli, ["db", "status"], env=env)
+    assert out.exit_code == 0, out.output
+    assert "postgresql, migration" in out.output and "up to date" in out.output and "readings_1h" in out.output
+    assert "deleted by retention before 2026-11-25T12:00" in out.output
+    missing = CliRunner().invoke(cli, ["db", "status"], env={**env, "LIFELINE_DB_SCHEMA": "t_never_migrated"})
+    assert missing.exit_code == 1 and "not migrated" in missing.output

@@ -15,6 +15,7 @@ from twin.store.readings import ReadingStore, query_series
 from twin.store.retention import prune_readings, raw_deleted_before
 from twin.store.schema import StorageMode, migrate
 from twin.store.sensors import upsert_sensors
+from twin.store.status import store_status
 
 from .conftest import connect_timescaledb
 
@@ -106,6 +107,13 @@ def test_timescaledb_schema_runs_on_real_timescaledb(timescaledb_port: int, capl
         # What the health check is told is gone: now less the policy's 800 days.
         gone = raw_deleted_before(conn, schema="tsdb")  # type: ignore[arg-type]
         assert gone is not None and abs((datetime.now(UTC) - gone) - timedelta(days=800)) < timedelta(hours=1)
+        # `lifeline db status` measures the hypertable and the aggregates with TimescaleDB's own functions.
+        status = store_status(conn, schema="tsdb")  # type: ignore[arg-type]
+        sizes = {t.name: t for t in status.tables}
+        assert status.mode is StorageMode.TIMESCALEDB and status.pending == ()
+        assert {"readings", "readings_1m", "readings_1h"} <= sizes.keys() and sizes["readings"].bytes > 0
+        assert status.oldest_raw == ROWS[0][1] and status.raw_deleted_before is not None
+        assert abs(status.raw_deleted_before - gone) < timedelta(minutes=1)  # now() less 800 days, a moment later
         # Real-time aggregation answers before any refresh; then run every policy job as the scheduler would.
         _check_queries(conn)
         for job in jobs:

@@ -139,7 +139,7 @@ def prune_readings(
     if got is None or not got["got"]:
         return result(None, 0, 0, skipped="another process is pruning this schema")
     try:
-        oldest = _oldest(conn)
+        oldest = oldest_raw_reading(conn)
         if oldest is None or oldest >= cutoff:
             return result(oldest, 0, 0, to_delete=0 if dry_run else None)
         ends = _slice_ends(oldest, cutoff, slice_span)
@@ -210,12 +210,16 @@ def raw_deleted_before(conn: psycopg.Connection[Any], *, schema: str | None = No
     return value if isinstance(value, datetime) else None
 
 
-def _oldest(conn: DictConnection) -> datetime | None:
-    """The oldest reading's time: one primary-key probe per known sensor."""
-    row = conn.execute(
-        """SELECT min(first.ts) AS oldest FROM sensors s CROSS JOIN LATERAL
+def oldest_raw_reading(conn: psycopg.Connection[Any]) -> datetime | None:
+    """The oldest raw reading's time (None: no reading): one primary-key probe per known sensor."""
+    row = (
+        conn.cursor(row_factory=dict_row)
+        .execute(
+            """SELECT min(first.ts) AS oldest FROM sensors s CROSS JOIN LATERAL
            (SELECT r.ts FROM readings r WHERE r.sensor_id = s.sensor_id ORDER BY r.ts LIMIT 1) first"""
-    ).fetchone()
+        )
+        .fetchone()
+    )
     value = None if row is None else row["oldest"]
     return value if isinstance(value, datetime) else None
 
