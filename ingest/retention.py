@@ -96,6 +96,9 @@ class RetentionThread:
             except (psycopg.Error, LifelineError) as exc:
                 log.warning("raw-reading retention failed (%s); what was deleted stays deleted; again in 1 h", exc)
                 wait = self.retry_s
+            except Exception:  # a bug must not end the schedule silently: say it, and try again later
+                log.exception("raw-reading retention failed unexpectedly; again in 1 h")
+                wait = self.retry_s
             finally:
                 with contextlib.suppress(psycopg.Error):
                     conn.close()
