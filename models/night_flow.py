@@ -421,7 +421,7 @@ class NightFlowDetector:
         private: set[tuple[int, str]] = set()
         for r in of_sensors(readings, signs):
             sid = r.sensor_id
-            if sid not in signs or r.quality == QUALITY_BAD or (suspect and (sid, r.ts) in suspect):
+            if r.quality == QUALITY_BAD or (suspect and (sid, r.ts) in suspect):
                 continue
             value = float(r.value)
             if not math.isfinite(value):
