@@ -11,6 +11,8 @@ four. Readings are replayed one batch per minute, ``now`` = the batch's time, as
     python bench/bench_water_leak.py --leaks 6 --normal 1 --workers 1
     python bench/bench_water_leak.py --net3       # a few leaks and a normal run on WNTR's Net3 instead
     python bench/bench_water_leak.py --seed 7 --threshold 6 --diagonal   # another draw, other settings
+    python bench/bench_water_leak.py --seed 7 --district-meters 4     # other sensor layouts (tried, not kept)
+    python bench/bench_water_leak.py --seed 7 --pressure-every 1
 
 Figures printed: recall within 2 h for leaks ≥ 5 L/s and 1–5 L/s, median detection delay, false alarms per day per
 100 sensors, the share of leaks whose true junction (either end of a leaking pipe) is among the top 3 candidates,
@@ -24,7 +26,7 @@ import statistics
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -99,12 +101,71 @@ class Outcome:
     run_s: float = 0.0
 
 
-def demo_network() -> tuple[PipeNetwork, dict[str, Sensor]]:
-    """Return the demo city's water network and its water sensors."""
+@dataclass(frozen=True, slots=True)
+class SensorLayout:
+    """Sensors added to the demo city's own for a what-if: flow meters on every pipe between *district_meters*
+    zones (recursive bisection of the junctions' coordinates, so 2, 4, 8 … zones: district metering, 分区计量) and a
+    pressure sensor at every *pressure_every*-th junction (the city has one at every second)."""
+
+    district_meters: int = 0
+    pressure_every: int = 2
+
+
+def zones_by_bisection(network: PipeNetwork, count: int) -> dict[str, int]:
+    """Split the junctions into *count* (a power of two) zones of equal size, halving the longer side each time."""
+    groups = [sorted(n.node_id for n in network.nodes.values() if n.kind is NodeKind.JUNCTION)]
+    while len(groups) < count:
+        split: list[list[str]] = []
+        for group in groups:
+            xs = np.array([network.nodes[n].x_m for n in group])
+            ys = np.array([network.nodes[n].y_m for n in group])
+            key = xs if np.ptp(xs) >= np.ptp(ys) else ys
+            order = [group[k] for k in np.argsort(key, kind="stable")]
+            split += [order[: len(order) // 2], order[len(order) // 2 :]]
+        groups = split
+    return {nid: k for k, group in enumerate(groups) for nid in group}
+
+
+def demo_network(extra: SensorLayout = SensorLayout()) -> tuple[PipeNetwork, dict[str, Sensor]]:
+    """Return the demo city's water network and its water sensors (with *extra* ones for a what-if)."""
     layout = build_layout()
     network, _inp = build_water(layout)
     city = City(name="demo", crs="EPSG:4547", terrain=layout.terrain, networks={Network.WATER: network})
     sensors = {k: s for k, s in place_sensors(city).items() if s.network is Network.WATER}
+    flow = next(s for s in sensors.values() if s.quantity is Quantity.FLOW)
+    pressure = next(s for s in sensors.values() if s.quantity is Quantity.PRESSURE)
+    if extra.district_meters > 1:
+        zone = zones_by_bisection(network, extra.district_meters)
+        for link in sorted(network.links.values(), key=lambda link: link.link_id):
+            ends = (link.from_id, link.to_id)
+            if link.kind is LinkKind.PIPE and all(e in zone for e in ends) and zone[ends[0]] != zone[ends[1]]:
+                a, b = network.endpoints(link)
+                sid = f"WF-{link.link_id}"
+                sensors.setdefault(
+                    sid,
+                    replace(
+                        flow,
+                        sensor_id=sid,
+                        name=f"供水管 {link.link_id} 流量（分区计量）",
+                        asset_id=f"water:{link.link_id}",
+                        x_m=(a.x_m + b.x_m) / 2,
+                        y_m=(a.y_m + b.y_m) / 2,
+                    ),
+                )
+    junctions = sorted(n.node_id for n in network.nodes.values() if n.kind is NodeKind.JUNCTION)
+    if extra.pressure_every != 2:
+        sensors = {k: s for k, s in sensors.items() if s.quantity is not Quantity.PRESSURE}
+        for nid in junctions[:: extra.pressure_every]:
+            node = network.nodes[nid]
+            sid = f"WP-{nid}"
+            sensors[sid] = replace(
+                pressure,
+                sensor_id=sid,
+                name=f"供水节点 {nid} 压力",
+                asset_id=f"water:{nid}",
+                x_m=node.x_m,
+                y_m=node.y_m,
+            )
     return network, sensors
 
 
@@ -250,8 +311,8 @@ def draw_cases(network: PipeNetwork, count: int, seed: int) -> list[LeakCase]:
     return cases
 
 
-def _worker(args: tuple[LeakCase | None, int, str, LeakSettings]) -> Outcome:
-    network, sensors = net3_network() if args[2] == "net3" else demo_network()
+def _worker(args: tuple[LeakCase | None, int, str, LeakSettings, SensorLayout]) -> Outcome:
+    network, sensors = net3_network() if args[2] == "net3" else demo_network(args[4])
     return run_case(network, sensors, args[0], args[1], settings=args[3])
 
 
@@ -305,7 +366,16 @@ def main() -> None:
     parser.add_argument(
         "--measured-tanks", choices=("auto", "on", "off"), default="auto", help="measured tank levels as inputs"
     )
+    parser.add_argument(
+        "--district-meters", type=int, default=0, help="what-if: flow meters between this many zones (2, 4, 8 …)"
+    )
+    parser.add_argument("--pressure-every", type=int, default=2, help="what-if: pressure at every N-th junction")
     args = parser.parse_args()
+    if args.district_meters and args.district_meters & (args.district_meters - 1):
+        parser.error("--district-meters must be a power of two")
+    if args.pressure_every < 1:
+        parser.error("--pressure-every must be at least 1")
+    extra = SensorLayout(args.district_meters, args.pressure_every)
     settings = LeakSettings(
         threshold=args.threshold,
         threshold_factor=args.threshold_factor,
@@ -315,10 +385,13 @@ def main() -> None:
         measured_tanks={"auto": None, "on": True, "off": False}[args.measured_tanks],
     )
     which = "net3" if args.net3 else "demo"
-    network, _sensors = net3_network() if args.net3 else demo_network()
+    network, sensors = net3_network() if args.net3 else demo_network(extra)
+    print(f"{len(sensors)} water sensors")
     cases = draw_cases(network, args.leaks, args.seed)
     normal_seeds = [args.seed * 10 + k for k in range(args.normal)]
-    jobs = [(c, c.seed, which, settings) for c in cases] + [(None, s, which, settings) for s in normal_seeds]
+    jobs = [(c, c.seed, which, settings, extra) for c in cases] + [
+        (None, s, which, settings, extra) for s in normal_seeds
+    ]
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         outcomes = list(pool.map(_worker, jobs))

@@ -148,3 +148,25 @@ def test_batches_of_several_minutes_in_any_order_learn_what_one_minute_batches_l
         assert np.isclose(entry["dev"], other["dev"]) and np.isclose(entry["fast"], other["fast"])
         assert entry["last_ts"] == other["last_ts"]
     assert any(abs(entry["dev"]) > 0 for entry in a["sensors"].values())  # past learning: deviations are tracked
+
+
+def test_the_benchs_what_if_layouts_meter_exactly_the_pipes_between_zones(
+    demo: tuple[PipeNetwork, dict[str, Sensor]],
+) -> None:
+    network, sensors = demo
+    zone = bench.zones_by_bisection(network, 8)
+    sizes = np.bincount(list(zone.values()))
+    assert len(sizes) == 8 and sizes.max() - sizes.min() <= 1
+    _net, metered = bench.demo_network(bench.SensorLayout(district_meters=8))
+    added = set(metered) - set(sensors)
+    crossing = {
+        f"WF-{k}"
+        for k, link in network.links.items()
+        if link.from_id in zone and link.to_id in zone and zone[link.from_id] != zone[link.to_id]
+    }
+    assert added == crossing - set(sensors) and added
+    assert all(metered[s].quantity.value == "flow" and metered[s].asset_id == f"water:{s[3:]}" for s in added)
+    _net, dense = bench.demo_network(bench.SensorLayout(pressure_every=1))
+    pressure = {s for s, v in dense.items() if v.quantity.value == "pressure"}
+    junctions = {n for n, node in network.nodes.items() if node.kind.value == "junction"}
+    assert pressure == {f"WP-{n}" for n in junctions}
