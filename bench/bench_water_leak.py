@@ -36,7 +36,8 @@ import numpy as np
 import wntr
 
 from models.water_leak import LeakSettings, WaterLeakDetector
-from simulators.water_scenarios import LeakEvent, WaterScenario
+from simulators.scenario_tools import DemandVariation
+from simulators.water_scenarios import DEFAULT_VARIATION, LeakEvent, WaterScenario
 from twin.alerts import AlertChange
 from twin.democity.layout import build_layout
 from twin.democity.sensors import place_sensors
@@ -103,12 +104,15 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class SensorLayout:
-    """Sensors added to the demo city's own for a what-if: flow meters on every pipe between *district_meters*
-    zones (recursive bisection of the junctions' coordinates, so 2, 4, 8 … zones: district metering, 分区计量) and a
-    pressure sensor at every *pressure_every*-th junction (the city has one at every second)."""
+    """What-ifs on the demo city: flow meters on every pipe between *district_meters* zones (recursive bisection of
+    the junctions' coordinates, so 2, 4, 8 … zones: district metering, 分区计量), a pressure sensor at every
+    *pressure_every*-th junction (the city has one at every second), and each consumer's own demand factor with σ
+    *consumer_sigma* (the simulator's default 0.10; smaller stands for consumption the detector could know, e.g.
+    from smart meters)."""
 
     district_meters: int = 0
     pressure_every: int = 2
+    consumer_sigma: float = DEFAULT_VARIATION.element_sigma
 
 
 def zones_by_bisection(network: PipeNetwork, count: int) -> dict[str, int]:
@@ -239,6 +243,7 @@ def run_case(
     *,
     settings: LeakSettings | None = None,
     normal_days: float = 2.0,
+    variation: DemandVariation = DEFAULT_VARIATION,
 ) -> Outcome:
     """Run one scenario (a leak, or a normal one judged for *normal_days*) and score the detector on it."""
     started = time.perf_counter()
@@ -252,7 +257,9 @@ def run_case(
         leak_at = START + lead_in + timedelta(hours=case.hour)
         duration = leak_at - START + timedelta(hours=WINDOW_H + 0.25)
         events = [case.event(leak_at)]
-    scenario = WaterScenario(network, sensors, start=START, duration=duration, events=events, seed=seed)
+    scenario = WaterScenario(
+        network, sensors, start=START, duration=duration, events=events, seed=seed, variation=variation
+    )
     judged_from = START + lead_in
     outcome = Outcome(case, seed, (START + duration - judged_from).total_seconds() / 3600.0, len(detector.sensors))
     raised: AlertChange | None = None
@@ -313,7 +320,8 @@ def draw_cases(network: PipeNetwork, count: int, seed: int) -> list[LeakCase]:
 
 def _worker(args: tuple[LeakCase | None, int, str, LeakSettings, SensorLayout]) -> Outcome:
     network, sensors = net3_network() if args[2] == "net3" else demo_network(args[4])
-    return run_case(network, sensors, args[0], args[1], settings=args[3])
+    variation = replace(DEFAULT_VARIATION, element_sigma=args[4].consumer_sigma)
+    return run_case(network, sensors, args[0], args[1], settings=args[3], variation=variation)
 
 
 def summarise(outcomes: Sequence[Outcome]) -> dict[str, Any]:
@@ -367,15 +375,29 @@ def main() -> None:
         "--measured-tanks", choices=("auto", "on", "off"), default="auto", help="measured tank levels as inputs"
     )
     parser.add_argument(
+        "--long-calibration",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="calibrate for 3 days with the threshold re-scored (auto: on networks run by their tanks and pumps)",
+    )
+    parser.add_argument(
         "--district-meters", type=int, default=0, help="what-if: flow meters between this many zones (2, 4, 8 …)"
     )
     parser.add_argument("--pressure-every", type=int, default=2, help="what-if: pressure at every N-th junction")
+    parser.add_argument(
+        "--consumer-sigma",
+        type=float,
+        default=DEFAULT_VARIATION.element_sigma,
+        help="what-if: σ of each consumer's own demand factor",
+    )
     args = parser.parse_args()
     if args.district_meters and args.district_meters & (args.district_meters - 1):
         parser.error("--district-meters must be a power of two")
     if args.pressure_every < 1:
         parser.error("--pressure-every must be at least 1")
-    extra = SensorLayout(args.district_meters, args.pressure_every)
+    if not 0 <= args.consumer_sigma < 1:
+        parser.error("--consumer-sigma must be in [0, 1)")
+    extra = SensorLayout(args.district_meters, args.pressure_every, args.consumer_sigma)
     settings = LeakSettings(
         threshold=args.threshold,
         threshold_factor=args.threshold_factor,
@@ -383,6 +405,7 @@ def main() -> None:
         model_covariance=not args.diagonal,
         operating_points=tuple(float(p) for p in args.operating_points.split(",")),
         measured_tanks={"auto": None, "on": True, "off": False}[args.measured_tanks],
+        long_calibration={"auto": None, "on": True, "off": False}[args.long_calibration],
     )
     which = "net3" if args.net3 else "demo"
     network, sensors = net3_network() if args.net3 else demo_network(extra)

@@ -353,6 +353,8 @@ class LeakSettings:
             module). None (the default): only where projecting every mode would leave the leak responses
             nothing (the median leak response keeps less than ``1e-6`` of its size: the test would be blind);
             False: every tank is projected off; True: measured tanks are always inputs.
+        long_calibration: calibrate for ``cycle_calibrate_s`` with the threshold re-scored (as on a network run by
+            its tanks and pumps) on any network; None (the default): only on such networks.
         model_covariance: whiten by the model covariance (else by each sensor's own spread alone).
         own_noise_floor: each sensor's own variance is at least this share of its residual variance.
     """
@@ -378,6 +380,7 @@ class LeakSettings:
     model_covariance: bool = True
     own_noise_floor: float = 0.1
     measured_tanks: bool | None = None
+    long_calibration: bool | None = None
 
 
 @dataclass(slots=True)
@@ -671,7 +674,8 @@ class WaterLeakDetector:
                     level_sensors.append(sensor)
         self._n = len(chosen)
         self._tank_columns = tank_columns
-        self._rescored = bool(tank_columns) or self._controlled
+        auto = bool(tank_columns) or self._controlled
+        self._rescored = auto if self.settings.long_calibration is None else self.settings.long_calibration
         measured = {k for columns in tank_columns for k in columns}
         self._free_modes = np.array([k for k in range(len(names)) if k not in measured], dtype=np.intp)
         self._tank_effect = (

@@ -9,7 +9,7 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from models.water_leak import WaterLeakDetector, cause_key, network_response
+from models.water_leak import LeakSettings, WaterLeakDetector, cause_key, network_response
 from simulators.water_scenarios import LeakEvent, WaterScenario
 from twin.model import PipeNetwork
 from twin.readings import Reading
@@ -170,3 +170,12 @@ def test_the_benchs_what_if_layouts_meter_exactly_the_pipes_between_zones(
     pressure = {s for s, v in dense.items() if v.quantity.value == "pressure"}
     junctions = {n for n, node in network.nodes.items() if node.kind.value == "junction"}
     assert pressure == {f"WP-{n}" for n in junctions}
+
+
+def test_the_long_calibration_can_be_asked_for_on_a_network_without_controls(
+    demo: tuple[PipeNetwork, dict[str, Sensor]],
+) -> None:
+    network, sensors = demo
+    assert WaterLeakDetector(network, sensors).calibration_s == 24 * 3600.0
+    asked = WaterLeakDetector(network, sensors, settings=LeakSettings(long_calibration=True))
+    assert asked.calibration_s == LeakSettings().cycle_calibrate_s == 3 * 24 * 3600.0
