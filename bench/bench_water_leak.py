@@ -103,12 +103,12 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
-class SensorLayout:
-    """What-ifs on the demo city: flow meters on every pipe between *district_meters* zones (recursive bisection of
-    the junctions' coordinates, so 2, 4, 8 … zones: district metering, 分区计量), a pressure sensor at every
-    *pressure_every*-th junction (the city has one at every second), and each consumer's own demand factor with σ
-    *consumer_sigma* (the simulator's default 0.10; smaller stands for consumption the detector could know, e.g.
-    from smart meters)."""
+class WhatIf:
+    """What-ifs on the demo city's sensors and demand: flow meters on every pipe between *district_meters* zones
+    (recursive bisection of the junctions' coordinates, so 2, 4, 8 … zones: district metering, 分区计量), a pressure
+    sensor at every *pressure_every*-th junction (the city has one at every second), and each consumer's own demand
+    factor with σ *consumer_sigma* (the simulator's default 0.10; smaller stands for consumption the detector could
+    know, e.g. from smart meters)."""
 
     district_meters: int = 0
     pressure_every: int = 2
@@ -130,8 +130,8 @@ def zones_by_bisection(network: PipeNetwork, count: int) -> dict[str, int]:
     return {nid: k for k, group in enumerate(groups) for nid in group}
 
 
-def demo_network(extra: SensorLayout = SensorLayout()) -> tuple[PipeNetwork, dict[str, Sensor]]:
-    """Return the demo city's water network and its water sensors (with *extra* ones for a what-if)."""
+def demo_network(extra: WhatIf = WhatIf()) -> tuple[PipeNetwork, dict[str, Sensor]]:
+    """Return the demo city's water network and its water sensors (as *extra* changes them for a what-if)."""
     layout = build_layout()
     network, _inp = build_water(layout)
     city = City(name="demo", crs="EPSG:4547", terrain=layout.terrain, networks={Network.WATER: network})
@@ -318,7 +318,7 @@ def draw_cases(network: PipeNetwork, count: int, seed: int) -> list[LeakCase]:
     return cases
 
 
-def _worker(args: tuple[LeakCase | None, int, str, LeakSettings, SensorLayout]) -> Outcome:
+def _worker(args: tuple[LeakCase | None, int, str, LeakSettings, WhatIf]) -> Outcome:
     network, sensors = net3_network() if args[2] == "net3" else demo_network(args[4])
     variation = replace(DEFAULT_VARIATION, element_sigma=args[4].consumer_sigma)
     return run_case(network, sensors, args[0], args[1], settings=args[3], variation=variation)
@@ -397,7 +397,7 @@ def main() -> None:
         parser.error("--pressure-every must be at least 1")
     if not 0 <= args.consumer_sigma < 1:
         parser.error("--consumer-sigma must be in [0, 1)")
-    extra = SensorLayout(args.district_meters, args.pressure_every, args.consumer_sigma)
+    extra = WhatIf(args.district_meters, args.pressure_every, args.consumer_sigma)
     settings = LeakSettings(
         threshold=args.threshold,
         threshold_factor=args.threshold_factor,

@@ -157,7 +157,7 @@ def test_the_benchs_what_if_layouts_meter_exactly_the_pipes_between_zones(
     zone = bench.zones_by_bisection(network, 8)
     sizes = np.bincount(list(zone.values()))
     assert len(sizes) == 8 and sizes.max() - sizes.min() <= 1
-    _net, metered = bench.demo_network(bench.SensorLayout(district_meters=8))
+    _net, metered = bench.demo_network(bench.WhatIf(district_meters=8))
     added = set(metered) - set(sensors)
     crossing = {
         f"WF-{k}"
@@ -166,7 +166,7 @@ def test_the_benchs_what_if_layouts_meter_exactly_the_pipes_between_zones(
     }
     assert added == crossing - set(sensors) and added
     assert all(metered[s].quantity.value == "flow" and metered[s].asset_id == f"water:{s[3:]}" for s in added)
-    _net, dense = bench.demo_network(bench.SensorLayout(pressure_every=1))
+    _net, dense = bench.demo_network(bench.WhatIf(pressure_every=1))
     pressure = {s for s, v in dense.items() if v.quantity.value == "pressure"}
     junctions = {n for n, node in network.nodes.items() if node.kind.value == "junction"}
     assert pressure == {f"WP-{n}" for n in junctions}
